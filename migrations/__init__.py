@@ -1,0 +1,1 @@
+"""Alembic migrations for agent-ledger: raw SQL through ``op.execute``, each with a downgrade."""

@@ -1,0 +1,1 @@
+"""Agents: the spenders, each with its own credentials and budget."""

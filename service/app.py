@@ -1,0 +1,118 @@
+"""``create_app(settings)``: wiring only. Rules live in the feature packages."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+import asyncpg
+import structlog
+from litestar import Litestar, Request
+from litestar.datastructures import State
+from litestar.di import Provide
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import SwaggerRenderPlugin
+
+from service import __version__
+from service.agents.controller import AgentController
+from service.audit.recorder import provide_audit_context
+from service.auth import LastUsedTracker, authorize, provide_principal
+from service.config import Settings, load_settings
+from service.db import create_pool
+from service.errors import exception_handlers
+from service.health.controller import HealthController
+from service.keys.controller import AgentKeyController, KeyController
+from service.logs import RequestLogMiddleware, configure_logging
+from service.me.controller import MeController
+from service.migrate import head_revision
+from service.teams.controller import TeamController
+
+__all__ = ["app_from_environment", "create_app"]
+
+ROUTE_HANDLERS = [
+    HealthController,
+    MeController,
+    TeamController,
+    AgentController,
+    AgentKeyController,
+    KeyController,
+]
+
+log = structlog.get_logger("agent_ledger.app")
+
+
+@contextlib.asynccontextmanager
+async def _database(app: Litestar) -> AsyncIterator[None]:
+    settings: Settings = app.state.settings
+    if settings.database_url is None:
+        raise RuntimeError("DATABASE_URL is not set; 'agent-ledger serve' starts one for you")
+    app.state.pool = await create_pool(
+        settings.database_url, min_size=settings.pool_min_size, max_size=settings.pool_max_size
+    )
+    flusher = asyncio.create_task(_flush_last_used(app))
+    try:
+        yield
+    finally:
+        flusher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await flusher
+        with contextlib.suppress(Exception):
+            await app.state.last_used.flush(app.state.pool)
+        await app.state.pool.close()
+
+
+async def _flush_last_used(app: Litestar) -> None:
+    interval = app.state.settings.last_used_flush_seconds
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            await app.state.last_used.flush(app.state.pool)
+        except (asyncpg.PostgresError, OSError) as exc:
+            log.warning("last_used_flush_failed", error=str(exc))
+
+
+async def _provide_pool(request: Request[Any, Any, Any]) -> asyncpg.Pool:
+    return request.app.state.pool
+
+
+def create_app(settings: Settings) -> Litestar:
+    app = Litestar(
+        route_handlers=ROUTE_HANDLERS,
+        guards=[authorize],
+        dependencies={
+            "pool": Provide(_provide_pool),
+            "principal": Provide(provide_principal),
+            "audit": Provide(provide_audit_context),
+        },
+        exception_handlers=exception_handlers(),
+        lifespan=[_database],
+        state=State(
+            {
+                "settings": settings,
+                "last_used": LastUsedTracker(),
+                "head_revision": head_revision(),
+            }
+        ),
+        request_max_body_size=settings.max_body_bytes,
+        openapi_config=OpenAPIConfig(
+            title="agent-ledger",
+            version=__version__,
+            description="Per-agent credentials, exact budgets and a tamper-evident spend ledger.",
+            path="/schema",
+            render_plugins=[SwaggerRenderPlugin()],
+        ),
+        logging_config=None,
+        debug=False,
+    )
+    # Outermost layer, so the access log also sees requests that never reach a route.
+    app.asgi_handler = RequestLogMiddleware(app.asgi_handler)
+    return app
+
+
+def app_from_environment() -> Litestar:
+    """Factory for uvicorn worker processes: settings come from their environment."""
+    settings = load_settings()
+    configure_logging(settings.log_format, settings.log_level)
+    return create_app(settings)

@@ -1,0 +1,185 @@
+"""Domain errors and their one mapping to RFC 9457 problem responses.
+
+Every error the service answers with, its own or Litestar's (validation, unknown route, body too
+large, anything unhandled), leaves through ``exception_handlers()`` below, so clients always get
+``application/problem+json`` with a stable ``code``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import structlog
+from litestar import Request, Response
+from litestar.exceptions import (
+    HTTPException,
+    NotAuthorizedException,
+    PermissionDeniedException,
+    ValidationException,
+)
+from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
+
+__all__ = [
+    "AgentSuspended",
+    "Conflict",
+    "DomainError",
+    "Forbidden",
+    "InvalidInput",
+    "NotFound",
+    "Unauthorized",
+    "exception_handlers",
+    "problem_response",
+]
+
+PROBLEM_TYPE_BASE = "https://agent-ledger.dev/problems/"
+PROBLEM_MEDIA_TYPE = "application/problem+json"
+
+log = structlog.get_logger("agent_ledger.errors")
+
+
+class DomainError(Exception):
+    """An expected refusal; subclasses fix status, code and title, instances add detail."""
+
+    status: int = 400
+    code: str = "bad-request"
+    title: str = "Bad request"
+
+    def __init__(self, detail: str, **extra: Any) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.extra = extra
+
+
+class InvalidInput(DomainError):
+    status, code, title = 422, "validation-error", "Invalid input"
+
+
+class BadRequest(DomainError):
+    status, code, title = 400, "validation-error", "Invalid request"
+
+
+class Unauthorized(DomainError):
+    status, code, title = 401, "unauthorized", "Unauthorized"
+
+
+class Forbidden(DomainError):
+    status, code, title = 403, "forbidden", "Forbidden"
+
+
+class AgentSuspended(DomainError):
+    status, code, title = 403, "agent-suspended", "Agent suspended"
+
+
+class NotFound(DomainError):
+    status, code, title = 404, "not-found", "Not found"
+
+
+class Conflict(DomainError):
+    status, code, title = 409, "conflict", "Conflict"
+
+
+def problem_response(
+    *,
+    status: int,
+    code: str,
+    title: str,
+    detail: str,
+    request: Request | None = None,
+    headers: dict[str, str] | None = None,
+    **extra: Any,
+) -> Response[dict[str, Any]]:
+    body: dict[str, Any] = {
+        "type": PROBLEM_TYPE_BASE + code,
+        "title": title,
+        "status": status,
+        "detail": detail,
+        "code": code,
+    }
+    if request is not None:
+        body["instance"] = request.url.path
+        request_id = request.scope.get("state", {}).get("request_id")
+        if request_id:
+            body["request_id"] = request_id
+    body.update(extra)
+    return Response(body, status_code=status, media_type=PROBLEM_MEDIA_TYPE, headers=headers)
+
+
+# Litestar's own HTTP errors carry only a status; these give them our stable codes.
+_CODES_BY_STATUS = {
+    400: ("validation-error", "Invalid request"),
+    401: ("unauthorized", "Unauthorized"),
+    403: ("forbidden", "Forbidden"),
+    404: ("not-found", "Not found"),
+    405: ("method-not-allowed", "Method not allowed"),
+    409: ("conflict", "Conflict"),
+    413: ("payload-too-large", "Payload too large"),
+    415: ("unsupported-media-type", "Unsupported media type"),
+    422: ("validation-error", "Invalid input"),
+    429: ("rate-limited", "Too many requests"),
+}
+
+
+def _domain_error(request: Request, exc: DomainError) -> Response[dict[str, Any]]:
+    return problem_response(
+        status=exc.status,
+        code=exc.code,
+        title=exc.title,
+        detail=exc.detail,
+        request=request,
+        **exc.extra,
+    )
+
+
+def _validation_error(request: Request, exc: ValidationException) -> Response[dict[str, Any]]:
+    errors = exc.extra if isinstance(exc.extra, list) else []
+    return problem_response(
+        status=exc.status_code,
+        code="validation-error",
+        title="Invalid request",
+        detail=_validation_detail(exc.detail, errors),
+        request=request,
+        errors=errors,
+    )
+
+
+def _validation_detail(detail: str, errors: list[Any]) -> str:
+    messages = [e.get("message") for e in errors if isinstance(e, dict) and e.get("message")]
+    if messages:
+        return "; ".join(str(m) for m in messages)
+    return detail or "The request is not valid."
+
+
+def _http_error(request: Request, exc: HTTPException) -> Response[dict[str, Any]]:
+    status = exc.status_code
+    if status >= 500:
+        return _unhandled(request, exc)
+    code, title = _CODES_BY_STATUS.get(status, ("http-error", "HTTP error"))
+    if isinstance(exc, NotAuthorizedException):
+        code, title = "unauthorized", "Unauthorized"
+    elif isinstance(exc, PermissionDeniedException):
+        code, title = "forbidden", "Forbidden"
+    headers = dict(exc.headers) if exc.headers else None
+    return problem_response(
+        status=status, code=code, title=title, detail=exc.detail, request=request, headers=headers
+    )
+
+
+def _unhandled(request: Request, exc: Exception) -> Response[dict[str, Any]]:
+    # The stack trace goes to the log, never to the client; the request id ties the two together.
+    log.error("unhandled_exception", exc_info=exc, path=request.url.path)
+    return problem_response(
+        status=HTTP_500_INTERNAL_SERVER_ERROR,
+        code="internal-error",
+        title="Internal server error",
+        detail="The server failed to handle this request; quote the request id when reporting it.",
+        request=request,
+    )
+
+
+def exception_handlers() -> dict[type[Exception] | int, Any]:
+    return {
+        DomainError: _domain_error,
+        ValidationException: _validation_error,
+        HTTPException: _http_error,
+        Exception: _unhandled,
+    }

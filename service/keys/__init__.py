@@ -1,0 +1,1 @@
+"""API keys: issued per agent or per staff member, shown once, stored only as hashes."""

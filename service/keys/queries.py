@@ -1,0 +1,40 @@
+"""SQL owned by the keys feature."""
+
+KEY_COLUMNS = (
+    "id, prefix, role, agent_id, name, created_at, expires_at, revoked_at, last_used_at, "
+    "rotated_from"
+)
+
+INSERT_KEY = f"""
+INSERT INTO api_keys (id, key_hash, prefix, role, agent_id, name, expires_at, rotated_from)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+RETURNING {KEY_COLUMNS}
+"""
+
+GET_KEY_FOR_UPDATE = f"SELECT {KEY_COLUMNS}, now() AS db_now FROM api_keys WHERE id = $1 FOR UPDATE"
+
+LIST_KEYS = f"""
+SELECT {KEY_COLUMNS} FROM api_keys
+WHERE ($1::text IS NULL OR id > $1)
+  AND ($2::text IS NULL OR agent_id = $2)
+  AND ($3::text IS NULL OR role = $3)
+ORDER BY id
+LIMIT $4
+"""
+
+REVOKE_KEY = f"""
+UPDATE api_keys SET revoked_at = coalesce(revoked_at, now()) WHERE id = $1
+RETURNING {KEY_COLUMNS}
+"""
+
+# The old key lives on for the grace period, never longer than it would have anyway.
+EXPIRE_KEY_AFTER_GRACE = f"""
+UPDATE api_keys
+SET expires_at = least(coalesce(expires_at, 'infinity'), now() + make_interval(secs => $2))
+WHERE id = $1
+RETURNING {KEY_COLUMNS}
+"""
+
+COUNT_KEYS = "SELECT count(*) FROM api_keys"
+
+AGENT_EXISTS = "SELECT EXISTS (SELECT 1 FROM agents WHERE id = $1)"

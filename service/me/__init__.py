@@ -1,0 +1,1 @@
+"""``/v1/me``: who the caller is, and for an agent its own record and budget."""

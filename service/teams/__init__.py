@@ -1,0 +1,1 @@
+"""Teams: groups of agents that can share a budget."""
