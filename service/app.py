@@ -5,22 +5,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
-from typing import Any
 
 import asyncpg
 import structlog
-from litestar import Litestar, Request
+from litestar import Litestar, Router
 from litestar.datastructures import State
-from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
 
 from service import __version__
 from service.agents.controller import AgentController
-from service.audit.recorder import provide_audit_context
-from service.auth import LastUsedTracker, authorize, provide_principal
+from service.auth import LastUsedTracker, authorize
 from service.config import Settings, load_settings
 from service.db import create_pool
+from service.deps import providers
 from service.errors import exception_handlers
 from service.health.controller import HealthController
 from service.keys.controller import AgentKeyController, KeyController
@@ -73,19 +71,11 @@ async def _flush_last_used(app: Litestar) -> None:
             log.warning("last_used_flush_failed", error=str(exc))
 
 
-async def _provide_pool(request: Request[Any, Any, Any]) -> asyncpg.Pool:
-    return request.app.state.pool
-
-
 def create_app(settings: Settings) -> Litestar:
     app = Litestar(
         route_handlers=ROUTE_HANDLERS,
         guards=[authorize],
-        dependencies={
-            "pool": Provide(_provide_pool),
-            "principal": Provide(provide_principal),
-            "audit": Provide(provide_audit_context),
-        },
+        dependencies=providers(),
         exception_handlers=exception_handlers(),
         lifespan=[_database],
         state=State(
@@ -102,6 +92,8 @@ def create_app(settings: Settings) -> Litestar:
             description="Per-agent credentials, exact budgets and a tamper-evident spend ledger.",
             path="/schema",
             render_plugins=[SwaggerRenderPlugin()],
+            # The schema and its viewers are public; every other route names its roles.
+            openapi_router=Router(path="/schema", route_handlers=[], opt={"public": True}),
         ),
         logging_config=None,
         debug=False,

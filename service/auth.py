@@ -19,6 +19,7 @@ from typing import Any
 import asyncpg
 import msgspec
 import structlog
+from litestar import Request
 from litestar.connection import ASGIConnection
 from litestar.handlers.base import BaseRouteHandler
 
@@ -180,7 +181,7 @@ async def authorize(
         raise Forbidden(f"A key with role '{principal.role}' may not call this endpoint.")
 
 
-async def provide_principal(request: Any) -> Principal:
+async def provide_principal(request: Request[Any, Any, Any]) -> Principal:
     principal = request.scope["state"].get("principal")
     if principal is None:  # only reachable from a public route that asked for a principal
         raise Unauthorized("This endpoint needs an API key.")

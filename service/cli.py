@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import json
 import os
+import signal
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,7 +32,7 @@ def database_url(settings: Settings) -> Iterator[str]:
         embedded.stop()
 
 
-async def _connect(url: str):  # noqa: ANN202  (asyncpg.Connection, imported lazily)
+async def _connect(url: str):
     import asyncpg
 
     from service.db import init_connection
@@ -41,7 +42,9 @@ async def _connect(url: str):  # noqa: ANN202  (asyncpg.Connection, imported laz
     return conn
 
 
-async def _issue_staff_key(url: str, role: str, name: str | None, pepper: str, *, only_if_none: bool) -> str | None:
+async def _issue_staff_key(
+    url: str, role: str, name: str | None, pepper: str, *, only_if_none: bool
+) -> str | None:
     from service.audit.recorder import AuditContext
     from service.keys.service import count_keys, create_staff_key
 
@@ -54,6 +57,10 @@ async def _issue_staff_key(url: str, role: str, name: str | None, pepper: str, *
         return created.key
     finally:
         await conn.close()
+
+
+def _exit_quietly(signum: int, frame: object) -> None:
+    raise SystemExit(0)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -76,6 +83,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
             )
         # Worker processes read their settings from the environment.
         os.environ["DATABASE_URL"] = url
+        # uvicorn re-raises SIGTERM after its graceful shutdown; turning it into SystemExit lets
+        # the embedded Postgres stop cleanly on the way out instead of being orphaned.
+        signal.signal(signal.SIGTERM, _exit_quietly)
         uvicorn.run(
             "service.app:app_from_environment",
             factory=True,

@@ -30,9 +30,7 @@ class EmbeddedPostgres:
             pgdata = self.data_dir / "pgdata"
             pgdata.parent.mkdir(parents=True, exist_ok=True)
             self._server = pgserver.get_server(pgdata, cleanup_mode="stop")
-        exists = self._server.psql(
-            f"SELECT 1 FROM pg_database WHERE datname = '{DATABASE_NAME}';"
-        )
+        exists = self._server.psql(f"SELECT 1 FROM pg_database WHERE datname = '{DATABASE_NAME}';")
         if "(1 row)" not in exists:
             self._server.psql(f"CREATE DATABASE {DATABASE_NAME};")
         return self._server.get_uri(DATABASE_NAME)

@@ -51,4 +51,3 @@ async def current_revision(conn: asyncpg.Connection) -> str | None:
     if not exists:
         return None
     return await conn.fetchval("SELECT version_num FROM alembic_version")
-

@@ -7,15 +7,15 @@ import binascii
 from typing import Annotated
 
 import msgspec
-from litestar.params import Parameter
+from litestar.params import QueryParameter
 
 from service.errors import BadRequest
 
 __all__ = ["Cursor", "Limit", "decode_cursor", "encode_cursor"]
 
-Limit = Annotated[int, Parameter(ge=1, le=1000, description="Page size, at most 1000.")]
+Limit = Annotated[int, QueryParameter(ge=1, le=1000, description="Page size, at most 1000.")]
 Cursor = Annotated[
-    str | None, Parameter(max_length=512, description="Opaque cursor from `next_cursor`.")
+    str | None, QueryParameter(max_length=512, description="Opaque cursor from `next_cursor`.")
 ]
 
 _encoder = msgspec.json.Encoder()

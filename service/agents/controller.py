@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import asyncpg
 from litestar import Controller, get, patch, post
+from litestar.params import FromPath, FromQuery, JSONBody
 
 from service.agents import service
 from service.agents.schemas import Agent, AgentCreate, AgentPage, AgentStatus, AgentUpdate
-from service.audit.recorder import AuditContext
 from service.auth import ADMIN, STAFF
+from service.deps import Audit, Pool
 from service.pagination import Cursor, Limit
 
 __all__ = ["AgentController"]
@@ -19,28 +19,26 @@ class AgentController(Controller):
     tags = ["agents"]
 
     @post(operation_id="createAgent", opt={"roles": ADMIN})
-    async def create_agent(
-        self, data: AgentCreate, pool: asyncpg.Pool, audit: AuditContext
-    ) -> Agent:
+    async def create_agent(self, data: JSONBody[AgentCreate], pool: Pool, audit: Audit) -> Agent:
         return await service.create_agent(pool, audit, data)
 
     @get(operation_id="listAgents", opt={"roles": STAFF})
     async def list_agents(
         self,
-        pool: asyncpg.Pool,
+        pool: Pool,
         limit: Limit = 100,
         cursor: Cursor = None,
-        team_id: str | None = None,
-        status: AgentStatus | None = None,
+        team_id: FromQuery[str | None] = None,
+        status: FromQuery[AgentStatus | None] = None,
     ) -> AgentPage:
         return await service.list_agents(pool, limit, cursor, team_id, status)
 
     @get("/{agent_id:str}", operation_id="getAgent", opt={"roles": STAFF})
-    async def get_agent(self, agent_id: str, pool: asyncpg.Pool) -> Agent:
+    async def get_agent(self, agent_id: FromPath[str], pool: Pool) -> Agent:
         return await service.get_agent(pool, agent_id)
 
     @patch("/{agent_id:str}", operation_id="updateAgent", opt={"roles": ADMIN})
     async def update_agent(
-        self, agent_id: str, data: AgentUpdate, pool: asyncpg.Pool, audit: AuditContext
+        self, agent_id: FromPath[str], data: JSONBody[AgentUpdate], pool: Pool, audit: Audit
     ) -> Agent:
         return await service.update_agent(pool, audit, agent_id, data)

@@ -24,7 +24,7 @@ class AgentUpdate(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """PATCH body: a field left out stays as it is; ``team_id: null`` removes the team."""
 
     name: Name | msgspec.UnsetType = msgspec.UNSET
-    team_id: TeamRef | None | msgspec.UnsetType = msgspec.UNSET
+    team_id: TeamRef | msgspec.UnsetType | None = msgspec.UNSET
     status: AgentStatus | msgspec.UnsetType = msgspec.UNSET
     metadata: Metadata | msgspec.UnsetType = msgspec.UNSET
 

@@ -69,19 +69,30 @@ async def update_agent(
         if row is None:
             raise NotFound(f"No agent with id {agent_id!r}.")
         before = _agent(row)
-        changes = {f: v for f in data.__struct_fields__ if (v := getattr(data, f)) is not msgspec.UNSET}
+        changes = {
+            f: v for f in data.__struct_fields__ if (v := getattr(data, f)) is not msgspec.UNSET
+        }
         if "team_id" in changes:
             await _check_team(conn, changes["team_id"])
         merged = msgspec.structs.replace(before, **changes)
         after = _agent(
             await conn.fetchrow(
                 queries.UPDATE_AGENT,
-                agent_id, merged.name, merged.team_id, merged.status, merged.metadata,
+                agent_id,
+                merged.name,
+                merged.team_id,
+                merged.status,
+                merged.metadata,
             )
         )
         await record_event(
-            conn, ctx, "agent.updated", target_type="agent", target_id=agent_id,
-            before=before, after=after,
+            conn,
+            ctx,
+            "agent.updated",
+            target_type="agent",
+            target_id=agent_id,
+            before=before,
+            after=after,
         )
     return after
 

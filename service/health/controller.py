@@ -24,6 +24,10 @@ class Readiness(msgspec.Struct):
     expected_revision: str
 
 
+def _not_ready(database: str, revision: str | None, expected: str) -> Response[Readiness]:
+    return Response(Readiness("unavailable", database, revision, expected), status_code=503)
+
+
 class HealthController(Controller):
     tags = ["health"]
 
@@ -39,9 +43,13 @@ class HealthController(Controller):
             async with state.pool.acquire(timeout=2) as conn:
                 revision = await current_revision(conn)
         except Exception:  # any failure to reach the database means "not ready", not a 500
-            return Response(Readiness("unavailable", "unreachable", None, expected), status_code=503)
+            return Response(
+                Readiness("unavailable", "unreachable", None, expected), status_code=503
+            )
         if revision != expected:
-            return Response(Readiness("unavailable", "not-migrated", revision, expected), status_code=503)
+            return Response(
+                Readiness("unavailable", "not-migrated", revision, expected), status_code=503
+            )
         return Response(Readiness("ok", "ok", revision, expected), status_code=200)
 
     @get("/docs", operation_id="docs", opt={"public": True}, include_in_schema=False)

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-import asyncpg
 from litestar import Controller, Request, get, post
+from litestar.params import FromPath, FromQuery, JSONBody
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED
 
-from service.audit.recorder import AuditContext
 from service.auth import ADMIN, STAFF
+from service.deps import Audit, Pool
 from service.keys import service
 from service.keys.schemas import (
     AgentKeyCreate,
@@ -37,20 +37,24 @@ class AgentKeyController(Controller):
     async def create_agent_key(
         self,
         request: Request[Any, Any, Any],
-        agent_id: str,
-        pool: asyncpg.Pool,
-        audit: AuditContext,
-        data: AgentKeyCreate | None = None,
+        agent_id: FromPath[str],
+        pool: Pool,
+        audit: Audit,
+        data: JSONBody[AgentKeyCreate | None] = None,
     ) -> KeyCreated:
         data = data or AgentKeyCreate()
         return await service.create_agent_key(
-            pool, audit, agent_id, name=data.name, expires_at=data.expires_at,
+            pool,
+            audit,
+            agent_id,
+            name=data.name,
+            expires_at=data.expires_at,
             pepper=_pepper(request),
         )
 
     @get(operation_id="listAgentKeys", opt={"roles": STAFF})
     async def list_agent_keys(
-        self, agent_id: str, pool: asyncpg.Pool, limit: Limit = 100, cursor: Cursor = None
+        self, agent_id: FromPath[str], pool: Pool, limit: Limit = 100, cursor: Cursor = None
     ) -> KeyPage:
         return await service.list_keys(pool, limit, cursor, agent_id=agent_id)
 
@@ -63,44 +67,60 @@ class KeyController(Controller):
     async def create_staff_key(
         self,
         request: Request[Any, Any, Any],
-        data: StaffKeyCreate,
-        pool: asyncpg.Pool,
-        audit: AuditContext,
+        data: JSONBody[StaffKeyCreate],
+        pool: Pool,
+        audit: Audit,
     ) -> KeyCreated:
         async with pool.acquire() as conn:
             return await service.create_staff_key(
-                conn, audit, role=data.role, name=data.name, expires_at=data.expires_at,
+                conn,
+                audit,
+                role=data.role,
+                name=data.name,
+                expires_at=data.expires_at,
                 pepper=_pepper(request),
             )
 
     @get(operation_id="listKeys", opt={"roles": STAFF})
     async def list_keys(
         self,
-        pool: asyncpg.Pool,
+        pool: Pool,
         limit: Limit = 100,
         cursor: Cursor = None,
-        role: Role | None = None,
-        agent_id: str | None = None,
+        role: FromQuery[Role | None] = None,
+        agent_id: FromQuery[str | None] = None,
     ) -> KeyPage:
         return await service.list_keys(pool, limit, cursor, agent_id=agent_id, role=role)
 
-    @post("/{key_id:str}/revoke", operation_id="revokeKey", opt={"roles": ADMIN},
-          status_code=HTTP_200_OK)
-    async def revoke_key(self, key_id: str, pool: asyncpg.Pool, audit: AuditContext) -> KeyInfo:
+    @post(
+        "/{key_id:str}/revoke",
+        operation_id="revokeKey",
+        opt={"roles": ADMIN},
+        status_code=HTTP_200_OK,
+    )
+    async def revoke_key(self, key_id: FromPath[str], pool: Pool, audit: Audit) -> KeyInfo:
         return await service.revoke_key(pool, audit, key_id)
 
-    @post("/{key_id:str}/rotate", operation_id="rotateKey", opt={"roles": ADMIN},
-          status_code=HTTP_201_CREATED)
+    @post(
+        "/{key_id:str}/rotate",
+        operation_id="rotateKey",
+        opt={"roles": ADMIN},
+        status_code=HTTP_201_CREATED,
+    )
     async def rotate_key(
         self,
         request: Request[Any, Any, Any],
-        key_id: str,
-        pool: asyncpg.Pool,
-        audit: AuditContext,
-        data: KeyRotate | None = None,
+        key_id: FromPath[str],
+        pool: Pool,
+        audit: Audit,
+        data: JSONBody[KeyRotate | None] = None,
     ) -> KeyCreated:
         data = data or KeyRotate()
         return await service.rotate_key(
-            pool, audit, key_id, grace_seconds=data.grace_seconds, expires_at=data.expires_at,
+            pool,
+            audit,
+            key_id,
+            grace_seconds=data.grace_seconds,
+            expires_at=data.expires_at,
             pepper=_pepper(request),
         )

@@ -115,7 +115,9 @@ async def create_staff_key(
 
 async def _audit_created(conn: asyncpg.Connection, ctx: AuditContext, created: KeyCreated) -> None:
     after = {f: getattr(created, f) for f in created.__struct_fields__ if f != "key"}
-    await record_event(conn, ctx, "key.created", target_type="key", target_id=created.id, after=after)
+    await record_event(
+        conn, ctx, "key.created", target_type="key", target_id=created.id, after=after
+    )
 
 
 async def list_keys(
@@ -147,8 +149,13 @@ async def revoke_key(pool: asyncpg.Pool, ctx: AuditContext, key_id: str) -> KeyI
         before = key_info(await _lock_key(conn, key_id))
         after = key_info(await conn.fetchrow(queries.REVOKE_KEY, key_id))
         await record_event(
-            conn, ctx, "key.revoked", target_type="key", target_id=key_id,
-            before=before, after=after,
+            conn,
+            ctx,
+            "key.revoked",
+            target_type="key",
+            target_id=key_id,
+            before=before,
+            after=after,
         )
     return after
 
@@ -180,8 +187,13 @@ async def rotate_key(
         )
         after = key_info(await conn.fetchrow(queries.EXPIRE_KEY_AFTER_GRACE, key_id, grace_seconds))
         await record_event(
-            conn, ctx, "key.rotated", target_type="key", target_id=key_id,
-            before=before, after={"old_key": after, "new_key_id": created.id},
+            conn,
+            ctx,
+            "key.rotated",
+            target_type="key",
+            target_id=key_id,
+            before=before,
+            after={"old_key": after, "new_key_id": created.id},
         )
     return created
 

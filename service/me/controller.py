@@ -1,12 +1,12 @@
 from __future__ import annotations
 
-import asyncpg
 import msgspec
 from litestar import Controller, get
 
 from service.agents.schemas import Agent
 from service.agents.service import get_agent
-from service.auth import ANY_ROLE, Principal
+from service.auth import ANY_ROLE
+from service.deps import Caller, Pool
 
 __all__ = ["MeController"]
 
@@ -22,7 +22,7 @@ class MeController(Controller):
     tags = ["me"]
 
     @get(operation_id="getMe", opt={"roles": ANY_ROLE})
-    async def get_me(self, principal: Principal, pool: asyncpg.Pool) -> Me:
+    async def get_me(self, principal: Caller, pool: Pool) -> Me:
         if principal.agent_id is None:
             return Me(role=principal.role, key_id=principal.key_id)
         agent = await get_agent(pool, principal.agent_id)

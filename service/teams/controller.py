@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import asyncpg
 from litestar import Controller, get, patch, post
+from litestar.params import FromPath, JSONBody
 
-from service.audit.recorder import AuditContext
 from service.auth import ADMIN, STAFF
+from service.deps import Audit, Pool
 from service.pagination import Cursor, Limit
 from service.teams import service
 from service.teams.schemas import Team, TeamCreate, TeamPage, TeamUpdate
@@ -19,21 +19,19 @@ class TeamController(Controller):
     tags = ["teams"]
 
     @post(operation_id="createTeam", opt={"roles": ADMIN})
-    async def create_team(self, data: TeamCreate, pool: asyncpg.Pool, audit: AuditContext) -> Team:
+    async def create_team(self, data: JSONBody[TeamCreate], pool: Pool, audit: Audit) -> Team:
         return await service.create_team(pool, audit, data.name)
 
     @get(operation_id="listTeams", opt={"roles": STAFF})
-    async def list_teams(
-        self, pool: asyncpg.Pool, limit: Limit = 100, cursor: Cursor = None
-    ) -> TeamPage:
+    async def list_teams(self, pool: Pool, limit: Limit = 100, cursor: Cursor = None) -> TeamPage:
         return await service.list_teams(pool, limit, cursor)
 
     @get("/{team_id:str}", operation_id="getTeam", opt={"roles": STAFF})
-    async def get_team(self, team_id: str, pool: asyncpg.Pool) -> Team:
+    async def get_team(self, team_id: FromPath[str], pool: Pool) -> Team:
         return await service.get_team(pool, team_id)
 
     @patch("/{team_id:str}", operation_id="updateTeam", opt={"roles": ADMIN})
     async def update_team(
-        self, team_id: str, data: TeamUpdate, pool: asyncpg.Pool, audit: AuditContext
+        self, team_id: FromPath[str], data: JSONBody[TeamUpdate], pool: Pool, audit: Audit
     ) -> Team:
         return await service.rename_team(pool, audit, team_id, data.name)

@@ -42,8 +42,13 @@ async def rename_team(pool: asyncpg.Pool, ctx: AuditContext, team_id: str, name:
         before = _team(row)
         after = _team(await conn.fetchrow(queries.RENAME_TEAM, team_id, name))
         await record_event(
-            conn, ctx, "team.updated", target_type="team", target_id=team_id,
-            before=before, after=after,
+            conn,
+            ctx,
+            "team.updated",
+            target_type="team",
+            target_id=team_id,
+            before=before,
+            after=after,
         )
     return after
 

@@ -1,0 +1,30 @@
+"""Dependencies every feature asks for, provided in one place (``providers()``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import asyncpg
+from litestar import Request
+from litestar.di import NamedDependency, Provide
+
+from service.audit.recorder import AuditContext, provide_audit_context
+from service.auth import Principal, provide_principal
+
+__all__ = ["Audit", "Caller", "Pool", "providers"]
+
+Pool = NamedDependency[asyncpg.Pool]
+Audit = NamedDependency[AuditContext]
+Caller = NamedDependency[Principal]
+
+
+async def provide_pool(request: Request[Any, Any, Any]) -> asyncpg.Pool:
+    return request.app.state.pool
+
+
+def providers() -> dict[str, Provide]:
+    return {
+        "pool": Provide(provide_pool),
+        "principal": Provide(provide_principal),
+        "audit": Provide(provide_audit_context),
+    }
