@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from datetime import datetime
 
 import asyncpg
 import structlog
@@ -16,16 +17,21 @@ from litestar.openapi.plugins import SwaggerRenderPlugin
 from service import __version__
 from service.agents.controller import AgentController
 from service.auth import LastUsedTracker, authorize
+from service.budgets.controller import BudgetController
 from service.config import Settings, load_settings
 from service.db import create_pool
 from service.deps import providers
 from service.errors import exception_handlers
 from service.health.controller import HealthController
 from service.keys.controller import AgentKeyController, KeyController
+from service.ledger.controller import AdjustmentController, ChargeController, HoldController
+from service.ledger.sweeper import run_sweeper
 from service.logs import RequestLogMiddleware, configure_logging
 from service.me.controller import MeController
 from service.migrate import head_revision
+from service.prices.controller import PriceController
 from service.teams.controller import TeamController
+from service.verification.controller import VerifyController
 
 __all__ = ["app_from_environment", "create_app"]
 
@@ -36,6 +42,12 @@ ROUTE_HANDLERS = [
     AgentController,
     AgentKeyController,
     KeyController,
+    ChargeController,
+    HoldController,
+    AdjustmentController,
+    BudgetController,
+    PriceController,
+    VerifyController,
 ]
 
 log = structlog.get_logger("agent_ledger.app")
@@ -49,13 +61,18 @@ async def _database(app: Litestar) -> AsyncIterator[None]:
     app.state.pool = await create_pool(
         settings.database_url, min_size=settings.pool_min_size, max_size=settings.pool_max_size
     )
-    flusher = asyncio.create_task(_flush_last_used(app))
+    background = [
+        asyncio.create_task(_flush_last_used(app)),
+        asyncio.create_task(run_sweeper(app.state.pool, settings.sweep_interval_seconds)),
+    ]
     try:
         yield
     finally:
-        flusher.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await flusher
+        for task in background:
+            task.cancel()
+        for task in background:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         with contextlib.suppress(Exception):
             await app.state.last_used.flush(app.state.pool)
         await app.state.pool.close()
@@ -71,7 +88,9 @@ async def _flush_last_used(app: Litestar) -> None:
             log.warning("last_used_flush_failed", error=str(exc))
 
 
-def create_app(settings: Settings) -> Litestar:
+def create_app(settings: Settings, *, clock: Callable[[], datetime] | None = None) -> Litestar:
+    """Build the application. ``clock`` replaces the database's clock for money decisions
+    (tests use it to cross day and month boundaries); leave it None in production."""
     app = Litestar(
         route_handlers=ROUTE_HANDLERS,
         guards=[authorize],
@@ -83,6 +102,7 @@ def create_app(settings: Settings) -> Litestar:
                 "settings": settings,
                 "last_used": LastUsedTracker(),
                 "head_revision": head_revision(),
+                "clock": clock,
             }
         ),
         request_max_body_size=settings.max_body_bytes,

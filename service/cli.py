@@ -122,6 +122,29 @@ def cmd_keys_create(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _verify(url: str, agent_id: str | None) -> int:
+    from service.ledger.chain import verify_ledger
+
+    conn = await _connect(url)
+    try:
+        report = await verify_ledger(conn, agent_id)
+    finally:
+        await conn.close()
+    print(
+        f"agent-ledger: checked {report.entries_checked} entries of "
+        f"{report.agents_checked} agents: {'intact' if report.ok else 'NOT intact'}"
+    )
+    for mismatch in report.mismatches:
+        print(f"  agent {mismatch.agent_id} entry {mismatch.entry_id}: {mismatch.reason}")
+    return 0 if report.ok else 1
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    settings = load_settings()
+    with database_url(settings) as url:
+        return asyncio.run(_verify(url, args.agent_id))
+
+
 def openapi_document() -> dict:
     from service.app import create_app
 
@@ -156,6 +179,10 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--role", choices=["admin", "auditor"], required=True)
     create.add_argument("--name", default=None)
     create.set_defaults(func=cmd_keys_create)
+
+    verify = commands.add_parser("verify", help="re-compute the ledger's hash chains")
+    verify.add_argument("--agent-id", default=None, help="check one agent only")
+    verify.set_defaults(func=cmd_verify)
 
     openapi = commands.add_parser("openapi", help="write the OpenAPI document")
     openapi.add_argument("--output", default="openapi/openapi.json")

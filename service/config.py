@@ -26,6 +26,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     pool_max_size: int = 10
     max_body_bytes: int = 64 * 1024
     last_used_flush_seconds: float = 30.0
+    sweep_interval_seconds: float = 1.0
 
 
 def _int(environ: Mapping[str, str], name: str, default: int) -> int:
@@ -66,4 +67,5 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         pool_max_size=_int(env, "LEDGER_POOL_MAX_SIZE", 10),
         max_body_bytes=_int(env, "LEDGER_MAX_BODY_BYTES", 64 * 1024),
         last_used_flush_seconds=_float(env, "LEDGER_LAST_USED_FLUSH_SECONDS", 30.0),
+        sweep_interval_seconds=_float(env, "LEDGER_SWEEP_INTERVAL_SECONDS", 1.0),
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 import asyncpg
@@ -11,15 +12,22 @@ from litestar.di import NamedDependency, Provide
 from service.audit.recorder import AuditContext, provide_audit_context
 from service.auth import Principal, provide_principal
 
-__all__ = ["Audit", "Caller", "Pool", "providers"]
+__all__ = ["Audit", "Caller", "Now", "Pool", "providers"]
 
 Pool = NamedDependency[asyncpg.Pool]
 Audit = NamedDependency[AuditContext]
 Caller = NamedDependency[Principal]
+# The time a money decision is made at: None means the database's clock. Tests inject a clock.
+Now = NamedDependency[datetime | None]
 
 
 async def provide_pool(request: Request[Any, Any, Any]) -> asyncpg.Pool:
     return request.app.state.pool
+
+
+async def provide_now(request: Request[Any, Any, Any]) -> datetime | None:
+    clock = request.app.state.clock
+    return None if clock is None else clock()
 
 
 def providers() -> dict[str, Provide]:
@@ -27,4 +35,5 @@ def providers() -> dict[str, Provide]:
         "pool": Provide(provide_pool),
         "principal": Provide(provide_principal),
         "audit": Provide(provide_audit_context),
+        "now": Provide(provide_now),
     }

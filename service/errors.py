@@ -26,6 +26,7 @@ __all__ = [
     "Forbidden",
     "InvalidInput",
     "NotFound",
+    "Refusal",
     "Unauthorized",
     "exception_handlers",
     "problem_response",
@@ -78,6 +79,36 @@ class Conflict(DomainError):
     status, code, title = 409, "conflict", "Conflict"
 
 
+_TITLES = {
+    "budget-exceeded": "Budget exceeded",
+    "agent-suspended": "Agent suspended",
+    "idempotency-key-reused": "Idempotency key reused",
+    "idempotency-request-in-progress": "Request in progress",
+    "hold-expired": "Hold expired",
+    "hold-closed": "Hold closed",
+    "unknown-model": "Unknown model",
+    "currency-mismatch": "Currency mismatch",
+    "not-found": "Not found",
+    "validation-error": "Invalid input",
+}
+
+
+class Refusal(DomainError):
+    """A refusal decided by the ledger itself, carrying its own status and code.
+
+    ``replayed`` marks an answer served again for a repeated idempotency key.
+    """
+
+    def __init__(
+        self, status: int, code: str, detail: str, *, replayed: bool = False, **extra: Any
+    ) -> None:
+        super().__init__(detail, **extra)
+        self.status = status
+        self.code = code
+        self.title = _TITLES.get(code, "Refused")
+        self.replayed = replayed
+
+
 def problem_response(
     *,
     status: int,
@@ -97,9 +128,6 @@ def problem_response(
     }
     if request is not None:
         body["instance"] = request.url.path
-        request_id = request.scope.get("state", {}).get("request_id")
-        if request_id:
-            body["request_id"] = request_id
     body.update(extra)
     return Response(body, status_code=status, media_type=PROBLEM_MEDIA_TYPE, headers=headers)
 
@@ -120,12 +148,14 @@ _CODES_BY_STATUS = {
 
 
 def _domain_error(request: Request, exc: DomainError) -> Response[dict[str, Any]]:
+    replayed = isinstance(exc, Refusal) and exc.replayed
     return problem_response(
         status=exc.status,
         code=exc.code,
         title=exc.title,
         detail=exc.detail,
         request=request,
+        headers={"Idempotent-Replayed": "true"} if replayed else None,
         **exc.extra,
     )
 
@@ -167,12 +197,14 @@ def _http_error(request: Request, exc: HTTPException) -> Response[dict[str, Any]
 def _unhandled(request: Request, exc: Exception) -> Response[dict[str, Any]]:
     # The stack trace goes to the log, never to the client; the request id ties the two together.
     log.error("unhandled_exception", exc_info=exc, path=request.url.path)
+    # Only here does the body carry the request id: the one thing a caller can quote to us.
     return problem_response(
         status=HTTP_500_INTERNAL_SERVER_ERROR,
         code="internal-error",
         title="Internal server error",
         detail="The server failed to handle this request; quote the request id when reporting it.",
         request=request,
+        request_id=request.scope.get("state", {}).get("request_id"),
     )
 
 

@@ -6,7 +6,9 @@ from litestar import Controller, get
 from service.agents.schemas import Agent
 from service.agents.service import get_agent
 from service.auth import ANY_ROLE
-from service.deps import Caller, Pool
+from service.budgets.service import budget_status
+from service.deps import Caller, Now, Pool
+from service.ledger.schemas import BudgetStatus
 
 __all__ = ["MeController"]
 
@@ -15,6 +17,7 @@ class Me(msgspec.Struct, kw_only=True, omit_defaults=True):
     role: str
     key_id: str
     agent: Agent | None = None
+    budget: BudgetStatus | None = None
 
 
 class MeController(Controller):
@@ -22,8 +25,9 @@ class MeController(Controller):
     tags = ["me"]
 
     @get(operation_id="getMe", opt={"roles": ANY_ROLE})
-    async def get_me(self, principal: Caller, pool: Pool) -> Me:
+    async def get_me(self, principal: Caller, pool: Pool, now: Now) -> Me:
         if principal.agent_id is None:
             return Me(role=principal.role, key_id=principal.key_id)
         agent = await get_agent(pool, principal.agent_id)
-        return Me(role=principal.role, key_id=principal.key_id, agent=agent)
+        budget = await budget_status(pool, "agent", principal.agent_id, now)
+        return Me(role=principal.role, key_id=principal.key_id, agent=agent, budget=budget)

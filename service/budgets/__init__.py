@@ -1,0 +1,1 @@
+"""Budgets: limits per agent and per team, and their live status."""

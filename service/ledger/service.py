@@ -1,0 +1,333 @@
+"""Rules of spending: who may spend for whom, what a request means, how answers come back.
+
+The money decision itself is made inside Postgres (see migrations/versions/0002_ledger.py);
+this module validates and normalises the request, calls one function, and renders its answer.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+import msgspec
+
+from service.agents.service import check_metadata_size
+from service.auth import Principal
+from service.errors import BadRequest, Forbidden, InvalidInput, NotFound
+from service.ledger import queries, render
+from service.ledger.schemas import (
+    AdjustmentRequest,
+    CaptureRequest,
+    ChargeRequest,
+    Hold,
+    HoldCreated,
+    HoldPage,
+    HoldRequest,
+    HoldResolved,
+    SpendResult,
+)
+from service.money import parse_amount
+from service.pagination import decode_cursor, encode_cursor
+
+__all__ = [
+    "Outcome",
+    "adjust",
+    "capture_hold",
+    "charge",
+    "create_hold",
+    "get_hold",
+    "list_open_holds",
+    "release_hold",
+    "validate_idempotency_key",
+]
+
+_IDEMPOTENCY_KEY = re.compile(r"^[\x20-\x7e]{1,255}$")
+_CURRENCY = re.compile(r"^[A-Z]{3}$")
+_hash_encoder = msgspec.json.Encoder(order="sorted")
+
+
+class Outcome(msgspec.Struct, frozen=True):
+    status: int
+    body: Any
+    replayed: bool
+
+
+def validate_idempotency_key(value: str | None) -> str | None:
+    if value is None:
+        return None
+    if not _IDEMPOTENCY_KEY.match(value):
+        raise BadRequest("Idempotency-Key must be 1 to 255 printable ASCII characters.")
+    return value
+
+
+def _request_hash(operation: str, *parts: Any) -> bytes:
+    return hashlib.sha256(_hash_encoder.encode([operation, *parts])).digest()
+
+
+def spending_agent(principal: Principal, requested: str | None) -> str:
+    """The agent a spend is for: an agent key's own, or the one an admin names."""
+    if principal.role == "agent":
+        if requested is not None and requested != principal.agent_id:
+            raise Forbidden("An agent key may spend only for its own agent.")
+        return principal.agent_id  # type: ignore[return-value]
+    if requested is None:
+        raise InvalidInput("agent_id is required when an admin key spends for an agent.")
+    return requested
+
+
+class _Priced(msgspec.Struct, frozen=True):
+    amount: int | None
+    model: str | None
+    input_tokens: int | None
+    output_tokens: int | None
+
+
+def _priced(
+    amount: str | None,
+    model: str | None,
+    input_tokens: int | None,
+    output_tokens: int | None,
+    *,
+    amount_required: bool = True,
+) -> _Priced:
+    """An explicit amount wins (model and tokens are then just recorded); else price tokens."""
+    if amount is not None:
+        return _Priced(parse_amount(amount), model, input_tokens, output_tokens)
+    if model is None:
+        if amount_required or input_tokens is not None or output_tokens is not None:
+            raise InvalidInput('Give "amount", or "model" with "input_tokens" and "output_tokens".')
+        return _Priced(None, None, None, None)
+    if input_tokens is None or output_tokens is None:
+        raise InvalidInput('Pricing by model needs both "input_tokens" and "output_tokens".')
+    return _Priced(None, model, input_tokens, output_tokens)
+
+
+def _check_currency(currency: str | None) -> None:
+    if currency is not None and not _CURRENCY.match(currency):
+        raise InvalidInput("currency must be a three-letter ISO 4217 code such as USD.")
+
+
+def _answer(raw: dict[str, Any]) -> dict[str, Any]:
+    render.raise_refusal(raw)
+    return raw
+
+
+def _spend_result(raw: dict[str, Any]) -> SpendResult:
+    extra: dict[str, Any] = {"budget": render.budget_status(raw["budget"])}
+    if raw.get("hold") is not None:
+        extra["hold"] = render.hold(raw["hold"])
+    return render.ledger_entry(raw["entry"], SpendResult, **extra)
+
+
+async def _spend(
+    pool: asyncpg.Pool,
+    kind: str,
+    agent_id: str,
+    priced: _Priced,
+    *,
+    currency: str | None,
+    description: str | None,
+    metadata: dict[str, Any] | None,
+    key_id: str,
+    idempotency_key: str | None,
+    request_hash: bytes,
+    ttl_seconds: int | None,
+    now: datetime | None,
+) -> dict[str, Any]:
+    _check_currency(currency)
+    if metadata is not None:
+        check_metadata_size(metadata)
+    raw = await pool.fetchval(
+        queries.SPEND,
+        kind,
+        agent_id,
+        priced.amount,
+        currency,
+        priced.model,
+        priced.input_tokens,
+        priced.output_tokens,
+        description,
+        metadata,
+        key_id,
+        idempotency_key,
+        request_hash,
+        ttl_seconds,
+        now,
+    )
+    return _answer(raw)
+
+
+async def charge(
+    pool: asyncpg.Pool,
+    principal: Principal,
+    data: ChargeRequest,
+    *,
+    idempotency_key: str | None,
+    now: datetime | None = None,
+) -> Outcome:
+    agent_id = spending_agent(principal, data.agent_id)
+    priced = _priced(data.amount, data.model, data.input_tokens, data.output_tokens)
+    request_hash = _request_hash("charge", agent_id, msgspec.to_builtins(data))
+    raw = await _spend(
+        pool,
+        "charge",
+        agent_id,
+        priced,
+        currency=data.currency,
+        description=data.description,
+        metadata=data.metadata,
+        key_id=principal.key_id,
+        idempotency_key=idempotency_key,
+        request_hash=request_hash,
+        ttl_seconds=None,
+        now=now,
+    )
+    return Outcome(raw["status"], _spend_result(raw), bool(raw.get("replayed")))
+
+
+async def adjust(
+    pool: asyncpg.Pool,
+    principal: Principal,
+    data: AdjustmentRequest,
+    *,
+    idempotency_key: str | None,
+    now: datetime | None = None,
+) -> Outcome:
+    amount = parse_amount(data.amount, allow_negative=True)
+    request_hash = _request_hash("adjustment", msgspec.to_builtins(data))
+    raw = await _spend(
+        pool,
+        "adjustment",
+        data.agent_id,
+        _Priced(amount, None, None, None),
+        currency=data.currency,
+        description=data.reason,
+        metadata=None,
+        key_id=principal.key_id,
+        idempotency_key=idempotency_key,
+        request_hash=request_hash,
+        ttl_seconds=None,
+        now=now,
+    )
+    return Outcome(raw["status"], _spend_result(raw), bool(raw.get("replayed")))
+
+
+async def create_hold(
+    pool: asyncpg.Pool,
+    principal: Principal,
+    data: HoldRequest,
+    *,
+    idempotency_key: str | None,
+    now: datetime | None = None,
+) -> Outcome:
+    agent_id = spending_agent(principal, data.agent_id)
+    priced = _priced(data.amount, data.model, data.input_tokens, data.output_tokens)
+    request_hash = _request_hash("hold", agent_id, msgspec.to_builtins(data))
+    raw = await _spend(
+        pool,
+        "hold",
+        agent_id,
+        priced,
+        currency=data.currency,
+        description=data.description,
+        metadata=data.metadata,
+        key_id=principal.key_id,
+        idempotency_key=idempotency_key,
+        request_hash=request_hash,
+        ttl_seconds=data.ttl_seconds,
+        now=now,
+    )
+    body = render.hold(
+        raw["hold"],
+        HoldCreated,
+        budget=render.budget_status(raw["budget"]),
+        entry_id=raw["entry"]["id"],
+    )
+    return Outcome(raw["status"], body, bool(raw.get("replayed")))
+
+
+def _caller_agent(principal: Principal) -> str | None:
+    """Agents act on their own holds only; staff on any."""
+    return principal.agent_id if principal.role == "agent" else None
+
+
+async def capture_hold(
+    pool: asyncpg.Pool,
+    principal: Principal,
+    hold_id: str,
+    data: CaptureRequest,
+    *,
+    idempotency_key: str | None,
+    now: datetime | None = None,
+) -> Outcome:
+    priced = _priced(
+        data.amount, data.model, data.input_tokens, data.output_tokens, amount_required=False
+    )
+    request_hash = _request_hash("capture", hold_id, msgspec.to_builtins(data))
+    raw = await pool.fetchval(
+        queries.RESOLVE_HOLD,
+        "capture",
+        hold_id,
+        _caller_agent(principal),
+        priced.amount,
+        priced.model,
+        priced.input_tokens,
+        priced.output_tokens,
+        principal.key_id,
+        idempotency_key,
+        request_hash,
+        now,
+    )
+    raw = _answer(raw)
+    return Outcome(raw["status"], _spend_result(raw), bool(raw.get("replayed")))
+
+
+async def release_hold(
+    pool: asyncpg.Pool, principal: Principal, hold_id: str, *, now: datetime | None = None
+) -> HoldResolved:
+    raw = await pool.fetchval(
+        queries.RESOLVE_HOLD,
+        "release",
+        hold_id,
+        _caller_agent(principal),
+        None,
+        None,
+        None,
+        None,
+        principal.key_id,
+        None,
+        None,
+        now,
+    )
+    raw = _answer(raw)
+    return render.hold(
+        raw["hold"],
+        HoldResolved,
+        budget=render.budget_status(raw["budget"]),
+        entry_id=raw["entry"]["id"],
+    )
+
+
+async def get_hold(
+    pool: asyncpg.Pool, principal: Principal, hold_id: str, *, now: datetime | None = None
+) -> Hold:
+    raw = await pool.fetchval(queries.GET_HOLD, hold_id, now)
+    caller = _caller_agent(principal)
+    if raw is None or (caller is not None and raw["agent_id"] != caller):
+        raise NotFound(f"No hold with id {hold_id!r}.")
+    return render.hold(raw)
+
+
+async def list_open_holds(
+    pool: asyncpg.Pool, agent_id: str, limit: int, cursor: str | None, *, now: datetime | None
+) -> HoldPage:
+    after = decode_cursor(cursor, str)
+    rows = await pool.fetch(
+        queries.LIST_OPEN_HOLDS, agent_id, after[0] if after else None, limit + 1, now
+    )
+    items = [render.hold(r["hold"]) for r in rows[:limit]]
+    next_cursor = encode_cursor(rows[limit - 1]["id"]) if len(rows) > limit else None
+    return HoldPage(items=items, next_cursor=next_cursor)

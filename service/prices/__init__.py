@@ -1,0 +1,1 @@
+"""Model prices per million tokens, used to price charges server-side."""

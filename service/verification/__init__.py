@@ -1,0 +1,1 @@
+"""``GET /v1/ledger/verify``: recompute the chains and counters on demand."""
