@@ -7,6 +7,7 @@ large, anything unhandled), leaves through ``exception_handlers()`` below, so cl
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import structlog
@@ -161,7 +162,7 @@ def _domain_error(request: Request, exc: DomainError) -> Response[dict[str, Any]
 
 
 def _validation_error(request: Request, exc: ValidationException) -> Response[dict[str, Any]]:
-    errors = exc.extra if isinstance(exc.extra, list) else []
+    errors = [_explain(e) for e in exc.extra] if isinstance(exc.extra, list) else []
     return problem_response(
         status=exc.status_code,
         code="validation-error",
@@ -170,6 +171,20 @@ def _validation_error(request: Request, exc: ValidationException) -> Response[di
         request=request,
         errors=errors,
     )
+
+
+_NUMBER_FOR_STRING = re.compile(r"Expected `str(?: \| null)?`, got `(?:int|float)`")
+
+
+def _explain(error: Any) -> Any:
+    """Say plainly why a JSON number was refused where a decimal string belongs (money)."""
+    if isinstance(error, dict) and _NUMBER_FOR_STRING.search(str(error.get("message", ""))):
+        key = error.get("key") or "this field"
+        return error | {
+            "message": f"{key} must be a JSON string holding a decimal, such as \"0.0175\"; "
+            "JSON numbers are refused so that no amount ever passes through a float"
+        }
+    return error
 
 
 def _validation_detail(detail: str, errors: list[Any]) -> str:

@@ -9,7 +9,7 @@ from litestar.params import FromPath, FromQuery, HeaderParameter, JSONBody
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED
 
 from service.auth import ADMIN, ANY_ROLE
-from service.deps import Caller, Now, Pool
+from service.deps import Audit, Caller, Now, Pool
 from service.errors import InvalidInput
 from service.ledger import service
 from service.ledger.schemas import (
@@ -75,12 +75,14 @@ class AdjustmentController(Controller):
         data: JSONBody[AdjustmentRequest],
         pool: Pool,
         principal: Caller,
+        audit: Audit,
         now: Now,
         idempotency_key: IdempotencyKey = None,
     ) -> Response[SpendResult]:
         outcome = await service.adjust(
             pool,
             principal,
+            audit,
             data,
             idempotency_key=service.validate_idempotency_key(idempotency_key),
             now=now,

@@ -15,6 +15,7 @@ import asyncpg
 import msgspec
 
 from service.agents.service import check_metadata_size
+from service.audit.recorder import AuditContext, record_event
 from service.auth import Principal
 from service.errors import BadRequest, Forbidden, InvalidInput, NotFound
 from service.ledger import queries, render
@@ -29,7 +30,7 @@ from service.ledger.schemas import (
     HoldResolved,
     SpendResult,
 )
-from service.money import parse_amount
+from service.money import format_amount, parse_amount
 from service.pagination import decode_cursor, encode_cursor
 
 __all__ = [
@@ -191,27 +192,44 @@ async def charge(
 async def adjust(
     pool: asyncpg.Pool,
     principal: Principal,
+    ctx: AuditContext,
     data: AdjustmentRequest,
     *,
     idempotency_key: str | None,
     now: datetime | None = None,
 ) -> Outcome:
+    """A correction by an admin: a new entry, never an edit; audited with the entry it wrote."""
     amount = parse_amount(data.amount, allow_negative=True)
+    _check_currency(data.currency)
     request_hash = _request_hash("adjustment", msgspec.to_builtins(data))
-    raw = await _spend(
-        pool,
-        "adjustment",
-        data.agent_id,
-        _Priced(amount, None, None, None),
-        currency=data.currency,
-        description=data.reason,
-        metadata=None,
-        key_id=principal.key_id,
-        idempotency_key=idempotency_key,
-        request_hash=request_hash,
-        ttl_seconds=None,
-        now=now,
-    )
+    async with pool.acquire() as conn, conn.transaction():
+        raw = await conn.fetchval(
+            queries.SPEND,
+            "adjustment",
+            data.agent_id,
+            amount,
+            data.currency,
+            None,
+            None,
+            None,
+            data.reason,
+            None,
+            principal.key_id,
+            idempotency_key,
+            request_hash,
+            None,
+            now,
+        )
+        if raw.get("problem") is None and not raw.get("replayed"):
+            await record_event(
+                conn,
+                ctx,
+                "adjustment.created",
+                target_type="agent",
+                target_id=data.agent_id,
+                after=raw["entry"] | {"amount": format_amount(raw["entry"]["amount"])},
+            )
+    _answer(raw)
     return Outcome(raw["status"], _spend_result(raw), bool(raw.get("replayed")))
 
 
