@@ -59,7 +59,10 @@ async def _database(app: Litestar) -> AsyncIterator[None]:
     if settings.database_url is None:
         raise RuntimeError("DATABASE_URL is not set; 'agent-ledger serve' starts one for you")
     app.state.pool = await create_pool(
-        settings.database_url, min_size=settings.pool_min_size, max_size=settings.pool_max_size
+        settings.database_url,
+        min_size=settings.pool_min_size,
+        max_size=settings.pool_max_size,
+        application_name=settings.application_name,
     )
     background = [
         asyncio.create_task(_flush_last_used(app)),

@@ -175,10 +175,17 @@ async def authorize(
     if handler.opt.get("public"):
         return
     roles = route_roles(handler)
-    principal = await authenticate(connection)
-    connection.scope["state"]["principal"] = principal
-    if roles is None or principal.role not in roles:
-        raise Forbidden(f"A key with role '{principal.role}' may not call this endpoint.")
+    try:
+        principal = await authenticate(connection)
+        connection.scope["state"]["principal"] = principal
+        if roles is None or principal.role not in roles:
+            raise Forbidden(f"A key with role '{principal.role}' may not call this endpoint.")
+    except (Unauthorized, Forbidden) as refusal:
+        # Imported here: the audit package imports this module. Rate-limited; never raises.
+        from service.audit.security import record_auth_refusal
+
+        await record_auth_refusal(connection, refusal, roles)
+        raise
 
 
 async def provide_principal(request: Request[Any, Any, Any]) -> Principal:

@@ -27,6 +27,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     max_body_bytes: int = 64 * 1024
     last_used_flush_seconds: float = 30.0
     sweep_interval_seconds: float = 1.0
+    application_name: str = "agent-ledger"
 
 
 def _int(environ: Mapping[str, str], name: str, default: int) -> int:
@@ -68,4 +69,5 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         max_body_bytes=_int(env, "LEDGER_MAX_BODY_BYTES", 64 * 1024),
         last_used_flush_seconds=_float(env, "LEDGER_LAST_USED_FLUSH_SECONDS", 30.0),
         sweep_interval_seconds=_float(env, "LEDGER_SWEEP_INTERVAL_SECONDS", 1.0),
+        application_name=env.get("LEDGER_APPLICATION_NAME") or "agent-ledger",
     )

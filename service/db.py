@@ -28,11 +28,17 @@ async def init_connection(conn: asyncpg.Connection) -> None:
         )
 
 
-async def create_pool(database_url: str, *, min_size: int = 2, max_size: int = 10) -> asyncpg.Pool:
+async def create_pool(
+    database_url: str,
+    *,
+    min_size: int = 2,
+    max_size: int = 10,
+    application_name: str = "agent-ledger",
+) -> asyncpg.Pool:
     return await asyncpg.create_pool(
         database_url,
         min_size=min_size,
         max_size=max_size,
         init=init_connection,
-        server_settings={"application_name": "agent-ledger", "timezone": "UTC"},
+        server_settings={"application_name": application_name, "timezone": "UTC"},
     )

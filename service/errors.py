@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+import asyncpg
 import structlog
 from litestar import Request, Response
 from litestar.exceptions import (
@@ -181,7 +182,7 @@ def _explain(error: Any) -> Any:
     if isinstance(error, dict) and _NUMBER_FOR_STRING.search(str(error.get("message", ""))):
         key = error.get("key") or "this field"
         return error | {
-            "message": f"{key} must be a JSON string holding a decimal, such as \"0.0175\"; "
+            "message": f'{key} must be a JSON string holding a decimal, such as "0.0175"; '
             "JSON numbers are refused so that no amount ever passes through a float"
         }
     return error
@@ -223,10 +224,30 @@ def _unhandled(request: Request, exc: Exception) -> Response[dict[str, Any]]:
     )
 
 
+def _database_unavailable(request: Request, exc: Exception) -> Response[dict[str, Any]]:
+    # A lost connection leaves a money decision either committed or not; an Idempotency-Key
+    # makes the retry safe either way, which is why the answer says so.
+    log.warning("database_unavailable", error=type(exc).__name__, path=request.url.path)
+    return problem_response(
+        status=503,
+        code="database-unavailable",
+        title="Database unavailable",
+        detail="The ledger database could not be reached; retry with the same Idempotency-Key.",
+        request=request,
+        headers={"Retry-After": "1"},
+    )
+
+
 def exception_handlers() -> dict[type[Exception] | int, Any]:
     return {
         DomainError: _domain_error,
         ValidationException: _validation_error,
         HTTPException: _http_error,
+        asyncpg.PostgresConnectionError: _database_unavailable,
+        asyncpg.ConnectionDoesNotExistError: _database_unavailable,
+        asyncpg.TooManyConnectionsError: _database_unavailable,
+        asyncpg.CannotConnectNowError: _database_unavailable,
+        ConnectionError: _database_unavailable,
+        TimeoutError: _database_unavailable,
         Exception: _unhandled,
     }

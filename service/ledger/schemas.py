@@ -126,7 +126,7 @@ class Hold(msgspec.Struct, kw_only=True):
     resolved_at: datetime | None
 
 
-class SpendResult(LedgerEntry, kw_only=True):
+class SpendResult(LedgerEntry, kw_only=True, omit_defaults=True):
     """A charge, adjustment or capture: the entry, plus the budget status right after it."""
 
     budget: BudgetStatus

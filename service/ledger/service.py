@@ -6,7 +6,9 @@ this module validates and normalises the request, calls one function, and render
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import random
 import re
 from datetime import datetime
 from typing import Any
@@ -48,6 +50,24 @@ __all__ = [
 _IDEMPOTENCY_KEY = re.compile(r"^[\x20-\x7e]{1,255}$")
 _CURRENCY = re.compile(r"^[A-Z]{3}$")
 _hash_encoder = msgspec.json.Encoder(order="sorted")
+
+
+# A money decision is one statement: if Postgres aborts it for a deadlock or a serialization
+# failure, nothing of it was committed, so running it again is safe (and idempotent by key).
+_RETRYABLE = (asyncpg.DeadlockDetectedError, asyncpg.SerializationError)
+_ATTEMPTS = 5
+
+
+async def decide(conn: asyncpg.Pool | asyncpg.Connection, query: str, *args: Any) -> Any:
+    """Run one ledger function call, retrying the transient aborts Postgres may answer with."""
+    for attempt in range(1, _ATTEMPTS + 1):
+        try:
+            return await conn.fetchval(query, *args)
+        except _RETRYABLE:
+            if attempt == _ATTEMPTS:
+                raise
+            await asyncio.sleep(random.uniform(0, 0.005 * 2**attempt))  # noqa: S311
+    raise AssertionError("unreachable")
 
 
 class Outcome(msgspec.Struct, frozen=True):
@@ -141,7 +161,8 @@ async def _spend(
     _check_currency(currency)
     if metadata is not None:
         check_metadata_size(metadata)
-    raw = await pool.fetchval(
+    raw = await decide(
+        pool,
         queries.SPEND,
         kind,
         agent_id,
@@ -203,6 +224,8 @@ async def adjust(
     _check_currency(data.currency)
     request_hash = _request_hash("adjustment", msgspec.to_builtins(data))
     async with pool.acquire() as conn, conn.transaction():
+        # Inside a transaction a retry would run in an aborted transaction; lock order (agent,
+        # then team) keeps this call free of deadlocks anyway.
         raw = await conn.fetchval(
             queries.SPEND,
             "adjustment",
@@ -285,7 +308,8 @@ async def capture_hold(
         data.amount, data.model, data.input_tokens, data.output_tokens, amount_required=False
     )
     request_hash = _request_hash("capture", hold_id, msgspec.to_builtins(data))
-    raw = await pool.fetchval(
+    raw = await decide(
+        pool,
         queries.RESOLVE_HOLD,
         "capture",
         hold_id,
@@ -306,7 +330,8 @@ async def capture_hold(
 async def release_hold(
     pool: asyncpg.Pool, principal: Principal, hold_id: str, *, now: datetime | None = None
 ) -> HoldResolved:
-    raw = await pool.fetchval(
+    raw = await decide(
+        pool,
         queries.RESOLVE_HOLD,
         "release",
         hold_id,

@@ -1,0 +1,1 @@
+"""Ledger entries for readers: the filtered, paged listing in commit order."""

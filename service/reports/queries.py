@@ -1,0 +1,135 @@
+"""SQL owned by the reports feature.
+
+Every report reads the same five sources (see ranges.py): the daily rollups for whole days
+($1, $2), the hourly rollups for the whole hours at either end ($3..$6) and the ledger itself
+for the partial hours at the edges ($7..$10), narrowed by one scope parameter ($11). Each
+scope (the whole fleet in one currency, one agent, one team) gets its own statement rather
+than ``$11 IS NULL OR ...``, so that prepared statements keep index-friendly plans.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "OWNER_CURRENCY",
+    "ROLLUP_MISMATCHES",
+    "SPEND",
+    "TOP_SPENDERS",
+]
+
+# What narrows each source to the scope; the fleet-wide scope is one currency's agents.
+_SCOPES = {
+    "fleet": "agent_id IN (SELECT owner_id FROM balances"
+    " WHERE owner_type = 'agent' AND currency = $11)",
+    "agent": "agent_id = $11",
+    "team": "team_id = $11",
+}
+
+
+def _sources(scope: str) -> str:
+    where = _SCOPES[scope]
+    hourly = (
+        "SELECT agent_id, team_id, model, hour AS at, spent, charges FROM spend_rollups"
+        f" WHERE hour >= {{}} AND hour < {{}} AND {where}"
+    )
+    partial = (
+        "SELECT agent_id, coalesce(team_id, '') AS team_id, coalesce(model, '') AS model,"
+        " created_at AS at, amount AS spent,"
+        " CASE WHEN kind IN ('charge', 'capture') THEN 1 ELSE 0 END AS charges"
+        " FROM ledger_entries WHERE kind IN ('charge', 'capture', 'adjustment')"
+        f" AND created_at >= {{}} AND created_at < {{}} AND {where}"
+    )
+    return "\n    UNION ALL\n    ".join(
+        [
+            "SELECT agent_id, team_id, model, day AS at, spent, charges FROM spend_rollups_daily"
+            f" WHERE day >= $1 AND day < $2 AND {where}",
+            hourly.format("$3", "$4"),
+            hourly.format("$5", "$6"),
+            partial.format("$7", "$8"),
+            partial.format("$9", "$10"),
+        ]
+    )
+
+
+# $12: 'agent', 'team' or 'model'; $13: how many groups to return. The total is over every
+# group, not just the ones returned.
+_TOP_SPENDERS = """
+WITH spend AS (
+    {sources}
+), grouped AS (
+    SELECT CASE $12::text WHEN 'agent' THEN agent_id
+                          WHEN 'team' THEN nullif(team_id, '')
+                          ELSE nullif(model, '') END AS id,
+           sum(spent) AS spent, sum(charges) AS charges
+    FROM spend
+    GROUP BY 1
+), ranked AS (
+    SELECT id, spent, charges, sum(spent) OVER () AS total
+    FROM grouped
+    ORDER BY spent DESC, id NULLS LAST
+    LIMIT $13
+)
+SELECT r.id, r.spent, r.charges, r.total,
+       CASE $12::text WHEN 'agent' THEN a.name WHEN 'team' THEN t.name ELSE r.id END AS name
+FROM ranked r
+LEFT JOIN agents a ON $12::text = 'agent' AND a.id = r.id
+LEFT JOIN teams t ON $12::text = 'team' AND t.id = r.id
+ORDER BY r.spent DESC, r.id NULLS LAST
+"""
+
+# $12: 'day' or 'hour'. Only buckets with rows come back; the service fills in the rest.
+_SPEND = """
+WITH spend AS (
+    {sources}
+)
+SELECT date_trunc($12::text, at, 'UTC') AS start, sum(spent) AS spent, sum(charges) AS charges
+FROM spend
+GROUP BY 1
+ORDER BY 1
+"""
+
+TOP_SPENDERS = {scope: _TOP_SPENDERS.format(sources=_sources(scope)) for scope in _SCOPES}
+SPEND = {scope: _SPEND.format(sources=_sources(scope)) for scope in _SCOPES}
+
+OWNER_CURRENCY = "SELECT currency FROM balances WHERE owner_id = $1 AND owner_type = $2"
+
+# Both rollup tables against the ledger, in one statement and so one snapshot. A missing row
+# on either side counts as zero: what must agree is the money, row for row.
+_ROLLUP_MISMATCHES = """
+WITH ledger AS (
+    SELECT agent_id, coalesce(team_id, '') AS team_id, coalesce(model, '') AS model,
+           date_trunc('hour', created_at, 'UTC') AS hour, sum(amount) AS spent,
+           count(*) FILTER (WHERE kind IN ('charge', 'capture')) AS charges
+    FROM ledger_entries
+    WHERE kind IN ('charge', 'capture', 'adjustment') {and_agent}
+    GROUP BY 1, 2, 3, 4
+), ledger_days AS (
+    SELECT agent_id, team_id, model, date_trunc('day', hour, 'UTC') AS day,
+           sum(spent) AS spent, sum(charges) AS charges
+    FROM ledger
+    GROUP BY 1, 2, 3, 4
+), hourly AS (
+    SELECT agent_id, team_id, model, hour, spent, charges FROM spend_rollups
+    WHERE true {and_agent}
+), daily AS (
+    SELECT agent_id, team_id, model, day, spent, charges FROM spend_rollups_daily
+    WHERE true {and_agent}
+)
+SELECT 'hour' AS grain, agent_id, team_id, model, hour AS start,
+       coalesce(r.spent, 0) AS rollup_spent, coalesce(l.spent, 0) AS ledger_spent,
+       coalesce(r.charges, 0) AS rollup_charges, coalesce(l.charges, 0) AS ledger_charges
+FROM ledger l FULL JOIN hourly r USING (agent_id, team_id, model, hour)
+WHERE coalesce(r.spent, 0) <> coalesce(l.spent, 0)
+   OR coalesce(r.charges, 0) <> coalesce(l.charges, 0)
+UNION ALL
+SELECT 'day', agent_id, team_id, model, day,
+       coalesce(r.spent, 0), coalesce(l.spent, 0), coalesce(r.charges, 0), coalesce(l.charges, 0)
+FROM ledger_days l FULL JOIN daily r USING (agent_id, team_id, model, day)
+WHERE coalesce(r.spent, 0) <> coalesce(l.spent, 0)
+   OR coalesce(r.charges, 0) <> coalesce(l.charges, 0)
+ORDER BY agent_id, start, grain, team_id, model
+"""
+
+ROLLUP_MISMATCHES = {
+    "fleet": _ROLLUP_MISMATCHES.format(and_agent=""),
+    "agent": _ROLLUP_MISMATCHES.format(and_agent="AND agent_id = $1"),
+}

@@ -1,0 +1,73 @@
+"""Wire shapes of the reports. Money is a decimal string; a share is a plain number."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+import msgspec
+
+__all__ = [
+    "Granularity",
+    "GroupBy",
+    "RollupMismatch",
+    "SpendBucket",
+    "SpendSeries",
+    "TopSpender",
+    "TopSpenders",
+]
+
+GroupBy = Literal["agent", "team", "model"]
+Granularity = Literal["day", "hour"]
+
+
+class TopSpender(msgspec.Struct, kw_only=True):
+    """One agent, team or model. ``id`` and ``name`` are null for "no team" / "no model"."""
+
+    id: str | None
+    name: str | None
+    spent: str
+    share: float
+    charges: int
+
+
+class TopSpenders(msgspec.Struct, kw_only=True):
+    since: datetime
+    until: datetime
+    currency: str
+    group_by: GroupBy
+    total: str
+    items: list[TopSpender]
+
+
+class SpendBucket(msgspec.Struct, kw_only=True):
+    """One UTC hour or day; only the part of it inside [since, until) is counted."""
+
+    start: datetime
+    spent: str
+    charges: int
+
+
+class SpendSeries(msgspec.Struct, kw_only=True):
+    since: datetime
+    until: datetime
+    currency: str
+    granularity: Granularity
+    agent_id: str | None
+    team_id: str | None
+    items: list[SpendBucket]
+
+
+class RollupMismatch(msgspec.Struct, kw_only=True):
+    """A rollup row (hourly or daily) whose money disagrees with the ledger's entries."""
+
+    agent_id: str
+    team_id: str | None
+    model: str | None
+    grain: Literal["hour", "day"]
+    start: datetime
+    rollup_spent: int
+    ledger_spent: int
+    rollup_charges: int
+    ledger_charges: int
+    reason: str
