@@ -23,8 +23,8 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from service.migrate import migrate  # noqa: E402
-from tests.conftest import ServerProcess, issue_staff_key  # noqa: E402
+from service.migrate import migrate
+from tests.conftest import ServerProcess, issue_staff_key
 
 
 async def ensure_database(url: str) -> None:
