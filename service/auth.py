@@ -123,6 +123,18 @@ class LastUsedTracker:
         if not self._pending:
             return 0
         pending, self._pending = self._pending, {}
+        try:
+            await self._write(pool, pending)
+        except BaseException:
+            # Keep the uses for the next flush; a newer use seen meanwhile wins.
+            for key_id, used_at in pending.items():
+                if key_id not in self._pending or self._pending[key_id] < used_at:
+                    self._pending[key_id] = used_at
+            raise
+        return len(pending)
+
+    @staticmethod
+    async def _write(pool: asyncpg.Pool, pending: dict[str, datetime]) -> None:
         await pool.execute(
             """
             UPDATE api_keys AS k SET last_used_at = v.used_at
@@ -132,7 +144,6 @@ class LastUsedTracker:
             list(pending),
             list(pending.values()),
         )
-        return len(pending)
 
 
 def _bearer_token(connection: ASGIConnection[Any, Any, Any, Any]) -> str | None:

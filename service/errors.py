@@ -149,15 +149,23 @@ _CODES_BY_STATUS = {
 }
 
 
+# RFC 9110 section 11.6.1: a 401 names the scheme the client should use.
+_CHALLENGE = {"WWW-Authenticate": 'Bearer realm="agent-ledger"'}
+
+
 def _domain_error(request: Request, exc: DomainError) -> Response[dict[str, Any]]:
-    replayed = isinstance(exc, Refusal) and exc.replayed
+    headers = None
+    if isinstance(exc, Refusal) and exc.replayed:
+        headers = {"Idempotent-Replayed": "true"}
+    elif exc.status == 401:
+        headers = _CHALLENGE
     return problem_response(
         status=exc.status,
         code=exc.code,
         title=exc.title,
         detail=exc.detail,
         request=request,
-        headers={"Idempotent-Replayed": "true"} if replayed else None,
+        headers=headers,
         **exc.extra,
     )
 
@@ -200,19 +208,26 @@ def _http_error(request: Request, exc: HTTPException) -> Response[dict[str, Any]
     if status >= 500:
         return _unhandled(request, exc)
     code, title = _CODES_BY_STATUS.get(status, ("http-error", "HTTP error"))
+    headers = dict(exc.headers) if exc.headers else {}
     if isinstance(exc, NotAuthorizedException):
         code, title = "unauthorized", "Unauthorized"
+        headers |= _CHALLENGE
     elif isinstance(exc, PermissionDeniedException):
         code, title = "forbidden", "Forbidden"
-    headers = dict(exc.headers) if exc.headers else None
     return problem_response(
-        status=status, code=code, title=title, detail=exc.detail, request=request, headers=headers
+        status=status,
+        code=code,
+        title=title,
+        detail=exc.detail,
+        request=request,
+        headers=headers or None,
     )
 
 
 def _unhandled(request: Request, exc: Exception) -> Response[dict[str, Any]]:
     # The stack trace goes to the log, never to the client; the request id ties the two together.
-    log.error("unhandled_exception", exc_info=exc, path=request.url.path)
+    request_id = request.scope.get("state", {}).get("request_id")
+    log.error("unhandled_exception", exc_info=exc, path=request.url.path, request_id=request_id)
     # Only here does the body carry the request id: the one thing a caller can quote to us.
     return problem_response(
         status=HTTP_500_INTERNAL_SERVER_ERROR,
@@ -220,7 +235,7 @@ def _unhandled(request: Request, exc: Exception) -> Response[dict[str, Any]]:
         title="Internal server error",
         detail="The server failed to handle this request; quote the request id when reporting it.",
         request=request,
-        request_id=request.scope.get("state", {}).get("request_id"),
+        request_id=request_id,
     )
 
 

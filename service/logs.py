@@ -83,7 +83,9 @@ class RequestLogMiddleware:
             await send(message)
 
         try:
-            await self.app(scope, receive, send_with_request_id)
+            # Every log line written while serving this request carries its id.
+            with structlog.contextvars.bound_contextvars(request_id=request_id):
+                await self.app(scope, receive, send_with_request_id)
         finally:
             principal = state.get("principal")
             self.log.info(

@@ -128,6 +128,8 @@ async def list_keys(
     agent_id: str | None = None,
     role: str | None = None,
 ) -> KeyPage:
+    if agent_id is not None and not await pool.fetchval(queries.AGENT_EXISTS, agent_id):
+        raise NotFound(f"No agent with id {agent_id!r}.")
     after = decode_cursor(cursor, str)
     rows = await pool.fetch(
         queries.LIST_KEYS, after[0] if after else None, agent_id, role, limit + 1

@@ -36,6 +36,7 @@ Database = asyncpg.Pool | asyncpg.Connection
 DEFAULT_CURRENCY = "USD"
 # A spend series answers one row per bucket; ten thousand hours is over a year of them.
 MAX_BUCKETS = 10_000
+MAX_LIMIT = 1000
 SHARE_DIGITS = 6
 _CURRENCY = re.compile(r"^[A-Z]{3}$")
 
@@ -103,6 +104,8 @@ async def top_spenders(
     team_id: str | None = None,
 ) -> TopSpenders:
     """The ``limit`` biggest spenders of [since, until), most first, with the overall total."""
+    if not 1 <= limit <= MAX_LIMIT:
+        raise InvalidInput(f"limit must be from 1 to {MAX_LIMIT}.", field="limit")
     since, until = resolve_range(since, until, now)
     scope, scope_arg, currency = await _scope(db, None, team_id, currency)
     rows = await db.fetch(

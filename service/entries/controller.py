@@ -1,0 +1,52 @@
+"""HTTP route for reading the ledger: ``GET /v1/entries``."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from litestar import Controller, Request, get
+from litestar.params import FromQuery
+
+from service.audit.security import record_auth_refusal
+from service.auth import ANY_ROLE
+from service.deps import Caller, Pool
+from service.entries import service
+from service.entries.schemas import EntryFilters, EntryPage
+from service.errors import Forbidden
+from service.ledger.schemas import EntryKind
+from service.pagination import Cursor, Limit
+
+__all__ = ["EntryController"]
+
+
+class EntryController(Controller):
+    path = "/v1/entries"
+    tags = ["ledger"]
+
+    @get(operation_id="listEntries", opt={"roles": ANY_ROLE})
+    async def list_entries(
+        self,
+        request: Request[Any, Any, Any],
+        pool: Pool,
+        principal: Caller,
+        agent_id: FromQuery[str | None] = None,
+        team_id: FromQuery[str | None] = None,
+        kind: FromQuery[EntryKind | None] = None,
+        model: FromQuery[str | None] = None,
+        since: FromQuery[datetime | None] = None,
+        until: FromQuery[datetime | None] = None,
+        limit: Limit = 100,
+        cursor: Cursor = None,
+    ) -> EntryPage:
+        """Entries oldest first (commit order); an agent key sees its own only."""
+        since, until = service.normalise_period(since, until)
+        filters = EntryFilters(
+            agent_id=agent_id, team_id=team_id, kind=kind, model=model, since=since, until=until
+        )
+        try:
+            filters = service.scope_to_caller(principal, filters)
+        except Forbidden as refusal:
+            await record_auth_refusal(request, refusal)
+            raise
+        return await service.list_entries(pool, filters, limit, cursor)

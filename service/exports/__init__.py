@@ -1,0 +1,1 @@
+"""Exports of the ledger for compliance: NDJSON and CSV, streamed in constant memory."""

@@ -1,0 +1,240 @@
+"""The ``agent-ledger`` command line: staff keys, the OpenAPI document, and embedded serving.
+
+Mirrors ``service/cli.py`` (and ``service/embedded.py``). Every command runs as a real child
+process, as an operator would run it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import psutil
+from litestar.testing import AsyncTestClient
+
+from tests.conftest import TEST_PEPPER, bearer, free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+KEY_PATTERN = re.compile(r"^al_(adm|aud|agt)_[0-9A-Za-z]{38}$")
+ANY_KEY = re.compile(r"al_(adm|aud|agt)_[0-9A-Za-z]{38}")
+
+
+def cli() -> list[str]:
+    """The installed ``agent-ledger`` script, or the module when the script is not on hand."""
+    script = Path(sys.executable).parent / "agent-ledger"
+    if script.exists():
+        return [str(script)]
+    found = shutil.which("agent-ledger")
+    return [found] if found else [sys.executable, "-m", "service.cli"]
+
+
+def cli_env(**changes: str | None) -> dict[str, str]:
+    """The environment for a CLI child: this checkout's code first, then ``changes``."""
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+        "LOG_LEVEL": "WARNING",
+    }
+    for name, value in changes.items():
+        if value is None:
+            env.pop(name, None)
+        else:
+            env[name] = value
+    return env
+
+
+def run_cli(*args: str, env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [*cli(), *args], env=env, capture_output=True, text=True, timeout=timeout, check=False
+    )
+
+
+async def test_keys_create_prints_a_working_key_on_the_last_line(
+    client: AsyncTestClient, database_url: str
+) -> None:
+    """``keys create --role auditor`` prints the new key alone on the last line of stdout, and
+    the key authenticates as an auditor."""
+    env = cli_env(DATABASE_URL=database_url, LEDGER_KEY_PEPPER=TEST_PEPPER)
+    result = run_cli("keys", "create", "--role", "auditor", "--name", "from cli", env=env)
+    assert result.returncode == 0, result.stderr
+    key = result.stdout.splitlines()[-1]
+    assert KEY_PATTERN.match(key), result.stdout
+    assert key.startswith("al_aud_")
+
+    me = await client.get("/v1/me", headers=bearer(key))
+    assert me.status_code == 200
+    assert me.json()["role"] == "auditor"
+    refused = await client.post("/v1/teams", json={"name": "x"}, headers=bearer(key))
+    assert refused.status_code == 403
+
+
+def test_keys_create_refuses_an_agent_role(database_url: str) -> None:
+    """Only staff keys come from the CLI; agent keys belong to an agent and come from the API."""
+    env = cli_env(DATABASE_URL=database_url)
+    result = run_cli("keys", "create", "--role", "agent", env=env)
+    assert result.returncode != 0
+    assert not ANY_KEY.search(result.stdout)
+
+
+def test_openapi_writes_the_document(tmp_path: Path) -> None:
+    """``openapi --output PATH`` writes the OpenAPI JSON document there, creating directories."""
+    output = tmp_path / "nested" / "openapi.json"
+    result = run_cli("openapi", "--output", str(output), env=cli_env(DATABASE_URL=None))
+    assert result.returncode == 0, result.stderr
+    document = json.loads(output.read_text())
+    assert document["openapi"].startswith("3.")
+    assert document["info"]["title"] == "agent-ledger"
+    assert {"/v1/teams", "/v1/agents", "/v1/keys", "/v1/me"} <= set(document["paths"])
+
+
+# --- embedded Postgres -------------------------------------------------------------------------
+
+
+class Serve:
+    """``agent-ledger serve`` with no DATABASE_URL, in a child process on a free port."""
+
+    def __init__(self, data_dir: Path, logs: Path) -> None:
+        self.port = free_port()
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        self.stdout_path = logs / f"serve-{self.port}.out"
+        self.stderr_path = logs / f"serve-{self.port}.err"
+        with self.stdout_path.open("wb") as out, self.stderr_path.open("wb") as err:
+            self.process = subprocess.Popen(
+                [*cli(), "serve", "--port", str(self.port)],
+                env=cli_env(DATABASE_URL=None, LEDGER_DATA_DIR=str(data_dir)),
+                stdout=out,
+                stderr=err,
+                cwd=logs,
+            )
+
+    @property
+    def stdout(self) -> str:
+        return self.stdout_path.read_text()
+
+    def diagnostics(self) -> str:
+        return f"stdout:\n{self.stdout}\nstderr:\n{self.stderr_path.read_text()[-3000:]}"
+
+    def wait_ready(self, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise AssertionError(f"serve exited early\n{self.diagnostics()}")
+            try:
+                if httpx.get(f"{self.base_url}/readyz", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise AssertionError(f"serve not ready after {timeout}s\n{self.diagnostics()}")
+
+    def terminate(self, timeout: float = 30) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(5)
+            raise
+
+    def get(self, path: str, key: str) -> httpx.Response:
+        return httpx.get(f"{self.base_url}{path}", headers=bearer(key), timeout=10)
+
+    def post(self, path: str, key: str, body: dict) -> httpx.Response:
+        return httpx.post(f"{self.base_url}{path}", json=body, headers=bearer(key), timeout=10)
+
+
+def postmaster_pid(data_dir: Path) -> int:
+    return int((data_dir / "pgdata" / "postmaster.pid").read_text().splitlines()[0])
+
+
+def is_running(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def wait_gone(pid: int, timeout: float = 10) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not is_running(pid):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+@contextmanager
+def serving(data_dir: Path, logs: Path) -> Iterator[Serve]:
+    """A serve process that is always stopped, with its embedded Postgres, however the test ends."""
+    server = Serve(data_dir, logs)
+    try:
+        server.wait_ready()
+        yield server
+    finally:
+        if server.process.poll() is None:
+            server.terminate()
+        # Last resort, so a failing test leaves no Postgres behind; the test asserts that serve
+        # stops it by itself.
+        pid_file = data_dir / "pgdata" / "postmaster.pid"
+        if pid_file.exists():
+            postgres = postmaster_pid(data_dir)
+            if not wait_gone(postgres, timeout=5):
+                process = psutil.Process(postgres)
+                if str(data_dir) in " ".join(process.cmdline()):
+                    process.terminate()
+
+
+def test_serve_without_database_url_runs_an_embedded_postgres(tmp_path: Path) -> None:
+    """With DATABASE_URL unset, ``serve`` starts a private Postgres in LEDGER_DATA_DIR, prints an
+    admin key on the first start only, keeps the data across restarts, and stops that Postgres
+    on SIGTERM."""
+    data_dir, logs = tmp_path / "data", tmp_path / "logs"
+    logs.mkdir()
+
+    with serving(data_dir, logs) as first:
+        keys = ANY_KEY.findall(first.stdout)
+        printed = [line for line in first.stdout.splitlines() if KEY_PATTERN.match(line)]
+        assert len(printed) == 1 and len(keys) == 1, first.diagnostics()
+        admin = printed[0]
+        assert admin.startswith("al_adm_")
+        assert first.get("/v1/me", admin).json()["role"] == "admin"
+        team = first.post("/v1/teams", admin, {"name": "survives restarts"})
+        assert team.status_code == 201
+        postgres = postmaster_pid(data_dir)
+        assert is_running(postgres)
+        assert str(data_dir) in " ".join(psutil.Process(postgres).cmdline())
+        assert first.terminate() == 0, first.diagnostics()
+        assert wait_gone(postgres), "the embedded Postgres outlived serve"
+        assert not (data_dir / "pgdata" / "postmaster.pid").exists()
+
+    with serving(data_dir, logs) as second:
+        assert not ANY_KEY.search(second.stdout), second.diagnostics()
+        assert second.get("/v1/me", admin).status_code == 200
+        fetched = second.get(f"/v1/teams/{team.json()['id']}", admin)
+        assert fetched.status_code == 200
+        assert fetched.json()["name"] == "survives restarts"
+        postgres = postmaster_pid(data_dir)
+        assert second.terminate() == 0, second.diagnostics()
+        assert wait_gone(postgres), "the embedded Postgres outlived serve"
+
+
+def test_keys_create_without_database_url_uses_the_embedded_postgres(tmp_path: Path) -> None:
+    """Other commands fall back to the embedded Postgres too, and stop it when they finish."""
+    data_dir = tmp_path / "data"
+    env = cli_env(DATABASE_URL=None, LEDGER_DATA_DIR=str(data_dir))
+    result = run_cli("keys", "create", "--role", "admin", env=env)
+    assert result.returncode == 0, result.stderr
+    assert KEY_PATTERN.match(result.stdout.splitlines()[-1])
+    assert (data_dir / "pgdata" / "PG_VERSION").exists()
+    assert not (data_dir / "pgdata" / "postmaster.pid").exists(), "Postgres left running"

@@ -1,0 +1,180 @@
+"""Logging: one canonical JSON line per request, and never a key in the output.
+
+Mirrors ``service/logs.py``.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import structlog
+from litestar import get
+from litestar.testing import AsyncTestClient
+from structlog.testing import capture_logs
+
+from service.app import create_app
+from service.auth import generate_key
+from service.config import Settings
+from service.logs import configure_logging
+from tests.conftest import Fleet, bearer
+
+CANONICAL_FIELDS = {"method", "route", "status", "duration_ms", "request_id", "key_id"}
+
+
+def new_request_id() -> str:
+    return f"log-{uuid.uuid4().hex}"
+
+
+def access_lines(logs: list[dict[str, Any]], request_id: str) -> list[dict[str, Any]]:
+    return [e for e in logs if e.get("event") == "request" and e.get("request_id") == request_id]
+
+
+@pytest.fixture
+def json_log() -> Iterator[io.StringIO]:
+    """The service's own JSON logging setup, writing into a buffer; restored afterwards."""
+    saved = structlog.get_config()
+    buffer = io.StringIO()
+    configure_logging("json", "INFO")
+    structlog.configure(logger_factory=structlog.PrintLoggerFactory(file=buffer))
+    try:
+        yield buffer
+    finally:
+        structlog.configure(**saved)
+
+
+def parsed_lines(buffer: io.StringIO) -> list[dict[str, Any]]:
+    lines = [line for line in buffer.getvalue().splitlines() if line.strip()]
+    return [json.loads(line) for line in lines]  # every line is one JSON object
+
+
+async def test_one_canonical_line_per_request(
+    client: AsyncTestClient, fleet: Fleet, admin_key: str
+) -> None:
+    """A request logs exactly one ``request`` event with method, route template, status,
+    duration, request id and the id (not the text) of the key used."""
+    agent = await fleet.agent("logged")
+    me = (await client.get("/v1/me", headers=bearer(admin_key))).json()
+    rid = new_request_id()
+    with capture_logs() as logs:
+        response = await client.get(
+            f"/v1/agents/{agent['id']}", headers={**bearer(admin_key), "X-Request-ID": rid}
+        )
+    assert response.status_code == 200
+    [line] = access_lines(logs, rid)
+    assert CANONICAL_FIELDS <= set(line)
+    assert line["method"] == "GET"
+    assert line["route"] in ("/v1/agents/{agent_id}", "/v1/agents/{agent_id:str}")
+    assert agent["id"] not in line["route"]
+    assert line["status"] == 200
+    assert isinstance(line["duration_ms"], int | float) and line["duration_ms"] >= 0
+    assert line["key_id"] == me["key_id"]
+    assert line["log_level"] == "info"
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "headers", "status"),
+    [
+        ("GET", "/v1/teams", {}, 401),
+        ("GET", "/v1/teams", {"Authorization": "Bearer al_adm_nonsense"}, 401),
+        ("GET", "/v1/nothing-here", {}, 404),
+        ("DELETE", "/healthz", {}, 405),
+        ("GET", "/healthz", {}, 200),
+    ],
+    ids=["no-key", "bad-key", "unknown-route", "wrong-method", "public"],
+)
+async def test_refused_and_public_requests_are_logged_too(
+    client: AsyncTestClient, method: str, path: str, headers: dict, status: int
+) -> None:
+    """Requests that never reach a handler (auth refusals, unknown routes, wrong methods) still
+    log their one line, with the status sent and no key id."""
+    rid = new_request_id()
+    with capture_logs() as logs:
+        response = await client.request(method, path, headers={**headers, "X-Request-ID": rid})
+    assert response.status_code == status
+    [line] = access_lines(logs, rid)
+    assert line["status"] == status
+    assert line["method"] == method
+    assert line["key_id"] is None
+
+
+async def test_logs_are_json_lines_and_never_contain_a_key(
+    client: AsyncTestClient, fleet: Fleet, admin_key: str, json_log: io.StringIO
+) -> None:
+    """With LOG_FORMAT=json each line is a JSON object; keys sent, issued or mistyped never
+    appear, only key ids."""
+    agent = await fleet.agent("secret-keeper")
+    rids = [new_request_id() for _ in range(5)]
+    issued = await client.post(
+        f"/v1/agents/{agent['id']}/keys", headers={**bearer(admin_key), "X-Request-ID": rids[0]}
+    )
+    key = issued.json()["key"]
+    await client.get("/v1/me", headers={**bearer(key), "X-Request-ID": rids[1]})
+    await client.get("/v1/me", headers={**bearer(key[:-1] + "!"), "X-Request-ID": rids[2]})
+    never_issued = generate_key("admin")
+    await client.get("/v1/me", headers={**bearer(never_issued), "X-Request-ID": rids[3]})
+    rotated = await client.post(
+        f"/v1/keys/{issued.json()['id']}/rotate",
+        headers={**bearer(admin_key), "X-Request-ID": rids[4]},
+    )
+
+    output = json_log.getvalue()
+    lines = parsed_lines(json_log)
+    for rid in rids:
+        assert len(access_lines(lines, rid)) == 1, rid
+    for secret in (admin_key, key, key[:-1] + "!", never_issued, rotated.json()["key"]):
+        assert secret not in output
+        assert secret[7:] not in output  # not even without the prefix
+    assert access_lines(lines, rids[1])[0]["key_id"] == issued.json()["id"]
+    assert all("timestamp" in line and "level" in line for line in lines)
+
+
+# --- unhandled exceptions ----------------------------------------------------------------------
+
+
+@get("/v1/test-log-explodes", opt={"public": True}, sync_to_thread=False)
+def explodes() -> None:
+    raise ValueError("kaboom")
+
+
+@pytest.fixture(scope="module")
+async def exploding_client(settings: Settings) -> Any:
+    app = create_app(settings)
+    app.register(explodes)
+    async with AsyncTestClient(app) as test_client:
+        yield test_client
+
+
+async def test_unhandled_exception_logs_the_traceback_and_a_500_line(
+    exploding_client: AsyncTestClient, json_log: io.StringIO
+) -> None:
+    """The traceback the client never sees goes to the log, and the access line says 500."""
+    rid = new_request_id()
+    response = await exploding_client.get("/v1/test-log-explodes", headers={"X-Request-ID": rid})
+    assert response.status_code == 500
+    lines = parsed_lines(json_log)
+    [access] = access_lines(lines, rid)
+    assert access["status"] == 500
+    errors = [line for line in lines if line.get("event") == "unhandled_exception"]
+    assert len(errors) == 1
+    assert "kaboom" in errors[0]["exception"]
+    assert "Traceback" in errors[0]["exception"]
+
+
+async def test_unhandled_exception_log_carries_the_request_id(
+    exploding_client: AsyncTestClient,
+) -> None:
+    """The request id in a 500 answer finds the traceback in the log."""
+    rid = new_request_id()
+    with capture_logs() as logs:
+        response = await exploding_client.get(
+            "/v1/test-log-explodes", headers={"X-Request-ID": rid}
+        )
+    assert response.json()["request_id"] == rid
+    errors = [e for e in logs if e.get("event") == "unhandled_exception"]
+    assert len(errors) == 1
+    assert errors[0].get("request_id") == rid
