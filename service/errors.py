@@ -262,6 +262,8 @@ def exception_handlers() -> dict[type[Exception] | int, Any]:
         asyncpg.ConnectionDoesNotExistError: _database_unavailable,
         asyncpg.TooManyConnectionsError: _database_unavailable,
         asyncpg.CannotConnectNowError: _database_unavailable,
+        # admin or crash shutdown of the backend, statement timeouts
+        asyncpg.exceptions.OperatorInterventionError: _database_unavailable,
         ConnectionError: _database_unavailable,
         TimeoutError: _database_unavailable,
         Exception: _unhandled,

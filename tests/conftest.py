@@ -88,8 +88,13 @@ def database_url(server_url: str) -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def settings(database_url: str) -> Settings:
+    # No periodic checkpoints: tests that count checkpoints take their own.
     return Settings(
-        database_url=database_url, key_pepper=TEST_PEPPER, pool_min_size=1, pool_max_size=20
+        database_url=database_url,
+        key_pepper=TEST_PEPPER,
+        pool_min_size=1,
+        pool_max_size=20,
+        checkpoint_interval_seconds=0,
     )
 
 
@@ -177,15 +182,19 @@ def free_port() -> int:
 class ServerProcess:
     """``agent-ledger serve`` in a child process, on a free port, against the test database."""
 
-    def __init__(self, database_url: str, workers: int = 1) -> None:
+    def __init__(
+        self, database_url: str, workers: int = 1, env: dict[str, str] | None = None
+    ) -> None:
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
-        env = {
+        environment = {
             **os.environ,
             "DATABASE_URL": database_url,
             "LEDGER_KEY_PEPPER": TEST_PEPPER,
             "LOG_LEVEL": "WARNING",
             "LEDGER_POOL_MAX_SIZE": "20",
+            "LEDGER_CHECKPOINT_INTERVAL_SECONDS": "0",
+            **(env or {}),
         }
         self.log = tempfile.TemporaryFile()
         self.process = subprocess.Popen(
@@ -199,7 +208,7 @@ class ServerProcess:
                 "--workers",
                 str(workers),
             ],
-            env=env,
+            env=environment,
             stdout=self.log,
             stderr=subprocess.STDOUT,
             cwd=Path(__file__).resolve().parent.parent,

@@ -743,7 +743,14 @@ MONEY_DECISIONS = [
         END IF;
         v_amount := coalesce(v_amount, h.amount);
 
-        -- Only the part beyond the hold is new spending; it must pass the rule on its own.
+        -- Only the part beyond the hold is new spending; it must pass the rule on its own. A
+        -- suspended agent may still record what it spent within a hold taken before, not more.
+        IF v_amount > h.amount AND a.agent_status = 'suspended' THEN
+            RETURN ledger_finish(h.agent_id, p_idempotency_key,
+                ledger_problem(403, 'agent-suspended',
+                    format('Agent %L is suspended; it may capture up to its hold, not beyond.',
+                           h.agent_id)));
+        END IF;
         IF v_amount > h.amount THEN
             v_answer := ledger_refusal(a, v_amount - h.amount, v_amount, v_now);
             IF v_answer IS NULL AND t.owner_id IS NOT NULL THEN
