@@ -16,12 +16,17 @@ from litestar.openapi.plugins import SwaggerRenderPlugin
 
 from service import __version__
 from service.agents.controller import AgentController
+from service.audit.controller import AuditEventController
 from service.auth import LastUsedTracker, authorize
 from service.budgets.controller import BudgetController
+from service.checkpoints.controller import CheckpointController
+from service.checkpoints.service import run_checkpointer
 from service.config import Settings, load_settings
 from service.db import create_pool
 from service.deps import providers
+from service.entries.controller import EntryController
 from service.errors import exception_handlers
+from service.exports.controller import ExportController
 from service.health.controller import HealthController
 from service.keys.controller import AgentKeyController, KeyController
 from service.ledger.controller import AdjustmentController, ChargeController, HoldController
@@ -48,6 +53,10 @@ ROUTE_HANDLERS = [
     BudgetController,
     PriceController,
     VerifyController,
+    EntryController,
+    ExportController,
+    AuditEventController,
+    CheckpointController,
 ]
 
 log = structlog.get_logger("agent_ledger.app")
@@ -67,6 +76,7 @@ async def _database(app: Litestar) -> AsyncIterator[None]:
     background = [
         asyncio.create_task(_flush_last_used(app)),
         asyncio.create_task(run_sweeper(app.state.pool, settings.sweep_interval_seconds)),
+        asyncio.create_task(run_checkpointer(app.state.pool, settings.checkpoint_interval_seconds)),
     ]
     try:
         yield

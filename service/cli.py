@@ -184,6 +184,13 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("--agent-id", default=None, help="check one agent only")
     verify.set_defaults(func=cmd_verify)
 
+    # After verify: the checkpoint commands add --checkpoint to it.
+    from service.checkpoints.cli import register as register_checkpoint_commands
+    from service.exports.cli import register as register_export_commands
+
+    register_export_commands(commands)
+    register_checkpoint_commands(commands)
+
     openapi = commands.add_parser("openapi", help="write the OpenAPI document")
     openapi.add_argument("--output", default="openapi/openapi.json")
     openapi.set_defaults(func=cmd_openapi)

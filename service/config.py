@@ -28,6 +28,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     last_used_flush_seconds: float = 30.0
     sweep_interval_seconds: float = 1.0
     application_name: str = "agent-ledger"
+    checkpoint_interval_seconds: float = 3600.0
+    auth_events_per_ip_per_minute: int = 10
+    auth_events_per_minute: int = 100
 
 
 def _int(environ: Mapping[str, str], name: str, default: int) -> int:
@@ -70,4 +73,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         last_used_flush_seconds=_float(env, "LEDGER_LAST_USED_FLUSH_SECONDS", 30.0),
         sweep_interval_seconds=_float(env, "LEDGER_SWEEP_INTERVAL_SECONDS", 1.0),
         application_name=env.get("LEDGER_APPLICATION_NAME") or "agent-ledger",
+        checkpoint_interval_seconds=_float(env, "LEDGER_CHECKPOINT_INTERVAL_SECONDS", 3600.0),
+        auth_events_per_ip_per_minute=_int(env, "LEDGER_AUTH_EVENTS_PER_IP_PER_MINUTE", 10),
+        auth_events_per_minute=_int(env, "LEDGER_AUTH_EVENTS_PER_MINUTE", 100),
     )

@@ -85,13 +85,13 @@ class AuthEventLimiter:
 
 
 def auth_event_limiter(app_state: Any) -> AuthEventLimiter:
-    """The process's limiter, made on first use from the settings (defaults when unset)."""
+    """The process's limiter, made on first use from the settings."""
     limiter = app_state.get(_STATE_KEY)
     if limiter is None:
         settings = app_state.get("settings")
         limiter = AuthEventLimiter(
-            per_ip=getattr(settings, "auth_events_per_ip_per_minute", DEFAULT_PER_IP_PER_MINUTE),
-            total=getattr(settings, "auth_events_per_minute", DEFAULT_PER_MINUTE),
+            per_ip=settings.auth_events_per_ip_per_minute,
+            total=settings.auth_events_per_minute,
         )
         app_state[_STATE_KEY] = limiter
     return limiter

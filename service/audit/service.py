@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import asyncpg
+import msgspec
 
 from service.audit import queries
 from service.audit.schemas import AuditEvent, AuditEventFilters, AuditEventPage
-from service.entries.queries import CUSTOM_PLANS
-from service.entries.service import commit_position
-from service.pagination import encode_cursor
+from service.entries.keyset import read_page
 
 __all__ = ["list_events"]
 
@@ -33,17 +32,8 @@ def _event(row: asyncpg.Record) -> AuditEvent:
 async def list_events(
     pool: asyncpg.Pool, filters: AuditEventFilters, limit: int, cursor: str | None
 ) -> AuditEventPage:
-    position = commit_position(cursor)
-    present = tuple(n for n in queries.EVENT_FILTERS if getattr(filters, n) is not None)
-    args = [getattr(filters, n) for n in present]
-    if position is not None:
-        args.extend(position)
-    sql = queries.events_sql(present, after_cursor=position is not None)
-    async with pool.acquire() as conn, conn.transaction(readonly=True):
-        await conn.execute(CUSTOM_PLANS)
-        rows = await conn.fetch(sql, *args, limit + 1)
-    items = [_event(r) for r in rows[:limit]]
-    last = rows[limit - 1] if len(rows) > limit else None
-    return AuditEventPage(
-        items=items, next_cursor=encode_cursor(last["xid"], last["seq"]) if last else None
-    )
+    async with pool.acquire() as conn:
+        rows, next_cursor = await read_page(
+            conn, queries.EVENTS, msgspec.structs.asdict(filters), limit, cursor
+        )
+    return AuditEventPage(items=[_event(r) for r in rows], next_cursor=next_cursor)

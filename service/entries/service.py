@@ -9,16 +9,13 @@ import asyncpg
 import msgspec
 
 from service.auth import Principal
-from service.entries import queries
+from service.entries import keyset, queries
 from service.entries.schemas import EntryFilters, EntryPage
-from service.errors import BadRequest, Forbidden, InvalidInput
-from service.ledger import render
+from service.errors import Forbidden, InvalidInput
 from service.ledger.schemas import LedgerEntry
-from service.pagination import decode_cursor, encode_cursor
+from service.money import format_amount
 
 __all__ = [
-    "commit_position",
-    "entries_statement",
     "entry_from_row",
     "list_entries",
     "normalise_period",
@@ -44,46 +41,37 @@ def scope_to_caller(principal: Principal, filters: EntryFilters) -> EntryFilters
     return msgspec.structs.replace(filters, agent_id=principal.agent_id)
 
 
-def entries_statement(
-    filters: EntryFilters, *, after: tuple[int, int] | None = None, limit: int | None = None
-) -> tuple[str, list[Any]]:
-    """The SQL and its arguments for these filters, after a cursor position, up to a limit."""
-    present = tuple(name for name in queries.ENTRY_FILTERS if getattr(filters, name) is not None)
-    args: list[Any] = [getattr(filters, name) for name in present]
-    if after is not None:
-        args.extend(after)
-    if limit is not None:
-        args.append(limit)
-    sql = queries.entries_sql(present, after_cursor=after is not None, limited=limit is not None)
-    return sql, args
-
-
 def entry_from_row(row: asyncpg.Record) -> LedgerEntry:
-    # ledger_entry_json() is the one definition of an entry's fields; render gives it its wire
-    # form, so the listing, the export and the charge answers cannot drift apart.
-    return render.ledger_entry(row["entry"])
-
-
-_MAX_BIGINT = 2**63 - 1
-
-
-def commit_position(cursor: str | None) -> tuple[int, int] | None:
-    """The (xid, seq) a cursor names; both are non-negative 64-bit integers."""
-    position = decode_cursor(cursor, int, int)
-    if position is not None and not all(0 <= part <= _MAX_BIGINT for part in position):
-        raise BadRequest("The cursor is not one this service issued.")
-    return position
+    """An entry's wire form, field for field what ledger_entry_json() and render give the
+    charge answers (tests/test_entries.py compares the two)."""
+    prev_hash = row["prev_hash"]
+    return LedgerEntry(
+        id=row["id"],
+        seq=row["seq"],
+        agent_id=row["agent_id"],
+        team_id=row["team_id"],
+        kind=row["kind"],
+        amount=format_amount(row["amount"]),
+        currency=row["currency"],
+        model=row["model"],
+        input_tokens=row["input_tokens"],
+        output_tokens=row["output_tokens"],
+        hold_id=row["hold_id"],
+        idempotency_key=row["idempotency_key"],
+        description=row["description"],
+        metadata=row["metadata"],
+        key_id=row["key_id"],
+        created_at=row["created_at"],
+        prev_hash=prev_hash.hex() if prev_hash is not None else None,
+        hash=row["hash"].hex(),
+    )
 
 
 async def list_entries(
     pool: asyncpg.Pool, filters: EntryFilters, limit: int, cursor: str | None
 ) -> EntryPage:
-    position = commit_position(cursor)
-    sql, args = entries_statement(filters, after=position, limit=limit + 1)
-    async with pool.acquire() as conn, conn.transaction(readonly=True):
-        await conn.execute(queries.CUSTOM_PLANS)
-        rows = await conn.fetch(sql, *args)
-    items = [entry_from_row(r) for r in rows[:limit]]
-    last = rows[limit - 1] if len(rows) > limit else None
-    next_cursor = encode_cursor(last["xid"], last["seq"]) if last is not None else None
-    return EntryPage(items=items, next_cursor=next_cursor)
+    async with pool.acquire() as conn:
+        rows, next_cursor = await keyset.read_page(
+            conn, queries.ENTRIES, msgspec.structs.asdict(filters), limit, cursor
+        )
+    return EntryPage(items=[entry_from_row(r) for r in rows], next_cursor=next_cursor)

@@ -28,7 +28,12 @@ class ExportController(Controller):
     path = "/v1/exports"
     tags = ["ledger"]
 
-    @get("/entries", operation_id="exportEntries", opt={"roles": STAFF})
+    @get(
+        "/entries",
+        operation_id="exportEntries",
+        opt={"roles": STAFF},
+        response_description="application/x-ndjson (format=ndjson) or text/csv (format=csv)",
+    )
     async def export_entries(
         self,
         pool: Pool,

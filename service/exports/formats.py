@@ -29,14 +29,14 @@ MEDIA_TYPES: dict[str, str] = {
 }
 CSV_COLUMNS: tuple[str, ...] = LedgerEntry.__struct_fields__
 
-_FORMULA_START = ("=", "+", "-", "@", "\t", "\r", "\n")
+_FORMULA_START = frozenset("=+-@\t\r\n")
 _PLAIN_NUMBER = re.compile(r"^-?\d+(\.\d+)?$")
 _json = msgspec.json.Encoder()
 
 
 def neutralise_cell(text: str) -> str:
     """The cell as a spreadsheet may safely show it (see the module's docstring)."""
-    if text.startswith(_FORMULA_START) and not _PLAIN_NUMBER.match(text):
+    if text[:1] in _FORMULA_START and not _PLAIN_NUMBER.match(text):
         return "'" + text
     return text
 
@@ -44,9 +44,11 @@ def neutralise_cell(text: str) -> str:
 def _cell(value: object) -> str:
     if value is None:
         return ""
-    if isinstance(value, dict | list):
-        return neutralise_cell(_json.encode(value).decode())
-    return neutralise_cell(str(value))
+    if type(value) is str:
+        return neutralise_cell(value)
+    if type(value) is int:
+        return str(value)  # a plain number, negative or not: nothing to neutralise
+    return neutralise_cell(_json.encode(value).decode())
 
 
 class NdjsonEncoder:

@@ -16,12 +16,14 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
+import msgspec
 import structlog
 
 from service.audit.recorder import AuditContext, record_event
-from service.entries.queries import CUSTOM_PLANS
+from service.entries.keyset import stream_rows
+from service.entries.queries import ENTRIES
 from service.entries.schemas import EntryFilters
-from service.entries.service import entries_statement, entry_from_row
+from service.entries.service import entry_from_row
 from service.exports.formats import encoder_for
 
 __all__ = ["BATCH_ROWS", "ExportTally", "export_entries"]
@@ -75,7 +77,7 @@ async def export_entries(
 ) -> AsyncIterator[bytes]:
     """Yield the export's bytes; validate ``filters`` before calling, nothing is checked here."""
     encoder = encoder_for(export_format)
-    sql, args = entries_statement(filters)
+    values = msgspec.structs.asdict(filters)
     tally = tally or ExportTally()
     rows = 0
     completed = False
@@ -83,10 +85,9 @@ async def export_entries(
         async with pool.acquire() as conn:
             # One snapshot for the whole export; read-only, so it holds back nothing but vacuum.
             async with conn.transaction(isolation="repeatable_read", readonly=True):
-                await conn.execute(CUSTOM_PLANS)
                 yield encoder.header()
                 batch = []
-                async for row in conn.cursor(sql, *args, prefetch=BATCH_ROWS):
+                async for row in stream_rows(conn, ENTRIES, values, prefetch=BATCH_ROWS):
                     batch.append(entry_from_row(row))
                     if len(batch) == BATCH_ROWS:
                         rows += len(batch)
