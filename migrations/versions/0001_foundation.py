@@ -19,9 +19,13 @@ UPGRADE = [
         id          text PRIMARY KEY,
         name        text NOT NULL CHECK (char_length(name) BETWEEN 1 AND 200),
         created_at  timestamptz NOT NULL DEFAULT now(),
-        updated_at  timestamptz NOT NULL DEFAULT now()
+        updated_at  timestamptz NOT NULL DEFAULT now(),
+        -- listing order: commit order, see service/keyset.py
+        seq         bigint GENERATED ALWAYS AS IDENTITY UNIQUE,
+        xid         xid8 NOT NULL DEFAULT pg_current_xact_id()
     )
     """,
+    "CREATE INDEX teams_order_idx ON teams (xid, seq)",
     """
     CREATE TABLE agents (
         id          text PRIMARY KEY,
@@ -30,10 +34,13 @@ UPGRADE = [
         status      text NOT NULL DEFAULT 'active' CHECK (status IN ('active', 'suspended')),
         metadata    jsonb NOT NULL DEFAULT '{}'::jsonb CHECK (jsonb_typeof(metadata) = 'object'),
         created_at  timestamptz NOT NULL DEFAULT now(),
-        updated_at  timestamptz NOT NULL DEFAULT now()
+        updated_at  timestamptz NOT NULL DEFAULT now(),
+        seq         bigint GENERATED ALWAYS AS IDENTITY UNIQUE,
+        xid         xid8 NOT NULL DEFAULT pg_current_xact_id()
     )
     """,
-    "CREATE INDEX agents_team_id_idx ON agents (team_id, id)",
+    "CREATE INDEX agents_order_idx ON agents (xid, seq)",
+    "CREATE INDEX agents_team_order_idx ON agents (team_id, xid, seq)",
     # Only a hash of each key is stored; the key itself is shown once, at creation.
     """
     CREATE TABLE api_keys (
@@ -48,10 +55,13 @@ UPGRADE = [
         revoked_at    timestamptz,
         last_used_at  timestamptz,
         rotated_from  text REFERENCES api_keys (id),
+        seq           bigint GENERATED ALWAYS AS IDENTITY UNIQUE,
+        xid           xid8 NOT NULL DEFAULT pg_current_xact_id(),
         CHECK ((role = 'agent') = (agent_id IS NOT NULL))
     )
     """,
-    "CREATE INDEX api_keys_agent_id_idx ON api_keys (agent_id, id)",
+    "CREATE INDEX api_keys_order_idx ON api_keys (xid, seq)",
+    "CREATE INDEX api_keys_agent_order_idx ON api_keys (agent_id, xid, seq)",
     # Append-only tables refuse UPDATE, DELETE and TRUNCATE for everyone, owner and superuser
     # included, unless triggers are deliberately disabled (which verify then catches).
     """

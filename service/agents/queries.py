@@ -1,5 +1,7 @@
 """SQL owned by the agents feature."""
 
+from service.keyset import Listing
+
 AGENT_COLUMNS = "id, name, team_id, status, metadata, created_at"
 
 INSERT_AGENT = f"""
@@ -11,14 +13,15 @@ GET_AGENT = f"SELECT {AGENT_COLUMNS} FROM agents WHERE id = $1"
 
 GET_AGENT_FOR_UPDATE = f"SELECT {AGENT_COLUMNS} FROM agents WHERE id = $1 FOR UPDATE"
 
-LIST_AGENTS = f"""
-SELECT {AGENT_COLUMNS} FROM agents
-WHERE ($1::text IS NULL OR id > $1)
-  AND ($2::text IS NULL OR team_id = $2)
-  AND ($3::text IS NULL OR status = $3)
-ORDER BY id
-LIMIT $4
-"""
+# Listed in commit order (service/keyset.py), so an agent created during a walk is never skipped.
+AGENT_LISTING = Listing(
+    name="agents",
+    table="agents",
+    alias="a",
+    columns="a.id, a.name, a.team_id, a.status, a.metadata, a.created_at, a.xid, a.seq",
+    filters={"team_id": "a.team_id = ${}", "status": "a.status = ${}"},
+    time_filters=(),
+)
 
 UPDATE_AGENT = f"""
 UPDATE agents SET name = $2, team_id = $3, status = $4, metadata = $5, updated_at = now()

@@ -10,7 +10,7 @@ from service.agents.schemas import Agent, AgentCreate, AgentPage, AgentUpdate
 from service.audit.recorder import AuditContext, record_event
 from service.errors import InvalidInput, NotFound
 from service.ids import new_id
-from service.pagination import decode_cursor, encode_cursor
+from service.keyset import read_page
 
 __all__ = ["create_agent", "get_agent", "list_agents", "update_agent"]
 
@@ -100,10 +100,7 @@ async def update_agent(
 async def list_agents(
     pool: asyncpg.Pool, limit: int, cursor: str | None, team_id: str | None, status: str | None
 ) -> AgentPage:
-    after = decode_cursor(cursor, str)
-    rows = await pool.fetch(
-        queries.LIST_AGENTS, after[0] if after else None, team_id, status, limit + 1
-    )
-    items = [_agent(r) for r in rows[:limit]]
-    next_cursor = encode_cursor(items[-1].id) if len(rows) > limit else None
-    return AgentPage(items=items, next_cursor=next_cursor)
+    filters = {"team_id": team_id, "status": status}
+    async with pool.acquire() as conn:
+        rows, next_cursor = await read_page(conn, queries.AGENT_LISTING, filters, limit, cursor)
+    return AgentPage(items=[_agent(r) for r in rows], next_cursor=next_cursor)

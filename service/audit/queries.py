@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from service.entries.keyset import Listing
+from service.keyset import Listing
 
 __all__ = ["EVENTS"]
 

@@ -7,7 +7,7 @@ import msgspec
 
 from service.audit import queries
 from service.audit.schemas import AuditEvent, AuditEventFilters, AuditEventPage
-from service.entries.keyset import read_page
+from service.keyset import read_page
 
 __all__ = ["list_events"]
 

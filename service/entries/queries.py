@@ -5,7 +5,7 @@ The statements themselves are assembled by service/entries/keyset.py from these 
 
 from __future__ import annotations
 
-from service.entries.keyset import Listing
+from service.keyset import Listing
 
 __all__ = ["ENTRIES"]
 

@@ -8,8 +8,9 @@ from typing import Any
 import asyncpg
 import msgspec
 
+from service import keyset
 from service.auth import Principal
-from service.entries import keyset, queries
+from service.entries import queries
 from service.entries.schemas import EntryFilters, EntryPage
 from service.errors import Forbidden, InvalidInput
 from service.ledger.schemas import LedgerEntry

@@ -20,11 +20,11 @@ import msgspec
 import structlog
 
 from service.audit.recorder import AuditContext, record_event
-from service.entries.keyset import stream_rows
 from service.entries.queries import ENTRIES
 from service.entries.schemas import EntryFilters
 from service.entries.service import entry_from_row
 from service.exports.formats import encoder_for
+from service.keyset import stream_rows
 
 __all__ = ["BATCH_ROWS", "ExportTally", "export_entries"]
 

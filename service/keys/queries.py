@@ -1,5 +1,7 @@
 """SQL owned by the keys feature."""
 
+from service.keyset import Listing
+
 KEY_COLUMNS = (
     "id, prefix, role, agent_id, name, created_at, expires_at, revoked_at, last_used_at, "
     "rotated_from"
@@ -13,14 +15,15 @@ RETURNING {KEY_COLUMNS}
 
 GET_KEY_FOR_UPDATE = f"SELECT {KEY_COLUMNS}, now() AS db_now FROM api_keys WHERE id = $1 FOR UPDATE"
 
-LIST_KEYS = f"""
-SELECT {KEY_COLUMNS} FROM api_keys
-WHERE ($1::text IS NULL OR id > $1)
-  AND ($2::text IS NULL OR agent_id = $2)
-  AND ($3::text IS NULL OR role = $3)
-ORDER BY id
-LIMIT $4
-"""
+# Listed in commit order (service/keyset.py), so a key issued during a walk is never skipped.
+KEY_LISTING = Listing(
+    name="api_keys",
+    table="api_keys",
+    alias="k",
+    columns=", ".join(f"k.{c}" for c in KEY_COLUMNS.split(", ")) + ", k.xid, k.seq",
+    filters={"agent_id": "k.agent_id = ${}", "role": "k.role = ${}"},
+    time_filters=(),
+)
 
 REVOKE_KEY = f"""
 UPDATE api_keys SET revoked_at = coalesce(revoked_at, now()) WHERE id = $1

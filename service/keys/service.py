@@ -12,7 +12,7 @@ from service.errors import Conflict, InvalidInput, NotFound
 from service.ids import new_id
 from service.keys import queries
 from service.keys.schemas import KeyCreated, KeyInfo, KeyPage
-from service.pagination import decode_cursor, encode_cursor
+from service.keyset import read_page
 
 __all__ = [
     "count_keys",
@@ -130,13 +130,10 @@ async def list_keys(
 ) -> KeyPage:
     if agent_id is not None and not await pool.fetchval(queries.AGENT_EXISTS, agent_id):
         raise NotFound(f"No agent with id {agent_id!r}.")
-    after = decode_cursor(cursor, str)
-    rows = await pool.fetch(
-        queries.LIST_KEYS, after[0] if after else None, agent_id, role, limit + 1
-    )
-    items = [key_info(r) for r in rows[:limit]]
-    next_cursor = encode_cursor(items[-1].id) if len(rows) > limit else None
-    return KeyPage(items=items, next_cursor=next_cursor)
+    filters = {"agent_id": agent_id, "role": role}
+    async with pool.acquire() as conn:
+        rows, next_cursor = await read_page(conn, queries.KEY_LISTING, filters, limit, cursor)
+    return KeyPage(items=[key_info(r) for r in rows], next_cursor=next_cursor)
 
 
 async def _lock_key(conn: asyncpg.Connection, key_id: str) -> asyncpg.Record:

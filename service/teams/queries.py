@@ -1,5 +1,7 @@
 """SQL owned by the teams feature."""
 
+from service.keyset import Listing
+
 INSERT_TEAM = """
 INSERT INTO teams (id, name) VALUES ($1, $2)
 RETURNING id, name, created_at
@@ -9,12 +11,15 @@ GET_TEAM = "SELECT id, name, created_at FROM teams WHERE id = $1"
 
 GET_TEAM_FOR_UPDATE = "SELECT id, name, created_at FROM teams WHERE id = $1 FOR UPDATE"
 
-LIST_TEAMS = """
-SELECT id, name, created_at FROM teams
-WHERE ($1::text IS NULL OR id > $1)
-ORDER BY id
-LIMIT $2
-"""
+# Listed in commit order (service/keyset.py), so a team created during a walk is never skipped.
+TEAM_LISTING = Listing(
+    name="teams",
+    table="teams",
+    alias="t",
+    columns="t.id, t.name, t.created_at, t.xid, t.seq",
+    filters={},
+    time_filters=(),
+)
 
 RENAME_TEAM = """
 UPDATE teams SET name = $2, updated_at = now() WHERE id = $1

@@ -7,7 +7,7 @@ import asyncpg
 from service.audit.recorder import AuditContext, record_event
 from service.errors import NotFound
 from service.ids import new_id
-from service.pagination import decode_cursor, encode_cursor
+from service.keyset import read_page
 from service.teams import queries
 from service.teams.schemas import Team, TeamPage
 
@@ -54,8 +54,6 @@ async def rename_team(pool: asyncpg.Pool, ctx: AuditContext, team_id: str, name:
 
 
 async def list_teams(pool: asyncpg.Pool, limit: int, cursor: str | None) -> TeamPage:
-    after = decode_cursor(cursor, str)
-    rows = await pool.fetch(queries.LIST_TEAMS, after[0] if after else None, limit + 1)
-    items = [_team(r) for r in rows[:limit]]
-    next_cursor = encode_cursor(items[-1].id) if len(rows) > limit else None
-    return TeamPage(items=items, next_cursor=next_cursor)
+    async with pool.acquire() as conn:
+        rows, next_cursor = await read_page(conn, queries.TEAM_LISTING, {}, limit, cursor)
+    return TeamPage(items=[_team(r) for r in rows], next_cursor=next_cursor)
