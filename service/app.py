@@ -35,6 +35,7 @@ from service.logs import RequestLogMiddleware, configure_logging
 from service.me.controller import MeController
 from service.migrate import head_revision
 from service.prices.controller import PriceController
+from service.reports.controller import ReportController
 from service.teams.controller import TeamController
 from service.verification.controller import VerifyController
 
@@ -57,6 +58,7 @@ ROUTE_HANDLERS = [
     ExportController,
     AuditEventController,
     CheckpointController,
+    ReportController,
 ]
 
 log = structlog.get_logger("agent_ledger.app")

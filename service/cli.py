@@ -187,9 +187,11 @@ def build_parser() -> argparse.ArgumentParser:
     # After verify: the checkpoint commands add --checkpoint to it.
     from service.checkpoints.cli import register as register_checkpoint_commands
     from service.exports.cli import register as register_export_commands
+    from service.reports.cli import register as register_report_commands
 
     register_export_commands(commands)
     register_checkpoint_commands(commands)
+    register_report_commands(commands)
 
     openapi = commands.add_parser("openapi", help="write the OpenAPI document")
     openapi.add_argument("--output", default="openapi/openapi.json")

@@ -154,7 +154,8 @@ async def superuser(db: asyncpg.Connection, *statements: str) -> None:
 
 
 def rehash_chain(agent_id: str, extra_spent: int) -> str:
-    """SQL recomputing every hash of one agent's chain in order, and its balance head."""
+    """SQL recomputing every hash of one agent's chain in order, its balance head and the
+    rollup of its first entry (the one the tests edit)."""
     return f"""
     DO $$
     DECLARE r ledger_entries; prev bytea; h bytea;
@@ -168,6 +169,11 @@ def rehash_chain(agent_id: str, extra_spent: int) -> str:
         END LOOP;
         UPDATE balances SET head_hash = prev, spent_total = spent_total + {extra_spent}
         WHERE owner_id = '{agent_id}';
+        -- and the report rollups of the edited (first) entry's hour, which verify checks too
+        UPDATE spend_rollups SET spent = spent + {extra_spent}
+        WHERE agent_id = '{agent_id}' AND hour = (
+            SELECT date_trunc('hour', created_at, 'UTC') FROM ledger_entries
+            WHERE agent_id = '{agent_id}' ORDER BY seq LIMIT 1);
     END $$
     """
 
@@ -347,7 +353,8 @@ async def test_a_rewritten_chain_passes_plain_verify_but_not_an_earlier_checkpoi
 async def test_removing_the_newest_entries_is_caught_by_the_checkpoint(
     client: AsyncTestClient, fleet: Fleet, db: asyncpg.Connection
 ) -> None:
-    """History cut short (newest entry deleted, balance wound back) passes plain verify."""
+    """History cut short (newest entry deleted, balance and rollup wound back) passes plain
+    verify; the checkpoint taken before still tells."""
     entries = await spend(client, fleet, "shortened", 3)
     checkpoint = await take(client, fleet)
     newest, previous = entries[-1], entries[-2]
@@ -359,6 +366,9 @@ async def test_removing_the_newest_entries_is_caught_by_the_checkpoint(
                                 head_seq = {previous["seq"]}, entry_count = entry_count - 1,
                                 spent_total = spent_total - 300000000
             WHERE owner_id = '{newest["agent_id"]}'""",
+        f"""UPDATE spend_rollups SET spent = spent - 300000000, charges = charges - 1
+            WHERE agent_id = '{newest["agent_id"]}'
+              AND hour = date_trunc('hour', '{newest["created_at"]}'::timestamptz, 'UTC')""",
     )
     assert (await verify(client, fleet))["ok"]
     report = await verify(client, fleet, checkpoint["id"])

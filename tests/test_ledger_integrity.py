@@ -155,3 +155,20 @@ async def test_verify_command_and_endpoint_report_the_same(
         await _superuser(
             db, "UPDATE ledger_entries SET description = 'naïve ☕ text' WHERE id = $1", target
         )
+
+
+async def test_verify_finds_report_rollups_that_disagree_with_the_ledger(
+    fleet: Fleet, db: asyncpg.Connection
+) -> None:
+    """A rollup row nudged by one nano-unit makes verify fail for that agent, naming rollups."""
+    agent_id = await _charge_three(fleet)
+    nudge = "UPDATE spend_rollups SET spent = spent + $2 WHERE agent_id = $1"
+    await db.execute(nudge, agent_id, 1)
+    try:
+        report = await verify_ledger(db, agent_id)
+        assert not report.ok
+        assert [(m.agent_id, m.entry_id) for m in report.mismatches] == [(agent_id, None)]
+        assert "rollup" in report.mismatches[0].reason
+    finally:
+        await db.execute(nudge, agent_id, -1)
+    assert (await verify_ledger(db, agent_id)).ok

@@ -15,6 +15,8 @@ from typing import Any
 import asyncpg
 import msgspec
 
+from service.reports.service import rollup_mismatches
+
 __all__ = ["Mismatch", "VerifyReport", "entry_digest", "verify_ledger"]
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -168,8 +170,18 @@ async def verify_ledger(conn: asyncpg.Connection, agent_id: str | None = None) -
                 chain = _AgentChain(row["agent_id"])
                 seen.add(row["agent_id"])
             chain.add(row)
+        # The hourly and daily report rollups must equal the ledger they summarise.
+        rollups = await rollup_mismatches(conn, agent_id)
     if chain is not None and (m := chain.finish(balances.get(chain.agent_id))):
         mismatches.append(m)
+    # One finding per agent: a broken chain explains its rollups too, so report the root cause.
+    reported = {m.agent_id for m in mismatches}
+    for rollup in rollups:
+        if rollup.agent_id not in reported:
+            reported.add(rollup.agent_id)
+            mismatches.append(
+                Mismatch(agent_id=rollup.agent_id, entry_id=None, reason=rollup.reason)
+            )
     for owner_id, balance in balances.items():
         if owner_id not in seen and (balance["head_hash"] is not None or balance["entry_count"]):
             mismatches.append(
