@@ -24,6 +24,8 @@ from tests.conftest import Fleet, bearer
 from tests.ledger_helpers import spender
 
 T = TypeVar("T")
+
+
 @pytest.fixture(scope="module")
 async def client(settings: Settings) -> AsyncIterator[AsyncTestClient]:
     app = create_app(settings)
