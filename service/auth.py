@@ -196,6 +196,7 @@ async def authorize(
         from service.audit.security import record_auth_refusal
 
         await record_auth_refusal(connection, refusal, roles)
+        refusal.audited = True
         raise
 
 

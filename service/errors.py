@@ -13,6 +13,7 @@ from typing import Any
 import asyncpg
 import structlog
 from litestar import Request, Response
+from litestar.background_tasks import BackgroundTask
 from litestar.exceptions import (
     HTTPException,
     NotAuthorizedException,
@@ -46,6 +47,8 @@ class DomainError(Exception):
     status: int = 400
     code: str = "bad-request"
     title: str = "Bad request"
+    # Set once an auth.failed / auth.forbidden audit event was written for this refusal.
+    audited: bool = False
 
     def __init__(self, detail: str, **extra: Any) -> None:
         super().__init__(detail)
@@ -159,7 +162,7 @@ def _domain_error(request: Request, exc: DomainError) -> Response[dict[str, Any]
         headers = {"Idempotent-Replayed": "true"}
     elif exc.status == 401:
         headers = _CHALLENGE
-    return problem_response(
+    response = problem_response(
         status=exc.status,
         code=exc.code,
         title=exc.title,
@@ -168,6 +171,13 @@ def _domain_error(request: Request, exc: DomainError) -> Response[dict[str, Any]
         headers=headers,
         **exc.extra,
     )
+    if isinstance(exc, Forbidden | Unauthorized) and not exc.audited:
+        # Refused inside a handler (e.g. an agent key naming another agent), not by the guard,
+        # which records its own: audit it after the answer is sent, rate-limited as there.
+        from service.audit.security import record_auth_refusal
+
+        response.background = BackgroundTask(record_auth_refusal, request, exc)
+    return response
 
 
 def _validation_error(request: Request, exc: ValidationException) -> Response[dict[str, Any]]:

@@ -8,6 +8,8 @@ import asyncpg
 import pytest
 from litestar.testing import AsyncTestClient
 
+from service.app import create_app
+from service.config import Settings
 from tests.conftest import Fleet, bearer
 from tests.ledger_helpers import balance_of, entries_of, set_team_limits, spender
 
@@ -274,3 +276,30 @@ async def test_adjustments_correct_spend_and_are_audited(
         "/v1/adjustments", json=body | {"amount": "0"}, headers=fleet.admin
     )
     assert zero.status_code == 422
+
+
+async def test_spending_for_another_agent_is_audited_as_forbidden(
+    settings: Settings, admin_key: str, db: asyncpg.Connection
+) -> None:
+    """A refusal decided in the handler, not by role, still leaves an auth.forbidden event."""
+    # A fresh app: the shared one's per-process rate limit on auth events may be spent by now.
+    async with AsyncTestClient(create_app(settings)) as client:
+        fleet = Fleet(client, admin_key)
+        agent, other = await spender(fleet), await spender(fleet)
+        request_id = f"foreign-{other.agent_id}"
+        refused = await client.post(
+            "/v1/charges",
+            json={"amount": "0.1", "agent_id": other.agent_id},
+            headers=agent.headers | {"X-Request-ID": request_id},
+        )
+        assert refused.status_code == 403
+    event = None
+    for _ in range(100):
+        event = await db.fetchrow("SELECT * FROM audit_events WHERE request_id = $1", request_id)
+        if event is not None:
+            break
+        await asyncio.sleep(0.02)
+    assert event is not None, "no auth.forbidden event was written"
+    assert event["action"] == "auth.forbidden"
+    assert event["actor_role"] == "agent"
+    assert "own agent" in event["after"]["reason"]

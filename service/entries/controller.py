@@ -8,12 +8,10 @@ from typing import Any
 from litestar import Controller, Request, get
 from litestar.params import FromQuery
 
-from service.audit.security import record_auth_refusal
 from service.auth import ANY_ROLE
 from service.deps import Caller, Pool
 from service.entries import service
 from service.entries.schemas import EntryFilters, EntryPage
-from service.errors import Forbidden
 from service.ledger.schemas import EntryKind
 from service.pagination import Cursor, Limit
 
@@ -44,9 +42,5 @@ class EntryController(Controller):
         filters = EntryFilters(
             agent_id=agent_id, team_id=team_id, kind=kind, model=model, since=since, until=until
         )
-        try:
-            filters = service.scope_to_caller(principal, filters)
-        except Forbidden as refusal:
-            await record_auth_refusal(request, refusal)
-            raise
+        filters = service.scope_to_caller(principal, filters)
         return await service.list_entries(pool, filters, limit, cursor)
