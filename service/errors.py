@@ -263,6 +263,20 @@ def _database_unavailable(request: Request, exc: Exception) -> Response[dict[str
     )
 
 
+def _value_out_of_range(request: Request, exc: Exception) -> Response[dict[str, Any]]:
+    # The database refused a value (a NUL character in text, a number or a time out of range)
+    # before anything was written: the request is at fault, not the service.
+    log.info("value_refused", error=type(exc).__name__, path=request.url.path)
+    return problem_response(
+        status=422,
+        code="validation-error",
+        title="Invalid input",
+        detail="A value in this request cannot be stored: text with NUL characters, or a "
+        "number or time out of range.",
+        request=request,
+    )
+
+
 def exception_handlers() -> dict[type[Exception] | int, Any]:
     return {
         DomainError: _domain_error,
@@ -275,6 +289,8 @@ def exception_handlers() -> dict[type[Exception] | int, Any]:
         # admin or crash shutdown of the backend, statement timeouts
         asyncpg.exceptions.OperatorInterventionError: _database_unavailable,
         ConnectionError: _database_unavailable,
+        asyncpg.DataError: _value_out_of_range,
+        OverflowError: _value_out_of_range,
         TimeoutError: _database_unavailable,
         Exception: _unhandled,
     }

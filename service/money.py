@@ -25,7 +25,8 @@ FRACTION_DIGITS = 9
 MAX_AMOUNT = 1_000_000 * NANOS_PER_UNIT
 MAX_LIMIT = 1_000_000_000 * NANOS_PER_UNIT
 
-_AMOUNT = re.compile(r"^(-?)(\d{1,16})(?:\.(\d{1,30}))?$")
+# ASCII digits only (\d would take any script's digits) and no trailing newline ($ would).
+_AMOUNT = re.compile(r"(-?)([0-9]{1,16})(?:\.([0-9]{1,30}))?")
 
 
 def parse_amount(
@@ -37,7 +38,7 @@ def parse_amount(
     maximum: int = MAX_AMOUNT,
 ) -> int:
     """Parse a decimal string into nano-units, refusing anything inexact or out of range."""
-    match = _AMOUNT.match(text)
+    match = _AMOUNT.fullmatch(text)
     if match is None:
         raise InvalidInput(
             f'{field} must be a decimal string such as "0.0175", got {text!r}.', field=field

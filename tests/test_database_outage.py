@@ -14,7 +14,9 @@ APP_NAME = "agent-ledger-outage-test"
 
 
 async def _backend_waiting_on_a_lock(db: asyncpg.Connection) -> int:
-    for _ in range(200):
+    for _ in range(500):
+        # Statistics views are snapshotted once per transaction unless cleared.
+        await db.execute("SELECT pg_stat_clear_snapshot()")
         pid = await db.fetchval(
             "SELECT pid FROM pg_stat_activity WHERE application_name = $1"
             " AND datname = current_database() AND wait_event_type = 'Lock'",

@@ -138,3 +138,36 @@ async def test_concurrent_idempotent_duplicates_across_processes_write_one_entry
     assert len({r.json()["id"] for r in responses}) == 1
     count = await db.fetchval("SELECT count(*) FROM ledger_entries WHERE agent_id = $1", agent_id)
     assert count == 1
+
+
+async def test_suspending_an_agent_mid_charge_does_not_deadlock(
+    two_servers: list[ServerProcess], admin_key: str, db: asyncpg.Connection
+) -> None:
+    """A charge holds the agent's balance row and then needs a foreign-key lock on the agent;
+    a PATCH locks the agent and then needs the balance row. The PATCH must not block the
+    foreign-key check, or the two deadlock and one of them fails."""
+    admin = bearer(admin_key)
+    async with httpx.AsyncClient(base_url=two_servers[0].base_url, timeout=30) as client:
+        _, [(agent_id, _)] = await _setup(client, admin, team=False, agents=1)
+        async with db.transaction():
+            # Stand in for a charge midway: it holds the balance row...
+            await db.execute("SELECT 1 FROM balances WHERE owner_id = $1 FOR UPDATE", agent_id)
+            patch = asyncio.ensure_future(
+                client.patch(f"/v1/agents/{agent_id}", json={"status": "suspended"}, headers=admin)
+            )
+            for _ in range(1000):  # until the PATCH waits on that row (10 s at most)
+                # Statistics views are snapshotted once per transaction unless cleared.
+                await db.execute("SELECT pg_stat_clear_snapshot()")
+                waiting = await db.fetchval(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                    " AND wait_event_type = 'Lock' AND query LIKE '%UPDATE agents SET%'"
+                )
+                if waiting:
+                    break
+                await asyncio.sleep(0.01)
+            assert waiting, "the PATCH never reached the balance row"
+            # ...and then takes the foreign-key lock its entry insert needs, at once.
+            await db.execute("SET LOCAL lock_timeout = '2s'")
+            await db.execute("SELECT 1 FROM agents WHERE id = $1 FOR KEY SHARE", agent_id)
+        response = await patch
+    assert (response.status_code, response.json()["status"]) == (200, "suspended")

@@ -178,3 +178,19 @@ async def test_unhandled_exception_log_carries_the_request_id(
     errors = [e for e in logs if e.get("event") == "unhandled_exception"]
     assert len(errors) == 1
     assert errors[0].get("request_id") == rid
+
+
+def test_console_tracebacks_never_print_local_variables(capsys: pytest.CaptureFixture[str]) -> None:
+    """On a terminal, an exception's traceback must not show locals: headers hold keys."""
+    saved = structlog.get_config()
+    configure_logging("console", "INFO")
+    try:
+        secret = "al_adm_NEVER_PRINT_ME_0123456789abcdefghijk"  # noqa: F841  (a local, on purpose)
+        raise RuntimeError("boom")
+    except RuntimeError:
+        structlog.get_logger("test").exception("failed")
+    finally:
+        structlog.configure(**saved)
+    err = capsys.readouterr().err
+    assert "boom" in err
+    assert "NEVER_PRINT_ME" not in err

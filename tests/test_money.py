@@ -45,10 +45,26 @@ def test_the_smallest_token_price_is_exact() -> None:
 
 @pytest.mark.parametrize(
     "text",
-    ["0", "-1", "0.0000000001", "1e3", "1,5", " 1", "1.", ".5", "", "NaN", "1000000.000000001"],
+    [
+        "0",
+        "-1",
+        "0.0000000001",
+        "1e3",
+        "1,5",
+        " 1",
+        "1.",
+        ".5",
+        "",
+        "NaN",
+        "1000000.000000001",
+        "\u0661",
+        "1\n",
+        "\uff11",
+    ],
 )
 def test_inexact_or_out_of_range_amounts_are_refused(text: str) -> None:
-    """Zero, negatives, over nine decimals, exponents, junk and huge amounts are refused."""
+    """Zero, negatives, over nine decimals, exponents, junk, huge amounts, digits of other
+    scripts and trailing newlines are refused."""
     with pytest.raises(InvalidInput):
         parse_amount(text)
 

@@ -181,6 +181,15 @@ BALANCE_TRIGGERS = [
         ELSE
             UPDATE balances SET team_id = NEW.team_id, agent_status = NEW.status
             WHERE owner_id = NEW.id;
+            -- Open holds are reserved against the old team; moving now would leave them there.
+            -- Checked after the balance row lock above, so no hold can slip in meanwhile.
+            IF OLD.team_id IS DISTINCT FROM NEW.team_id AND EXISTS (
+                SELECT 1 FROM holds WHERE agent_id = NEW.id AND status = 'open'
+                  AND expires_at > clock_timestamp())
+            THEN
+                RAISE EXCEPTION 'agent % has open holds; capture or release them first', NEW.id
+                    USING ERRCODE = 'object_in_use';
+            END IF;
         END IF;
         RETURN NEW;
     END;
@@ -421,6 +430,12 @@ HELPERS = [
         UPDATE balances SET held = held + p_amount WHERE owner_id IN (p_agent_id, p_team_id)
     $$
     """,
+    # The most one charge, hold or capture may be, as service/money.py MAX_AMOUNT: a million
+    # units. Amounts given directly are checked there; priced ones here.
+    """
+    CREATE FUNCTION ledger_max_amount() RETURNS bigint
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$ SELECT 1000000000000000::bigint $$
+    """,
     """
     CREATE FUNCTION ledger_price(pr prices, p_input_tokens bigint, p_output_tokens bigint)
     RETURNS bigint LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
@@ -588,10 +603,12 @@ MONEY_DECISIONS = [
                                p_model, pr.currency, v_currency)));
             END IF;
             v_amount := ledger_price(pr, p_input_tokens, p_output_tokens);
-            IF v_amount <= 0 THEN
+            IF v_amount <= 0 OR v_amount > ledger_max_amount() THEN
                 RETURN ledger_finish(p_agent_id, p_idempotency_key,
                     ledger_problem(422, 'validation-error',
-                        'These tokens cost nothing; amounts must be greater than zero.'));
+                        'These tokens cost nothing, or more than one charge may; amounts must'
+                        || ' be greater than zero and at most ' || ledger_max_amount() / 1000000000
+                        || '.'));
             END IF;
         END IF;
 
@@ -735,10 +752,12 @@ MONEY_DECISIONS = [
                                p_model, pr.currency, h.currency)));
             END IF;
             v_amount := ledger_price(pr, p_input_tokens, p_output_tokens);
-            IF v_amount <= 0 THEN
+            IF v_amount <= 0 OR v_amount > ledger_max_amount() THEN
                 RETURN ledger_finish(h.agent_id, p_idempotency_key,
                     ledger_problem(422, 'validation-error',
-                        'These tokens cost nothing; amounts must be greater than zero.'));
+                        'These tokens cost nothing, or more than one charge may; amounts must'
+                        || ' be greater than zero and at most ' || ledger_max_amount() / 1000000000
+                        || '.'));
             END IF;
         END IF;
         v_amount := coalesce(v_amount, h.amount);
@@ -827,6 +846,7 @@ FUNCTIONS_TO_DROP = [
     "ledger_append(text, text, text, bigint, text, text, bigint, bigint, text, text, text,"
     " jsonb, text, timestamptz)",
     "ledger_price(prices, bigint, bigint)",
+    "ledger_max_amount()",
     "ledger_add_held(text, text, bigint)",
     "ledger_record_spend(text, text, text, text, bigint, timestamptz)",
     "ledger_add_spent(text, bigint, timestamptz)",

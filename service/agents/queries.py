@@ -11,7 +11,9 @@ RETURNING {AGENT_COLUMNS}
 
 GET_AGENT = f"SELECT {AGENT_COLUMNS} FROM agents WHERE id = $1"
 
-GET_AGENT_FOR_UPDATE = f"SELECT {AGENT_COLUMNS} FROM agents WHERE id = $1 FOR UPDATE"
+# NO KEY UPDATE: a concurrent charge's foreign-key check on this agent must not wait on us, or
+# the charge (holding the balance row our trigger needs) and this change would deadlock.
+GET_AGENT_FOR_UPDATE = f"SELECT {AGENT_COLUMNS} FROM agents WHERE id = $1 FOR NO KEY UPDATE"
 
 # Listed in commit order (service/keyset.py), so an agent created during a walk is never skipped.
 AGENT_LISTING = Listing(

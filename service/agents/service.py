@@ -8,7 +8,7 @@ import msgspec
 from service.agents import queries
 from service.agents.schemas import Agent, AgentCreate, AgentPage, AgentUpdate
 from service.audit.recorder import AuditContext, record_event
-from service.errors import InvalidInput, NotFound
+from service.errors import Conflict, InvalidInput, NotFound
 from service.ids import new_id
 from service.keyset import read_page
 
@@ -75,8 +75,8 @@ async def update_agent(
         if "team_id" in changes:
             await _check_team(conn, changes["team_id"])
         merged = msgspec.structs.replace(before, **changes)
-        after = _agent(
-            await conn.fetchrow(
+        try:
+            row = await conn.fetchrow(
                 queries.UPDATE_AGENT,
                 agent_id,
                 merged.name,
@@ -84,7 +84,12 @@ async def update_agent(
                 merged.status,
                 merged.metadata,
             )
-        )
+        except asyncpg.ObjectInUseError as exc:  # raised by the balance trigger (0002)
+            raise Conflict(
+                "This agent has open holds reserved against its team; capture or release them "
+                "before moving it to another team."
+            ) from exc
+        after = _agent(row)
         await record_event(
             conn,
             ctx,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import asyncpg
@@ -15,6 +15,7 @@ from service.entries.schemas import EntryFilters, EntryPage
 from service.errors import Forbidden, InvalidInput
 from service.ledger.schemas import LedgerEntry
 from service.money import format_amount
+from service.timebounds import checked_time
 
 __all__ = [
     "entry_from_row",
@@ -25,9 +26,8 @@ __all__ = [
 
 
 def normalise_period(since: datetime | None, until: datetime | None) -> tuple[Any, Any]:
-    """Times without a zone are read as UTC; a period must not end before it starts."""
-    since = since.replace(tzinfo=UTC) if since and since.tzinfo is None else since
-    until = until.replace(tzinfo=UTC) if until and until.tzinfo is None else until
+    """Times in UTC (without a zone: read as UTC); a period must not end before it starts."""
+    since, until = checked_time(since, "since"), checked_time(until, "until")
     if since is not None and until is not None and since > until:
         raise InvalidInput("since must not be later than until.", field="since")
     return since, until

@@ -13,6 +13,7 @@ from service.ids import new_id
 from service.keys import queries
 from service.keys.schemas import KeyCreated, KeyInfo, KeyPage
 from service.keyset import read_page
+from service.timebounds import checked_time
 
 __all__ = [
     "count_keys",
@@ -51,6 +52,7 @@ async def _insert_key(
 ) -> KeyCreated:
     if expires_at is not None and expires_at.tzinfo is None:
         raise InvalidInput("expires_at must carry a time zone, e.g. 2026-12-31T00:00:00Z.")
+    expires_at = checked_time(expires_at, "expires_at")
     if expires_at is not None and expires_at <= await conn.fetchval("SELECT now()"):
         raise InvalidInput("expires_at must be in the future.", field="expires_at")
     key = generate_key(role)

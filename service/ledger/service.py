@@ -58,16 +58,22 @@ _RETRYABLE = (asyncpg.DeadlockDetectedError, asyncpg.SerializationError)
 _ATTEMPTS = 5
 
 
-async def decide(conn: asyncpg.Pool | asyncpg.Connection, query: str, *args: Any) -> Any:
-    """Run one ledger function call, retrying the transient aborts Postgres may answer with."""
+async def _retrying(work: Any, pool: asyncpg.Pool) -> Any:
+    """Run ``work(conn)`` (one transaction), again after a deadlock or serialization abort."""
     for attempt in range(1, _ATTEMPTS + 1):
         try:
-            return await conn.fetchval(query, *args)
+            async with pool.acquire() as conn:
+                return await work(conn)
         except _RETRYABLE:
             if attempt == _ATTEMPTS:
                 raise
             await asyncio.sleep(random.uniform(0, 0.005 * 2**attempt))  # noqa: S311
     raise AssertionError("unreachable")
+
+
+async def decide(pool: asyncpg.Pool, query: str, *args: Any) -> Any:
+    """Run one ledger function call, retrying the transient aborts Postgres may answer with."""
+    return await _retrying(lambda conn: conn.fetchval(query, *args), pool)
 
 
 class Outcome(msgspec.Struct, frozen=True):
@@ -223,37 +229,28 @@ async def adjust(
     amount = parse_amount(data.amount, allow_negative=True)
     _check_currency(data.currency)
     request_hash = _request_hash("adjustment", msgspec.to_builtins(data))
-    async with pool.acquire() as conn, conn.transaction():
-        # Inside a transaction a retry would run in an aborted transaction; lock order (agent,
-        # then team) keeps this call free of deadlocks anyway.
-        raw = await conn.fetchval(
-            queries.SPEND,
-            "adjustment",
-            data.agent_id,
-            amount,
-            data.currency,
-            None,
-            None,
-            None,
-            data.reason,
-            None,
-            principal.key_id,
-            idempotency_key,
-            request_hash,
-            None,
-            now,
-        )
-        if raw.get("problem") is None and not raw.get("replayed"):
-            await record_event(
-                conn,
-                ctx,
-                "adjustment.created",
-                target_type="agent",
-                target_id=data.agent_id,
-                after=raw["entry"] | {"amount": format_amount(raw["entry"]["amount"])},
-            )
+    args = (
+        "adjustment", data.agent_id, amount, data.currency, None, None, None, data.reason,
+        None, principal.key_id, idempotency_key, request_hash, None, now,
+    )  # fmt: skip
+    raw = await _retrying(lambda conn: _adjust_and_audit(conn, ctx, data.agent_id, args), pool)
     _answer(raw)
     return Outcome(raw["status"], _spend_result(raw), bool(raw.get("replayed")))
+
+
+async def _adjust_and_audit(
+    conn: asyncpg.Connection, ctx: AuditContext, agent_id: str, args: tuple
+) -> dict[str, Any]:
+    """The adjustment and its audit event, in one transaction."""
+    async with conn.transaction():
+        raw = await conn.fetchval(queries.SPEND, *args)
+        if raw.get("problem") is None and not raw.get("replayed"):
+            entry = raw["entry"] | {"amount": format_amount(raw["entry"]["amount"])}
+            await record_event(
+                conn, ctx, "adjustment.created", target_type="agent", target_id=agent_id,
+                after=entry,
+            )  # fmt: skip
+    return raw
 
 
 async def create_hold(

@@ -20,7 +20,7 @@ import asyncpg
 from service.errors import InvalidInput, NotFound, Refusal
 from service.money import format_amount
 from service.reports import queries
-from service.reports.ranges import DAY, HOUR, Pieces, month_of, split_range, to_utc
+from service.reports.ranges import DAY, HOUR, Pieces, month_of, split_range
 from service.reports.schemas import (
     Granularity,
     GroupBy,
@@ -30,6 +30,7 @@ from service.reports.schemas import (
     TopSpender,
     TopSpenders,
 )
+from service.timebounds import checked_time
 
 __all__ = ["MAX_BUCKETS", "resolve_range", "rollup_mismatches", "spend_series", "top_spenders"]
 
@@ -48,8 +49,8 @@ def resolve_range(
 ) -> tuple[datetime, datetime]:
     """Missing bounds default to the UTC calendar month of ``now``; an inverted range is 422."""
     month_start, month_end = month_of(now)
-    since = month_start if since is None else to_utc(since)
-    until = month_end if until is None else to_utc(until)
+    since = month_start if since is None else checked_time(since, "since")
+    until = month_end if until is None else checked_time(until, "until")
     if since > until:
         raise InvalidInput("since must not be later than until.", field="since")
     return since, until

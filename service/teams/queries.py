@@ -9,7 +9,8 @@ RETURNING id, name, created_at
 
 GET_TEAM = "SELECT id, name, created_at FROM teams WHERE id = $1"
 
-GET_TEAM_FOR_UPDATE = "SELECT id, name, created_at FROM teams WHERE id = $1 FOR UPDATE"
+# NO KEY UPDATE: renaming must not stall the foreign-key checks of the team's charges.
+GET_TEAM_FOR_UPDATE = "SELECT id, name, created_at FROM teams WHERE id = $1 FOR NO KEY UPDATE"
 
 # Listed in commit order (service/keyset.py), so a team created during a walk is never skipped.
 TEAM_LISTING = Listing(

@@ -1,0 +1,93 @@
+"""Hostile or absurd input gets a 4xx problem and changes nothing; never a 500."""
+
+from __future__ import annotations
+
+import asyncpg
+import pytest
+
+from tests.conftest import Fleet
+from tests.ledger_helpers import entries_of, spender
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"amount": "1", "description": "nul \u0000 byte"},
+        {"amount": "1", "metadata": {"k": "nul \u0000 byte"}},
+        {"model": "gpt\u00004o", "input_tokens": 1, "output_tokens": 1},
+    ],
+)
+async def test_nul_characters_are_refused(fleet: Fleet, db: asyncpg.Connection, body: dict) -> None:
+    """Postgres cannot store NUL in text; the answer is 422 and nothing is written."""
+    agent = await spender(fleet)
+    response = await fleet.client.post("/v1/charges", json=body, headers=agent.headers)
+    assert (response.status_code, response.json()["code"]) == (422, "validation-error")
+    assert await entries_of(db, agent.agent_id) == []
+
+
+async def test_nul_characters_in_names_paths_and_filters_are_4xx(fleet: Fleet) -> None:
+    """Names, path ids and query filters with NUL are refused, not crashed on."""
+    created = await fleet.client.post("/v1/teams", json={"name": "a\u0000b"}, headers=fleet.admin)
+    assert created.status_code == 422
+    for path in ("/v1/teams/%00", "/v1/entries?agent_id=%00", "/v1/agents?team_id=%00"):
+        response = await fleet.client.get(path, headers=fleet.admin)
+        assert 400 <= response.status_code < 500, (path, response.text)
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/v1/entries?since=0001-01-01T00:00:00%2B01:00",
+        "/v1/entries?until=9999-12-31T23:59:59-01:00",
+        "/v1/exports/entries?since=0001-01-01T00:00:00%2B01:00",
+        "/v1/reports/top-spenders?since=9999-12-31T00:30:00Z&until=9999-12-31T23:30:00Z",
+        "/v1/reports/spend?since=0001-01-01T00:00:00%2B01:00",
+        "/v1/audit-events?since=0001-01-01T00:00:00%2B01:00",
+    ],
+)
+async def test_times_at_the_edge_of_the_calendar_are_422(fleet: Fleet, path: str) -> None:
+    """Bounds near year 1 or 9999 are refused up front (an export must not fail mid-stream)."""
+    response = await fleet.client.get(path, headers=fleet.admin)
+    assert (response.status_code, response.json()["code"]) == (422, "validation-error"), path
+
+
+async def test_a_key_expiring_at_the_end_of_time_is_422(fleet: Fleet) -> None:
+    """expires_at beyond what the service can compute with is refused."""
+    agent = await fleet.agent("eternal")
+    response = await fleet.client.post(
+        f"/v1/agents/{agent['id']}/keys",
+        json={"expires_at": "9999-12-31T23:59:59-01:00"},
+        headers=fleet.admin,
+    )
+    assert response.status_code == 422
+
+
+async def test_a_token_priced_amount_cannot_exceed_the_per_charge_maximum(
+    fleet: Fleet, db: asyncpg.Connection
+) -> None:
+    """Absurd prices times absurd token counts are refused before they can overflow counters."""
+    agent = await spender(fleet)
+    model = f"absurd-{agent.agent_id[-6:].lower()}"
+    price = {"input_per_mtok": "1000000", "output_per_mtok": "1000000"}
+    assert (
+        await fleet.client.put(f"/v1/prices/{model}", json=price, headers=fleet.admin)
+    ).status_code == 200
+    body = {"model": model, "input_tokens": 1_000_000_000, "output_tokens": 1_000_000_000}
+    for path in ("/v1/charges", "/v1/holds"):
+        response = await fleet.client.post(path, json=body, headers=agent.headers)
+        assert (response.status_code, response.json()["code"]) == (422, "validation-error")
+    assert await entries_of(db, agent.agent_id) == []
+
+
+async def test_an_agent_with_open_holds_cannot_change_team(fleet: Fleet) -> None:
+    """Open holds are reserved against the team; moving the agent first is a 409."""
+    first, second = await fleet.team("from"), await fleet.team("to")
+    agent = await spender(fleet, team_id=first["id"])
+    hold = await fleet.client.post("/v1/holds", json={"amount": "1"}, headers=agent.headers)
+    assert hold.status_code == 201
+    path = f"/v1/agents/{agent.agent_id}"
+    moved = await fleet.client.patch(path, json={"team_id": second["id"]}, headers=fleet.admin)
+    assert (moved.status_code, moved.json()["code"]) == (409, "conflict")
+    await fleet.client.post(f"/v1/holds/{hold.json()['id']}/release", headers=agent.headers)
+    moved = await fleet.client.patch(path, json={"team_id": second["id"]}, headers=fleet.admin)
+    assert (moved.status_code, moved.json()["team_id"]) == (200, second["id"])
