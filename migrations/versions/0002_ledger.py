@@ -447,6 +447,41 @@ HELPERS = [
     """,
 ]
 
+# Pricing tokens for a charge, hold or capture in a given currency: the amount, or the problem
+# that refuses it (unknown model, another currency, free or beyond one charge's maximum).
+PRICING = [
+    """
+    CREATE FUNCTION ledger_price_tokens(p_model text, p_currency text, p_input_tokens bigint,
+                                        p_output_tokens bigint, OUT amount bigint,
+                                        OUT problem jsonb)
+    LANGUAGE plpgsql STABLE AS $$
+    DECLARE
+        pr prices;
+    BEGIN
+        SELECT * INTO pr FROM prices WHERE model = p_model;
+        IF NOT FOUND THEN
+            problem := ledger_problem(422, 'unknown-model',
+                format('No price is set for model %L.', p_model));
+            RETURN;
+        END IF;
+        IF pr.currency <> p_currency THEN
+            problem := ledger_problem(422, 'currency-mismatch',
+                format('Model %L is priced in %s; this budget is kept in %s.',
+                       p_model, pr.currency, p_currency));
+            RETURN;
+        END IF;
+        amount := ledger_price(pr, p_input_tokens, p_output_tokens);
+        IF amount <= 0 OR amount > ledger_max_amount() THEN
+            problem := ledger_problem(422, 'validation-error',
+                'These tokens cost nothing, or more than one charge may; amounts must be'
+                || ' greater than zero and at most ' || ledger_max_amount() / 1000000000 || '.');
+            amount := NULL;
+        END IF;
+    END;
+    $$
+    """,
+]
+
 # Appending an entry: the next link of the agent's chain. The caller holds the agent's row lock,
 # which is what orders the chain; the sequence only numbers entries across the whole ledger.
 APPEND = [
@@ -545,7 +580,7 @@ MONEY_DECISIONS = [
         v_answer   jsonb;
         a          balances;
         t          balances;
-        pr         prices;
+        v_price    record;
         h          holds;
         e          ledger_entries;
         v_now      timestamptz;
@@ -590,26 +625,12 @@ MONEY_DECISIONS = [
         END IF;
 
         IF v_amount IS NULL THEN
-            SELECT * INTO pr FROM prices WHERE model = p_model;
-            IF NOT FOUND THEN
-                RETURN ledger_finish(p_agent_id, p_idempotency_key,
-                    ledger_problem(422, 'unknown-model',
-                        format('No price is set for model %L.', p_model)));
+            SELECT * INTO v_price FROM ledger_price_tokens(p_model, v_currency,
+                                                           p_input_tokens, p_output_tokens);
+            IF v_price.problem IS NOT NULL THEN
+                RETURN ledger_finish(p_agent_id, p_idempotency_key, v_price.problem);
             END IF;
-            IF pr.currency <> v_currency THEN
-                RETURN ledger_finish(p_agent_id, p_idempotency_key,
-                    ledger_problem(422, 'currency-mismatch',
-                        format('Model %L is priced in %s; the budget is kept in %s.',
-                               p_model, pr.currency, v_currency)));
-            END IF;
-            v_amount := ledger_price(pr, p_input_tokens, p_output_tokens);
-            IF v_amount <= 0 OR v_amount > ledger_max_amount() THEN
-                RETURN ledger_finish(p_agent_id, p_idempotency_key,
-                    ledger_problem(422, 'validation-error',
-                        'These tokens cost nothing, or more than one charge may; amounts must'
-                        || ' be greater than zero and at most ' || ledger_max_amount() / 1000000000
-                        || '.'));
-            END IF;
+            v_amount := v_price.amount;
         END IF;
 
         IF p_kind <> 'adjustment' THEN
@@ -682,7 +703,7 @@ MONEY_DECISIONS = [
         v_answer  jsonb;
         a         balances;
         t         balances;
-        pr        prices;
+        v_price   record;
         h         holds;
         e         ledger_entries;
         v_now     timestamptz;
@@ -739,26 +760,12 @@ MONEY_DECISIONS = [
         END IF;
 
         IF v_amount IS NULL AND p_model IS NOT NULL THEN
-            SELECT * INTO pr FROM prices WHERE model = p_model;
-            IF NOT FOUND THEN
-                RETURN ledger_finish(h.agent_id, p_idempotency_key,
-                    ledger_problem(422, 'unknown-model',
-                        format('No price is set for model %L.', p_model)));
+            SELECT * INTO v_price FROM ledger_price_tokens(p_model, h.currency,
+                                                           p_input_tokens, p_output_tokens);
+            IF v_price.problem IS NOT NULL THEN
+                RETURN ledger_finish(h.agent_id, p_idempotency_key, v_price.problem);
             END IF;
-            IF pr.currency <> h.currency THEN
-                RETURN ledger_finish(h.agent_id, p_idempotency_key,
-                    ledger_problem(422, 'currency-mismatch',
-                        format('Model %L is priced in %s; the hold is in %s.',
-                               p_model, pr.currency, h.currency)));
-            END IF;
-            v_amount := ledger_price(pr, p_input_tokens, p_output_tokens);
-            IF v_amount <= 0 OR v_amount > ledger_max_amount() THEN
-                RETURN ledger_finish(h.agent_id, p_idempotency_key,
-                    ledger_problem(422, 'validation-error',
-                        'These tokens cost nothing, or more than one charge may; amounts must'
-                        || ' be greater than zero and at most ' || ledger_max_amount() / 1000000000
-                        || '.'));
-            END IF;
+            v_amount := v_price.amount;
         END IF;
         v_amount := coalesce(v_amount, h.amount);
 
@@ -847,6 +854,7 @@ FUNCTIONS_TO_DROP = [
     " jsonb, text, timestamptz)",
     "ledger_price(prices, bigint, bigint)",
     "ledger_max_amount()",
+    "ledger_price_tokens(text, text, bigint, bigint)",
     "ledger_add_held(text, text, bigint)",
     "ledger_record_spend(text, text, text, text, bigint, timestamptz)",
     "ledger_add_spent(text, bigint, timestamptz)",
@@ -882,6 +890,7 @@ def upgrade() -> None:
         *BALANCE_TRIGGERS,
         *HASHING,
         *HELPERS,
+        *PRICING,
         *APPEND,
         *MONEY_DECISIONS,
         *_seed_prices(),

@@ -188,6 +188,35 @@ async def _spend(
     return _answer(raw)
 
 
+async def _spend_as_asked(
+    pool: asyncpg.Pool,
+    principal: Principal,
+    kind: str,
+    data: ChargeRequest,
+    *,
+    ttl_seconds: int | None,
+    idempotency_key: str | None,
+    now: datetime | None,
+) -> dict[str, Any]:
+    """A charge or a hold, for the agent the caller may spend for, priced as asked."""
+    agent_id = spending_agent(principal, data.agent_id)
+    priced = _priced(data.amount, data.model, data.input_tokens, data.output_tokens)
+    return await _spend(
+        pool,
+        kind,
+        agent_id,
+        priced,
+        currency=data.currency,
+        description=data.description,
+        metadata=data.metadata,
+        key_id=principal.key_id,
+        idempotency_key=idempotency_key,
+        request_hash=_request_hash(kind, agent_id, msgspec.to_builtins(data)),
+        ttl_seconds=ttl_seconds,
+        now=now,
+    )
+
+
 async def charge(
     pool: asyncpg.Pool,
     principal: Principal,
@@ -196,23 +225,10 @@ async def charge(
     idempotency_key: str | None,
     now: datetime | None = None,
 ) -> Outcome:
-    agent_id = spending_agent(principal, data.agent_id)
-    priced = _priced(data.amount, data.model, data.input_tokens, data.output_tokens)
-    request_hash = _request_hash("charge", agent_id, msgspec.to_builtins(data))
-    raw = await _spend(
-        pool,
-        "charge",
-        agent_id,
-        priced,
-        currency=data.currency,
-        description=data.description,
-        metadata=data.metadata,
-        key_id=principal.key_id,
-        idempotency_key=idempotency_key,
-        request_hash=request_hash,
-        ttl_seconds=None,
-        now=now,
-    )
+    raw = await _spend_as_asked(
+        pool, principal, "charge", data,
+        ttl_seconds=None, idempotency_key=idempotency_key, now=now,
+    )  # fmt: skip
     return Outcome(raw["status"], _spend_result(raw), bool(raw.get("replayed")))
 
 
@@ -261,23 +277,10 @@ async def create_hold(
     idempotency_key: str | None,
     now: datetime | None = None,
 ) -> Outcome:
-    agent_id = spending_agent(principal, data.agent_id)
-    priced = _priced(data.amount, data.model, data.input_tokens, data.output_tokens)
-    request_hash = _request_hash("hold", agent_id, msgspec.to_builtins(data))
-    raw = await _spend(
-        pool,
-        "hold",
-        agent_id,
-        priced,
-        currency=data.currency,
-        description=data.description,
-        metadata=data.metadata,
-        key_id=principal.key_id,
-        idempotency_key=idempotency_key,
-        request_hash=request_hash,
-        ttl_seconds=data.ttl_seconds,
-        now=now,
-    )
+    raw = await _spend_as_asked(
+        pool, principal, "hold", data,
+        ttl_seconds=data.ttl_seconds, idempotency_key=idempotency_key, now=now,
+    )  # fmt: skip
     body = render.hold(
         raw["hold"],
         HoldCreated,
