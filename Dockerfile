@@ -3,8 +3,7 @@
 FROM python:3.11-slim AS build
 WORKDIR /src
 COPY pyproject.toml README.md ./
-COPY service ./service
-COPY migrations ./migrations
+COPY agent_ledger ./agent_ledger
 RUN pip wheel --no-cache-dir --wheel-dir /wheels .
 
 FROM python:3.11-slim

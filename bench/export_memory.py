@@ -31,7 +31,7 @@ import psutil
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from service.migrate import migrate  # noqa: E402
+from agent_ledger.migrate import migrate  # noqa: E402
 from tests.conftest import TEST_PEPPER, free_port, issue_staff_key  # noqa: E402
 
 AGENTS = 100
@@ -51,8 +51,8 @@ FROM generate_series($1::bigint, $2::bigint) AS g
 
 def app_factory() -> Any:
     """The service's app with the export route registered (if app.py does not list it yet)."""
-    from service.app import app_from_environment
-    from service.exports.controller import ExportController
+    from agent_ledger.app import app_from_environment
+    from agent_ledger.exports.controller import ExportController
 
     app = app_from_environment()
     if not any(route.path.startswith("/v1/exports") for route in app.routes):

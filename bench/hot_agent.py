@@ -23,7 +23,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from service.migrate import migrate
+from agent_ledger.migrate import migrate
 from tests.conftest import ServerProcess, issue_staff_key
 
 

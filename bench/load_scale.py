@@ -43,7 +43,7 @@ import asyncpg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from service.migrate import migrate
+from agent_ledger.migrate import migrate
 
 SCRATCH_PREFIX = "agent_ledger_bench"
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -82,7 +82,7 @@ ENTRIES_PER_REQUEST = 0.0005 + 0.88 + 2 * (1 - 0.8805)
 
 
 def _digest(row: list[Any], micros: int, metadata: str, prev: bytes | None) -> bytes:
-    """ledger_entry_digest() / service.ledger.chain.entry_digest, for one generated row.
+    """ledger_entry_digest() / agent_ledger.ledger.chain.entry_digest, for one generated row.
 
     Each field is ``-`` for NULL, else ``<length>:<text>``; all generated text is ASCII, so
     characters are bytes."""
@@ -524,9 +524,9 @@ async def fix_up_balances(conn: asyncpg.Connection, state: dict[str, Any]) -> No
 
 
 async def check(url: str) -> bool:
-    from service.db import init_connection
-    from service.ledger.chain import verify_ledger
-    from service.reports.service import rollup_mismatches
+    from agent_ledger.db import init_connection
+    from agent_ledger.ledger.chain import verify_ledger
+    from agent_ledger.reports.service import rollup_mismatches
 
     conn = await asyncpg.connect(url)
     await init_connection(conn)

@@ -31,13 +31,13 @@ from litestar.testing import AsyncTestClient
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from service.app import create_app
-from service.audit.recorder import AuditContext
-from service.config import Settings
-from service.db import init_connection
-from service.keys.service import create_staff_key
-from service.logs import configure_logging
-from service.reports.controller import ReportController
+from agent_ledger.app import create_app
+from agent_ledger.audit.recorder import AuditContext
+from agent_ledger.config import Settings
+from agent_ledger.db import init_connection
+from agent_ledger.keys.service import create_staff_key
+from agent_ledger.logs import configure_logging
+from agent_ledger.reports.controller import ReportController
 
 PEPPER = "bench-pepper"
 

@@ -23,12 +23,12 @@ import httpx
 import pytest
 from litestar.testing import AsyncTestClient
 
-from service.app import create_app
-from service.audit.recorder import AuditContext
-from service.config import Settings
-from service.db import init_connection
-from service.keys.service import create_staff_key
-from service.migrate import migrate
+from agent_ledger.app import create_app
+from agent_ledger.audit.recorder import AuditContext
+from agent_ledger.config import Settings
+from agent_ledger.db import init_connection
+from agent_ledger.keys.service import create_staff_key
+from agent_ledger.migrate import migrate
 
 LOCAL_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 TEST_PEPPER = "test-pepper"
@@ -55,7 +55,7 @@ def server_url() -> Iterator[str]:
     elif _local_server_answers():
         yield LOCAL_URL
     else:
-        from service.embedded import EmbeddedPostgres
+        from agent_ledger.embedded import EmbeddedPostgres
 
         with tempfile.TemporaryDirectory(prefix="agent-ledger-test-") as data_dir:
             embedded = EmbeddedPostgres(data_dir)
@@ -201,7 +201,7 @@ class ServerProcess:
             [
                 sys.executable,
                 "-m",
-                "service.cli",
+                "agent_ledger.cli",
                 "serve",
                 "--port",
                 str(self.port),

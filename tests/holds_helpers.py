@@ -1,6 +1,6 @@
 """Shared helpers for the holds tests: exact money, budgets, a fake clock and ledger reads.
 
-Money is converted here with ``Decimal`` on purpose, independently of ``service.money``, so the
+Money is converted here with ``Decimal`` on purpose, independently of ``agent_ledger.money``, so the
 tests do not trust the code they check.
 """
 
@@ -17,8 +17,8 @@ import httpx
 import msgspec
 from litestar.testing import AsyncTestClient
 
-from service.app import create_app
-from service.config import Settings
+from agent_ledger.app import create_app
+from agent_ledger.config import Settings
 
 NANOS = 10**9
 # Far enough ahead of the real clock that no sweeper running on the database's clock (the

@@ -16,10 +16,10 @@ import asyncpg
 import pytest
 from litestar.testing import AsyncTestClient
 
-from service.app import create_app
-from service.audit.security import AuthEventLimiter
-from service.auth import generate_key
-from service.config import Settings
+from agent_ledger.app import create_app
+from agent_ledger.audit.security import AuthEventLimiter
+from agent_ledger.auth import generate_key
+from agent_ledger.config import Settings
 from tests.conftest import Fleet, bearer
 from tests.ledger_helpers import spender
 from tests.test_entries import eventually, listable

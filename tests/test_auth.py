@@ -1,6 +1,6 @@
 """Authentication: key format and checksum, the bearer header, hashed storage, expiry, last use.
 
-Mirrors ``service/auth.py``.
+Mirrors ``agent_ledger/auth.py``.
 """
 
 from __future__ import annotations
@@ -18,10 +18,10 @@ import msgspec
 import pytest
 from litestar.testing import AsyncTestClient
 
-from service.app import create_app
-from service.auth import LastUsedTracker, generate_key, key_is_well_formed
-from service.config import Settings
-from service.db import create_pool
+from agent_ledger.app import create_app
+from agent_ledger.auth import LastUsedTracker, generate_key, key_is_well_formed
+from agent_ledger.config import Settings
+from agent_ledger.db import create_pool
 from tests.conftest import TEST_PEPPER, Fleet, bearer
 
 KEY_PATTERN = re.compile(r"^al_(adm|aud|agt)_[0-9A-Za-z]{38}$")

@@ -8,8 +8,8 @@ import asyncpg
 import pytest
 from litestar.testing import AsyncTestClient
 
-from service.app import create_app
-from service.config import Settings
+from agent_ledger.app import create_app
+from agent_ledger.config import Settings
 from tests.conftest import Fleet, bearer
 from tests.ledger_helpers import balance_of, entries_of, set_team_limits, spender
 

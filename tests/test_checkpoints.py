@@ -26,13 +26,13 @@ import asyncpg
 import pytest
 from litestar.testing import AsyncTestClient
 
-from service.app import create_app
-from service.checkpoints import cli as checkpoint_cli
-from service.checkpoints.service import run_checkpointer
-from service.cli import build_parser
-from service.config import Settings
-from service.db import create_pool, init_connection
-from service.migrate import migrate
+from agent_ledger.app import create_app
+from agent_ledger.checkpoints import cli as checkpoint_cli
+from agent_ledger.checkpoints.service import run_checkpointer
+from agent_ledger.cli import build_parser
+from agent_ledger.config import Settings
+from agent_ledger.db import create_pool, init_connection
+from agent_ledger.migrate import migrate
 from tests.conftest import TEST_PEPPER, Fleet, _with_database, bearer, issue_staff_key
 from tests.ledger_helpers import spender
 from tests.test_entries import charge

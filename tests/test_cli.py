@@ -1,7 +1,7 @@
 """The ``agent-ledger`` command line: staff keys, the OpenAPI document, and embedded serving.
 
-Mirrors ``service/cli.py`` (and ``service/embedded.py``). Every command runs as a real child
-process, as an operator would run it.
+Mirrors ``agent_ledger/cli.py`` (and ``agent_ledger/embedded.py``). Every command runs as a real
+child process, as an operator would run it.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ def cli() -> list[str]:
     if script.exists():
         return [str(script)]
     found = shutil.which("agent-ledger")
-    return [found] if found else [sys.executable, "-m", "service.cli"]
+    return [found] if found else [sys.executable, "-m", "agent_ledger.cli"]
 
 
 def cli_env(**changes: str | None) -> dict[str, str]:

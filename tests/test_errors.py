@@ -1,6 +1,6 @@
 """Errors: every refusal is an RFC 9457 problem with a stable ``code``; request ids in and out.
 
-Mirrors ``service/errors.py`` (and the request-id half of ``service/logs.py``).
+Mirrors ``agent_ledger/errors.py`` (and the request-id half of ``agent_ledger/logs.py``).
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ import pytest
 from litestar import get
 from litestar.testing import AsyncTestClient
 
-from service.app import create_app
-from service.config import Settings
+from agent_ledger.app import create_app
+from agent_ledger.config import Settings
 from tests.conftest import ServerProcess, bearer
 
 PROBLEM_MEMBERS = {"type", "title", "status", "detail", "code"}

@@ -20,14 +20,14 @@ import asyncpg
 import pytest
 from litestar.testing import AsyncTestClient
 
-from service.app import create_app
-from service.audit.recorder import AuditContext
-from service.config import Settings
-from service.db import create_pool
-from service.entries.schemas import EntryFilters
-from service.exports import cli as export_cli
-from service.exports.formats import CSV_COLUMNS, neutralise_cell
-from service.exports.service import export_entries
+from agent_ledger.app import create_app
+from agent_ledger.audit.recorder import AuditContext
+from agent_ledger.config import Settings
+from agent_ledger.db import create_pool
+from agent_ledger.entries.schemas import EntryFilters
+from agent_ledger.exports import cli as export_cli
+from agent_ledger.exports.formats import CSV_COLUMNS, neutralise_cell
+from agent_ledger.exports.service import export_entries
 from tests.conftest import Fleet, bearer
 from tests.ledger_helpers import spender
 from tests.test_entries import (

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from litestar.testing import AsyncTestClient
 
-from service.cli import openapi_document
+from agent_ledger.cli import openapi_document
 
 ROOT = Path(__file__).resolve().parent.parent
 

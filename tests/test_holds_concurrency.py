@@ -16,9 +16,9 @@ import httpx
 import pytest
 from litestar.testing import AsyncTestClient
 
-from service.config import Settings
-from service.db import create_pool
-from service.ledger.sweeper import sweep_lapsed_holds
+from agent_ledger.config import Settings
+from agent_ledger.db import create_pool
+from agent_ledger.ledger.sweeper import sweep_lapsed_holds
 from tests.conftest import Fleet, ServerProcess
 from tests.holds_helpers import (
     assert_verified,

@@ -31,7 +31,7 @@ from hypothesis.stateful import (
 from hypothesis.stateful import run_state_machine_as_test as run_machine
 from litestar.testing import TestClient
 
-from service.config import Settings
+from agent_ledger.config import Settings
 from tests.holds_helpers import FakeClock, bearer, clocked_app, money, to_nanos
 
 UNIT = 10**9

@@ -1,6 +1,6 @@
 """Keys: issuing agent and staff keys, showing them once, revocation and rotation.
 
-Mirrors ``service/keys/``.
+Mirrors ``agent_ledger/keys/``.
 """
 
 from __future__ import annotations

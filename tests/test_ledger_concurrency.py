@@ -8,8 +8,8 @@ import itertools
 import asyncpg
 import httpx
 
-from service.ledger.chain import verify_ledger
-from service.money import format_amount
+from agent_ledger.ledger.chain import verify_ledger
+from agent_ledger.money import format_amount
 from tests.conftest import ServerProcess, bearer
 
 CHARGE = "0.01"

@@ -9,7 +9,7 @@ import sys
 import asyncpg
 import pytest
 
-from service.ledger.chain import entry_digest, verify_ledger
+from agent_ledger.ledger.chain import entry_digest, verify_ledger
 from tests.conftest import Fleet
 from tests.ledger_helpers import spender
 
@@ -126,7 +126,7 @@ async def test_verify_command_and_endpoint_report_the_same(
 ) -> None:
     """`agent-ledger verify` exits 0 when intact and 1, naming the entry, when not."""
     agent_id = await _charge_three(fleet)
-    command = [sys.executable, "-m", "service.cli", "verify", "--agent-id", agent_id]
+    command = [sys.executable, "-m", "agent_ledger.cli", "verify", "--agent-id", agent_id]
     env = {**os.environ, "DATABASE_URL": database_url}
     intact = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
     assert intact.returncode == 0, intact.stdout + intact.stderr

@@ -1,6 +1,6 @@
 """Logging: one canonical JSON line per request, and never a key in the output.
 
-Mirrors ``service/logs.py``.
+Mirrors ``agent_ledger/logs.py``.
 """
 
 from __future__ import annotations
@@ -17,10 +17,10 @@ from litestar import get
 from litestar.testing import AsyncTestClient
 from structlog.testing import capture_logs
 
-from service.app import create_app
-from service.auth import generate_key
-from service.config import Settings
-from service.logs import configure_logging
+from agent_ledger.app import create_app
+from agent_ledger.auth import generate_key
+from agent_ledger.config import Settings
+from agent_ledger.logs import configure_logging
 from tests.conftest import Fleet, bearer
 
 CANONICAL_FIELDS = {"method", "route", "status", "duration_ms", "request_id", "key_id"}

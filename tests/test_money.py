@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from service.errors import InvalidInput
-from service.money import MAX_AMOUNT, NANOS_PER_UNIT, format_amount, parse_amount
+from agent_ledger.errors import InvalidInput
+from agent_ledger.money import MAX_AMOUNT, NANOS_PER_UNIT, format_amount, parse_amount
 
 nanos = st.integers(min_value=1, max_value=MAX_AMOUNT)
 

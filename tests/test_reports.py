@@ -22,12 +22,12 @@ import asyncpg
 import pytest
 from litestar.testing import AsyncTestClient
 
-from service.app import create_app
-from service.config import Settings
-from service.reports import cli as report_cli
-from service.reports.controller import ReportController
-from service.reports.ranges import split_range
-from service.reports.service import rollup_mismatches
+from agent_ledger.app import create_app
+from agent_ledger.config import Settings
+from agent_ledger.reports import cli as report_cli
+from agent_ledger.reports.controller import ReportController
+from agent_ledger.reports.ranges import split_range
+from agent_ledger.reports.service import rollup_mismatches
 from tests.conftest import Fleet, bearer
 
 SPENDING = {"charge", "capture", "adjustment"}

@@ -1,8 +1,8 @@
 """The role matrix, generated from the app's own route table.
 
 Every route handler either says it is public or names the roles it admits (``opt["roles"]``);
-``service.auth.authorize`` enforces that. These tests walk ``app.routes`` rather than a hand-kept
-list, so a route added later without a rule, or with the wrong one, fails here.
+``agent_ledger.auth.authorize`` enforces that. These tests walk ``app.routes`` rather than a
+hand-kept list, so a route added later without a rule, or with the wrong one, fails here.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from litestar.handlers import BaseRouteHandler
 from litestar.routes import HTTPRoute
 from litestar.testing import AsyncTestClient
 
-from service.app import create_app
-from service.config import Settings
+from agent_ledger.app import create_app
+from agent_ledger.config import Settings
 from tests.conftest import Fleet, bearer
 
 ROLES = ("admin", "auditor", "agent")

@@ -1,6 +1,6 @@
 """Teams and agents: creation, reading, changes, pagination, validation, and their audit trail.
 
-Mirrors ``service/teams/``, ``service/agents/`` and ``service/audit/``.
+Mirrors ``agent_ledger/teams/``, ``agent_ledger/agents/`` and ``agent_ledger/audit/``.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import asyncpg
 import pytest
 from litestar.testing import AsyncTestClient
 
-from service.ids import new_id
+from agent_ledger.ids import new_id
 from tests.conftest import Fleet
 
 TEAM_FIELDS = {"id", "name", "created_at"}

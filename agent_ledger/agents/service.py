@@ -1,0 +1,111 @@
+"""Rules for agents: creation, changes (suspension included), listing."""
+
+from __future__ import annotations
+
+import asyncpg
+import msgspec
+
+from agent_ledger.agents import queries
+from agent_ledger.agents.schemas import Agent, AgentCreate, AgentPage, AgentUpdate
+from agent_ledger.audit.recorder import AuditContext, record_event
+from agent_ledger.errors import Conflict, InvalidInput, NotFound
+from agent_ledger.ids import new_id
+from agent_ledger.keyset import read_page
+
+__all__ = ["create_agent", "get_agent", "list_agents", "update_agent"]
+
+MAX_METADATA_BYTES = 4096
+
+
+def _agent(row: asyncpg.Record) -> Agent:
+    return Agent(
+        id=row["id"],
+        name=row["name"],
+        team_id=row["team_id"],
+        status=row["status"],
+        metadata=row["metadata"],
+        created_at=row["created_at"],
+    )
+
+
+def check_metadata_size(metadata: dict) -> None:
+    if len(msgspec.json.encode(metadata)) > MAX_METADATA_BYTES:
+        raise InvalidInput(f"metadata must encode to at most {MAX_METADATA_BYTES} bytes of JSON.")
+
+
+async def _check_team(conn: asyncpg.Connection, team_id: str | None) -> None:
+    if team_id is not None and not await conn.fetchval(queries.TEAM_EXISTS, team_id):
+        raise InvalidInput(f"No team with id {team_id!r}.", field="team_id")
+
+
+async def create_agent(pool: asyncpg.Pool, ctx: AuditContext, data: AgentCreate) -> Agent:
+    check_metadata_size(data.metadata)
+    async with pool.acquire() as conn, conn.transaction():
+        await _check_team(conn, data.team_id)
+        row = await conn.fetchrow(
+            queries.INSERT_AGENT, new_id("agt"), data.name, data.team_id, data.metadata
+        )
+        agent = _agent(row)
+        await record_event(
+            conn, ctx, "agent.created", target_type="agent", target_id=agent.id, after=agent
+        )
+    return agent
+
+
+async def get_agent(conn: asyncpg.Pool | asyncpg.Connection, agent_id: str) -> Agent:
+    row = await conn.fetchrow(queries.GET_AGENT, agent_id)
+    if row is None:
+        raise NotFound(f"No agent with id {agent_id!r}.")
+    return _agent(row)
+
+
+async def update_agent(
+    pool: asyncpg.Pool, ctx: AuditContext, agent_id: str, data: AgentUpdate
+) -> Agent:
+    if data.metadata is not msgspec.UNSET:
+        check_metadata_size(data.metadata)
+    async with pool.acquire() as conn, conn.transaction():
+        row = await conn.fetchrow(queries.GET_AGENT_FOR_UPDATE, agent_id)
+        if row is None:
+            raise NotFound(f"No agent with id {agent_id!r}.")
+        before = _agent(row)
+        changes = {
+            f: v for f in data.__struct_fields__ if (v := getattr(data, f)) is not msgspec.UNSET
+        }
+        if "team_id" in changes:
+            await _check_team(conn, changes["team_id"])
+        merged = msgspec.structs.replace(before, **changes)
+        try:
+            row = await conn.fetchrow(
+                queries.UPDATE_AGENT,
+                agent_id,
+                merged.name,
+                merged.team_id,
+                merged.status,
+                merged.metadata,
+            )
+        except asyncpg.ObjectInUseError as exc:  # raised by the balance trigger (0002)
+            raise Conflict(
+                "This agent has open holds reserved against its team; capture or release them "
+                "before moving it to another team."
+            ) from exc
+        after = _agent(row)
+        await record_event(
+            conn,
+            ctx,
+            "agent.updated",
+            target_type="agent",
+            target_id=agent_id,
+            before=before,
+            after=after,
+        )
+    return after
+
+
+async def list_agents(
+    pool: asyncpg.Pool, limit: int, cursor: str | None, team_id: str | None, status: str | None
+) -> AgentPage:
+    filters = {"team_id": team_id, "status": status}
+    async with pool.acquire() as conn:
+        rows, next_cursor = await read_page(conn, queries.AGENT_LISTING, filters, limit, cursor)
+    return AgentPage(items=[_agent(r) for r in rows], next_cursor=next_cursor)

@@ -1,0 +1,145 @@
+"""``create_app(settings)``: wiring only. Rules live in the feature packages."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from datetime import datetime
+
+import asyncpg
+import structlog
+from litestar import Litestar, Router
+from litestar.datastructures import State
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import SwaggerRenderPlugin
+
+from agent_ledger import __version__
+from agent_ledger.agents.controller import AgentController
+from agent_ledger.audit.controller import AuditEventController
+from agent_ledger.auth import LastUsedTracker, authorize
+from agent_ledger.budgets.controller import BudgetController
+from agent_ledger.checkpoints.controller import CheckpointController
+from agent_ledger.checkpoints.service import run_checkpointer
+from agent_ledger.config import Settings, load_settings
+from agent_ledger.db import create_pool
+from agent_ledger.deps import providers
+from agent_ledger.entries.controller import EntryController
+from agent_ledger.errors import exception_handlers
+from agent_ledger.exports.controller import ExportController
+from agent_ledger.health.controller import HealthController
+from agent_ledger.keys.controller import AgentKeyController, KeyController
+from agent_ledger.ledger.controller import AdjustmentController, ChargeController, HoldController
+from agent_ledger.ledger.sweeper import run_sweeper
+from agent_ledger.logs import RequestLogMiddleware, configure_logging
+from agent_ledger.me.controller import MeController
+from agent_ledger.migrate import head_revision
+from agent_ledger.prices.controller import PriceController
+from agent_ledger.reports.controller import ReportController
+from agent_ledger.teams.controller import TeamController
+from agent_ledger.verification.controller import VerifyController
+
+__all__ = ["app_from_environment", "create_app"]
+
+ROUTE_HANDLERS = [
+    HealthController,
+    MeController,
+    TeamController,
+    AgentController,
+    AgentKeyController,
+    KeyController,
+    ChargeController,
+    HoldController,
+    AdjustmentController,
+    BudgetController,
+    PriceController,
+    VerifyController,
+    EntryController,
+    ExportController,
+    AuditEventController,
+    CheckpointController,
+    ReportController,
+]
+
+log = structlog.get_logger("agent_ledger.app")
+
+
+@contextlib.asynccontextmanager
+async def _database(app: Litestar) -> AsyncIterator[None]:
+    settings: Settings = app.state.settings
+    if settings.database_url is None:
+        raise RuntimeError("DATABASE_URL is not set; 'agent-ledger serve' starts one for you")
+    app.state.pool = await create_pool(
+        settings.database_url,
+        min_size=settings.pool_min_size,
+        max_size=settings.pool_max_size,
+        application_name=settings.application_name,
+    )
+    background = [
+        asyncio.create_task(_flush_last_used(app)),
+        asyncio.create_task(run_sweeper(app.state.pool, settings.sweep_interval_seconds)),
+        asyncio.create_task(run_checkpointer(app.state.pool, settings.checkpoint_interval_seconds)),
+    ]
+    try:
+        yield
+    finally:
+        for task in background:
+            task.cancel()
+        for task in background:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        with contextlib.suppress(Exception):
+            await app.state.last_used.flush(app.state.pool)
+        await app.state.pool.close()
+
+
+async def _flush_last_used(app: Litestar) -> None:
+    interval = app.state.settings.last_used_flush_seconds
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            await app.state.last_used.flush(app.state.pool)
+        except (asyncpg.PostgresError, OSError) as exc:
+            log.warning("last_used_flush_failed", error=str(exc))
+
+
+def create_app(settings: Settings, *, clock: Callable[[], datetime] | None = None) -> Litestar:
+    """Build the application. ``clock`` replaces the database's clock for money decisions
+    (tests use it to cross day and month boundaries); leave it None in production."""
+    app = Litestar(
+        route_handlers=ROUTE_HANDLERS,
+        guards=[authorize],
+        dependencies=providers(),
+        exception_handlers=exception_handlers(),
+        lifespan=[_database],
+        state=State(
+            {
+                "settings": settings,
+                "last_used": LastUsedTracker(),
+                "head_revision": head_revision(),
+                "clock": clock,
+            }
+        ),
+        request_max_body_size=settings.max_body_bytes,
+        openapi_config=OpenAPIConfig(
+            title="agent-ledger",
+            version=__version__,
+            description="Per-agent credentials, exact budgets and a tamper-evident spend ledger.",
+            path="/schema",
+            render_plugins=[SwaggerRenderPlugin()],
+            # The schema and its viewers are public; every other route names its roles.
+            openapi_router=Router(path="/schema", route_handlers=[], opt={"public": True}),
+        ),
+        logging_config=None,
+        debug=False,
+    )
+    # Outermost layer, so the access log also sees requests that never reach a route.
+    app.asgi_handler = RequestLogMiddleware(app.asgi_handler)
+    return app
+
+
+def app_from_environment() -> Litestar:
+    """Factory for uvicorn worker processes: settings come from their environment."""
+    settings = load_settings()
+    configure_logging(settings.log_format, settings.log_level)
+    return create_app(settings)

@@ -1,0 +1,207 @@
+"""API keys (format, checksum, hashing) and the one guard that authenticates and authorises.
+
+Key layout: ``al_<role marker>_<32 base62 chars of randomness><6 base62 chars of CRC32>``. The
+checksum lets us refuse a mistyped or truncated key without a database round trip, and the
+``al_`` prefix makes leaked keys easy to find with secret scanners. Only an HMAC-SHA-256 (or a
+plain SHA-256 when no pepper is configured) of the key is stored.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import zlib
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+import msgspec
+import structlog
+from litestar import Request
+from litestar.connection import ASGIConnection
+from litestar.handlers.base import BaseRouteHandler
+
+from agent_ledger.errors import Forbidden, Unauthorized
+
+__all__ = [
+    "ADMIN",
+    "ANY_ROLE",
+    "STAFF",
+    "LastUsedTracker",
+    "Principal",
+    "authorize",
+    "generate_key",
+    "hash_key",
+    "key_is_well_formed",
+    "provide_principal",
+]
+
+ADMIN = frozenset({"admin"})
+STAFF = frozenset({"admin", "auditor"})
+ANY_ROLE = frozenset({"admin", "auditor", "agent"})
+
+ROLE_MARKERS = {"admin": "adm", "auditor": "aud", "agent": "agt"}
+_MARKER_ROLES = {marker: role for role, marker in ROLE_MARKERS.items()}
+_BASE62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+_RANDOM_CHARS = 32  # 32 base62 chars carry 190 bits
+_CHECKSUM_CHARS = 6  # 62**6 > 2**32
+KEY_LENGTH = len("al_xxx_") + _RANDOM_CHARS + _CHECKSUM_CHARS
+DISPLAY_PREFIX_LENGTH = 12
+
+log = structlog.get_logger("agent_ledger.auth")
+
+
+class Principal(msgspec.Struct, frozen=True):
+    key_id: str
+    role: str
+    agent_id: str | None
+
+
+def _base62(value: int, width: int) -> str:
+    chars = []
+    for _ in range(width):
+        value, digit = divmod(value, 62)
+        chars.append(_BASE62[digit])
+    return "".join(reversed(chars))
+
+
+def _checksum(body: str) -> str:
+    return _base62(zlib.crc32(body.encode()), _CHECKSUM_CHARS)
+
+
+def generate_key(role: str) -> str:
+    body = f"al_{ROLE_MARKERS[role]}_" + "".join(
+        secrets.choice(_BASE62) for _ in range(_RANDOM_CHARS)
+    )
+    return body + _checksum(body)
+
+
+def key_is_well_formed(key: str) -> bool:
+    """Shape and checksum only; says nothing about whether the key exists."""
+    if len(key) != KEY_LENGTH or not key.startswith("al_") or key[6] != "_":
+        return False
+    if key[3:6] not in _MARKER_ROLES:
+        return False
+    body, checksum = key[:-_CHECKSUM_CHARS], key[-_CHECKSUM_CHARS:]
+    if any(c not in _BASE62 for c in key[7:]):
+        return False
+    return hmac.compare_digest(_checksum(body), checksum)
+
+
+def display_prefix(key: str) -> str:
+    return key[:DISPLAY_PREFIX_LENGTH]
+
+
+def hash_key(key: str, pepper: str = "") -> bytes:
+    if pepper:
+        return hmac.new(pepper.encode(), key.encode(), hashlib.sha256).digest()
+    return hashlib.sha256(key.encode()).digest()
+
+
+# Validity is decided with the database's clock, so every process agrees on expiry.
+FIND_ACTIVE_KEY = """
+SELECT id, key_hash, role, agent_id
+FROM api_keys
+WHERE key_hash = $1
+  AND revoked_at IS NULL
+  AND (expires_at IS NULL OR expires_at > now())
+"""
+
+
+class LastUsedTracker:
+    """Remembers when each key was last used and writes it in batches, not once per request."""
+
+    def __init__(self) -> None:
+        self._pending: dict[str, datetime] = {}
+
+    def touch(self, key_id: str) -> None:
+        self._pending[key_id] = datetime.now(UTC)
+
+    async def flush(self, pool: asyncpg.Pool) -> int:
+        if not self._pending:
+            return 0
+        pending, self._pending = self._pending, {}
+        try:
+            await self._write(pool, pending)
+        except BaseException:
+            # Keep the uses for the next flush; a newer use seen meanwhile wins.
+            for key_id, used_at in pending.items():
+                if key_id not in self._pending or self._pending[key_id] < used_at:
+                    self._pending[key_id] = used_at
+            raise
+        return len(pending)
+
+    @staticmethod
+    async def _write(pool: asyncpg.Pool, pending: dict[str, datetime]) -> None:
+        await pool.execute(
+            """
+            UPDATE api_keys AS k SET last_used_at = v.used_at
+            FROM unnest($1::text[], $2::timestamptz[]) AS v (id, used_at)
+            WHERE k.id = v.id AND (k.last_used_at IS NULL OR k.last_used_at < v.used_at)
+            """,
+            list(pending),
+            list(pending.values()),
+        )
+
+
+def _bearer_token(connection: ASGIConnection[Any, Any, Any, Any]) -> str | None:
+    header = connection.headers.get("authorization")
+    if not header:
+        return None
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return None
+    return token.strip()
+
+
+async def authenticate(connection: ASGIConnection[Any, Any, Any, Any]) -> Principal:
+    token = _bearer_token(connection)
+    if token is None:
+        raise Unauthorized("Send an API key as 'Authorization: Bearer <key>'.")
+    if not key_is_well_formed(token):
+        raise Unauthorized("The API key is malformed.")
+    state = connection.app.state
+    digest = hash_key(token, state.settings.key_pepper)
+    row = await state.pool.fetchrow(FIND_ACTIVE_KEY, digest)
+    if row is None or not hmac.compare_digest(row["key_hash"], digest):
+        raise Unauthorized("The API key is unknown, revoked or expired.")
+    state.last_used.touch(row["id"])
+    return Principal(key_id=row["id"], role=row["role"], agent_id=row["agent_id"])
+
+
+def route_roles(handler: BaseRouteHandler) -> Iterable[str] | None:
+    return handler.opt.get("roles")
+
+
+async def authorize(
+    connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler
+) -> None:
+    """App-wide guard: every route either says it is public or names the roles it admits.
+
+    A route with neither is refused for everyone, so forgetting a rule fails closed (and the
+    role-matrix test, which walks the route table, fails loudly).
+    """
+    if handler.opt.get("public"):
+        return
+    roles = route_roles(handler)
+    try:
+        principal = await authenticate(connection)
+        connection.scope["state"]["principal"] = principal
+        if roles is None or principal.role not in roles:
+            raise Forbidden(f"A key with role '{principal.role}' may not call this endpoint.")
+    except (Unauthorized, Forbidden) as refusal:
+        # Imported here: the audit package imports this module. Rate-limited; never raises.
+        from agent_ledger.audit.security import record_auth_refusal
+
+        await record_auth_refusal(connection, refusal, roles)
+        refusal.audited = True
+        raise
+
+
+async def provide_principal(request: Request[Any, Any, Any]) -> Principal:
+    principal = request.scope["state"].get("principal")
+    if principal is None:  # only reachable from a public route that asked for a principal
+        raise Unauthorized("This endpoint needs an API key.")
+    return principal

@@ -1,0 +1,76 @@
+"""Rules for budgets: who has one, how limits change, what the status says."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+
+import asyncpg
+
+from agent_ledger.audit.recorder import AuditContext, record_event
+from agent_ledger.budgets import queries
+from agent_ledger.budgets.schemas import BudgetUpdate
+from agent_ledger.errors import Conflict, InvalidInput, NotFound
+from agent_ledger.ledger import render
+from agent_ledger.ledger.schemas import BudgetStatus
+from agent_ledger.money import MAX_LIMIT, parse_amount
+
+__all__ = ["budget_status", "set_budget"]
+
+_CURRENCY = re.compile(r"^[A-Z]{3}$")
+
+
+def _limit(text: str | None, field: str) -> int | None:
+    if text is None:
+        return None
+    return parse_amount(text, field=f"limits.{field}", allow_zero=True, maximum=MAX_LIMIT)
+
+
+async def budget_status(
+    conn: asyncpg.Pool | asyncpg.Connection, owner_type: str, owner_id: str, now: datetime | None
+) -> BudgetStatus:
+    raw = await conn.fetchval(queries.GET_STATUS, owner_id, owner_type, now)
+    if raw is None:
+        raise NotFound(f"No {owner_type} with id {owner_id!r}.")
+    return render.budget_status(raw)
+
+
+async def set_budget(
+    pool: asyncpg.Pool,
+    ctx: AuditContext,
+    owner_type: str,
+    owner_id: str,
+    data: BudgetUpdate,
+    now: datetime | None,
+) -> BudgetStatus:
+    limits = [
+        _limit(data.limits.total, "total"),
+        _limit(data.limits.month, "month"),
+        _limit(data.limits.day, "day"),
+        _limit(data.limits.per_charge, "per_charge"),
+    ]
+    if data.currency is not None and not _CURRENCY.match(data.currency):
+        raise InvalidInput("currency must be a three-letter ISO 4217 code such as USD.")
+    async with pool.acquire() as conn, conn.transaction():
+        row = await conn.fetchrow(queries.LOCK_BALANCE, owner_id, owner_type, now)
+        if row is None:
+            raise NotFound(f"No {owner_type} with id {owner_id!r}.")
+        currency = data.currency or row["currency"]
+        if currency != row["currency"] and (
+            row["entry_count"] or row["spent_total"] or row["held"]
+        ):
+            raise Conflict(
+                f"This budget already has money in {row['currency']}; its currency cannot change."
+            )
+        raw = await conn.fetchval(queries.SET_LIMITS, owner_id, currency, *limits, now)
+        before, after = render.budget_status(row["status"]), render.budget_status(raw)
+        await record_event(
+            conn,
+            ctx,
+            "budget.updated",
+            target_type=owner_type,
+            target_id=owner_id,
+            before=before,
+            after=after,
+        )
+    return after

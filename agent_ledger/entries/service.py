@@ -1,0 +1,78 @@
+"""Rules for reading the ledger: who sees which entries, in which order, page by page."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+import msgspec
+
+from agent_ledger import keyset
+from agent_ledger.auth import Principal
+from agent_ledger.entries import queries
+from agent_ledger.entries.schemas import EntryFilters, EntryPage
+from agent_ledger.errors import Forbidden, InvalidInput
+from agent_ledger.ledger.schemas import LedgerEntry
+from agent_ledger.money import format_amount
+from agent_ledger.timebounds import checked_time
+
+__all__ = [
+    "entry_from_row",
+    "list_entries",
+    "normalise_period",
+    "scope_to_caller",
+]
+
+
+def normalise_period(since: datetime | None, until: datetime | None) -> tuple[Any, Any]:
+    """Times in UTC (without a zone: read as UTC); a period must not end before it starts."""
+    since, until = checked_time(since, "since"), checked_time(until, "until")
+    if since is not None and until is not None and since > until:
+        raise InvalidInput("since must not be later than until.", field="since")
+    return since, until
+
+
+def scope_to_caller(principal: Principal, filters: EntryFilters) -> EntryFilters:
+    """An agent key reads its own entries only: naming another agent is refused (403)."""
+    if principal.role != "agent":
+        return filters
+    if filters.agent_id is not None and filters.agent_id != principal.agent_id:
+        raise Forbidden("An agent key may read only its own agent's entries.")
+    return msgspec.structs.replace(filters, agent_id=principal.agent_id)
+
+
+def entry_from_row(row: asyncpg.Record) -> LedgerEntry:
+    """An entry's wire form, field for field what ledger_entry_json() and render give the
+    charge answers (tests/test_entries.py compares the two)."""
+    prev_hash = row["prev_hash"]
+    return LedgerEntry(
+        id=row["id"],
+        seq=row["seq"],
+        agent_id=row["agent_id"],
+        team_id=row["team_id"],
+        kind=row["kind"],
+        amount=format_amount(row["amount"]),
+        currency=row["currency"],
+        model=row["model"],
+        input_tokens=row["input_tokens"],
+        output_tokens=row["output_tokens"],
+        hold_id=row["hold_id"],
+        idempotency_key=row["idempotency_key"],
+        description=row["description"],
+        metadata=row["metadata"],
+        key_id=row["key_id"],
+        created_at=row["created_at"],
+        prev_hash=prev_hash.hex() if prev_hash is not None else None,
+        hash=row["hash"].hex(),
+    )
+
+
+async def list_entries(
+    pool: asyncpg.Pool, filters: EntryFilters, limit: int, cursor: str | None
+) -> EntryPage:
+    async with pool.acquire() as conn:
+        rows, next_cursor = await keyset.read_page(
+            conn, queries.ENTRIES, msgspec.structs.asdict(filters), limit, cursor
+        )
+    return EntryPage(items=[entry_from_row(r) for r in rows], next_cursor=next_cursor)

@@ -1,0 +1,126 @@
+"""HTTP routes for keys: per-agent keys, staff keys, revocation and rotation."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import Controller, Request, get, post
+from litestar.params import FromPath, FromQuery, JSONBody
+from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED
+
+from agent_ledger.auth import ADMIN, STAFF
+from agent_ledger.deps import Audit, Pool
+from agent_ledger.keys import service
+from agent_ledger.keys.schemas import (
+    AgentKeyCreate,
+    KeyCreated,
+    KeyInfo,
+    KeyPage,
+    KeyRotate,
+    Role,
+    StaffKeyCreate,
+)
+from agent_ledger.pagination import Cursor, Limit
+
+__all__ = ["AgentKeyController", "KeyController"]
+
+
+def _pepper(request: Request[Any, Any, Any]) -> str:
+    return request.app.state.settings.key_pepper
+
+
+class AgentKeyController(Controller):
+    path = "/v1/agents/{agent_id:str}/keys"
+    tags = ["keys"]
+
+    @post(operation_id="createAgentKey", opt={"roles": ADMIN}, status_code=HTTP_201_CREATED)
+    async def create_agent_key(
+        self,
+        request: Request[Any, Any, Any],
+        agent_id: FromPath[str],
+        pool: Pool,
+        audit: Audit,
+        data: JSONBody[AgentKeyCreate | None] = None,
+    ) -> KeyCreated:
+        data = data or AgentKeyCreate()
+        return await service.create_agent_key(
+            pool,
+            audit,
+            agent_id,
+            name=data.name,
+            expires_at=data.expires_at,
+            pepper=_pepper(request),
+        )
+
+    @get(operation_id="listAgentKeys", opt={"roles": STAFF})
+    async def list_agent_keys(
+        self, agent_id: FromPath[str], pool: Pool, limit: Limit = 100, cursor: Cursor = None
+    ) -> KeyPage:
+        return await service.list_keys(pool, limit, cursor, agent_id=agent_id)
+
+
+class KeyController(Controller):
+    path = "/v1/keys"
+    tags = ["keys"]
+
+    @post(operation_id="createStaffKey", opt={"roles": ADMIN}, status_code=HTTP_201_CREATED)
+    async def create_staff_key(
+        self,
+        request: Request[Any, Any, Any],
+        data: JSONBody[StaffKeyCreate],
+        pool: Pool,
+        audit: Audit,
+    ) -> KeyCreated:
+        async with pool.acquire() as conn:
+            return await service.create_staff_key(
+                conn,
+                audit,
+                role=data.role,
+                name=data.name,
+                expires_at=data.expires_at,
+                pepper=_pepper(request),
+            )
+
+    @get(operation_id="listKeys", opt={"roles": STAFF})
+    async def list_keys(
+        self,
+        pool: Pool,
+        limit: Limit = 100,
+        cursor: Cursor = None,
+        role: FromQuery[Role | None] = None,
+        agent_id: FromQuery[str | None] = None,
+    ) -> KeyPage:
+        return await service.list_keys(pool, limit, cursor, agent_id=agent_id, role=role)
+
+    @post(
+        "/{key_id:str}/revoke",
+        operation_id="revokeKey",
+        opt={"roles": ADMIN},
+        status_code=HTTP_200_OK,
+    )
+    async def revoke_key(self, key_id: FromPath[str], pool: Pool, audit: Audit) -> KeyInfo:
+        return await service.revoke_key(pool, audit, key_id)
+
+    @post(
+        "/{key_id:str}/rotate",
+        operation_id="rotateKey",
+        opt={"roles": ADMIN},
+        status_code=HTTP_201_CREATED,
+    )
+    async def rotate_key(
+        self,
+        request: Request[Any, Any, Any],
+        key_id: FromPath[str],
+        pool: Pool,
+        audit: Audit,
+        data: JSONBody[KeyRotate | None] = None,
+    ) -> KeyCreated:
+        data = data or KeyRotate()
+        return await service.rotate_key(
+            pool,
+            audit,
+            key_id,
+            grace_seconds=data.grace_seconds,
+            expires_at=data.expires_at,
+            pepper=_pepper(request),
+        )

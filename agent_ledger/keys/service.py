@@ -1,0 +1,203 @@
+"""Rules for keys: issue, list, revoke, rotate. The secret leaves this module exactly once."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import asyncpg
+
+from agent_ledger.audit.recorder import AuditContext, record_event
+from agent_ledger.auth import display_prefix, generate_key, hash_key
+from agent_ledger.errors import Conflict, InvalidInput, NotFound
+from agent_ledger.ids import new_id
+from agent_ledger.keys import queries
+from agent_ledger.keys.schemas import KeyCreated, KeyInfo, KeyPage
+from agent_ledger.keyset import read_page
+from agent_ledger.timebounds import checked_time
+
+__all__ = [
+    "count_keys",
+    "create_agent_key",
+    "create_staff_key",
+    "list_keys",
+    "revoke_key",
+    "rotate_key",
+]
+
+
+def key_info(row: asyncpg.Record) -> KeyInfo:
+    return KeyInfo(
+        id=row["id"],
+        prefix=row["prefix"],
+        role=row["role"],
+        agent_id=row["agent_id"],
+        name=row["name"],
+        created_at=row["created_at"],
+        expires_at=row["expires_at"],
+        revoked_at=row["revoked_at"],
+        last_used_at=row["last_used_at"],
+        rotated_from=row["rotated_from"],
+    )
+
+
+async def _insert_key(
+    conn: asyncpg.Connection,
+    *,
+    role: str,
+    agent_id: str | None,
+    name: str | None,
+    expires_at: datetime | None,
+    pepper: str,
+    rotated_from: str | None = None,
+) -> KeyCreated:
+    if expires_at is not None and expires_at.tzinfo is None:
+        raise InvalidInput("expires_at must carry a time zone, e.g. 2026-12-31T00:00:00Z.")
+    expires_at = checked_time(expires_at, "expires_at")
+    if expires_at is not None and expires_at <= await conn.fetchval("SELECT now()"):
+        raise InvalidInput("expires_at must be in the future.", field="expires_at")
+    key = generate_key(role)
+    row = await conn.fetchrow(
+        queries.INSERT_KEY,
+        new_id("key"),
+        hash_key(key, pepper),
+        display_prefix(key),
+        role,
+        agent_id,
+        name,
+        expires_at,
+        rotated_from,
+    )
+    return KeyCreated(
+        id=row["id"],
+        key=key,
+        prefix=row["prefix"],
+        role=row["role"],
+        agent_id=row["agent_id"],
+        name=row["name"],
+        created_at=row["created_at"],
+        expires_at=row["expires_at"],
+    )
+
+
+async def create_agent_key(
+    pool: asyncpg.Pool,
+    ctx: AuditContext,
+    agent_id: str,
+    *,
+    name: str | None,
+    expires_at: datetime | None,
+    pepper: str,
+) -> KeyCreated:
+    async with pool.acquire() as conn, conn.transaction():
+        if not await conn.fetchval(queries.AGENT_EXISTS, agent_id):
+            raise NotFound(f"No agent with id {agent_id!r}.")
+        created = await _insert_key(
+            conn, role="agent", agent_id=agent_id, name=name, expires_at=expires_at, pepper=pepper
+        )
+        await _audit_created(conn, ctx, created)
+    return created
+
+
+async def create_staff_key(
+    conn: asyncpg.Connection,
+    ctx: AuditContext,
+    *,
+    role: str,
+    name: str | None,
+    expires_at: datetime | None = None,
+    pepper: str,
+) -> KeyCreated:
+    async with conn.transaction():
+        created = await _insert_key(
+            conn, role=role, agent_id=None, name=name, expires_at=expires_at, pepper=pepper
+        )
+        await _audit_created(conn, ctx, created)
+    return created
+
+
+async def _audit_created(conn: asyncpg.Connection, ctx: AuditContext, created: KeyCreated) -> None:
+    after = {f: getattr(created, f) for f in created.__struct_fields__ if f != "key"}
+    await record_event(
+        conn, ctx, "key.created", target_type="key", target_id=created.id, after=after
+    )
+
+
+async def list_keys(
+    pool: asyncpg.Pool,
+    limit: int,
+    cursor: str | None,
+    *,
+    agent_id: str | None = None,
+    role: str | None = None,
+) -> KeyPage:
+    if agent_id is not None and not await pool.fetchval(queries.AGENT_EXISTS, agent_id):
+        raise NotFound(f"No agent with id {agent_id!r}.")
+    filters = {"agent_id": agent_id, "role": role}
+    async with pool.acquire() as conn:
+        rows, next_cursor = await read_page(conn, queries.KEY_LISTING, filters, limit, cursor)
+    return KeyPage(items=[key_info(r) for r in rows], next_cursor=next_cursor)
+
+
+async def _lock_key(conn: asyncpg.Connection, key_id: str) -> asyncpg.Record:
+    row = await conn.fetchrow(queries.GET_KEY_FOR_UPDATE, key_id)
+    if row is None:
+        raise NotFound(f"No key with id {key_id!r}.")
+    return row
+
+
+async def revoke_key(pool: asyncpg.Pool, ctx: AuditContext, key_id: str) -> KeyInfo:
+    async with pool.acquire() as conn, conn.transaction():
+        before = key_info(await _lock_key(conn, key_id))
+        after = key_info(await conn.fetchrow(queries.REVOKE_KEY, key_id))
+        await record_event(
+            conn,
+            ctx,
+            "key.revoked",
+            target_type="key",
+            target_id=key_id,
+            before=before,
+            after=after,
+        )
+    return after
+
+
+async def rotate_key(
+    pool: asyncpg.Pool,
+    ctx: AuditContext,
+    key_id: str,
+    *,
+    grace_seconds: int,
+    expires_at: datetime | None,
+    pepper: str,
+) -> KeyCreated:
+    async with pool.acquire() as conn, conn.transaction():
+        row = await _lock_key(conn, key_id)
+        if row["revoked_at"] is not None:
+            raise Conflict("A revoked key cannot be rotated; issue a new key instead.")
+        if row["expires_at"] is not None and row["expires_at"] <= row["db_now"]:
+            raise Conflict("An expired key cannot be rotated; issue a new key instead.")
+        before = key_info(row)
+        created = await _insert_key(
+            conn,
+            role=row["role"],
+            agent_id=row["agent_id"],
+            name=row["name"],
+            expires_at=expires_at,
+            pepper=pepper,
+            rotated_from=key_id,
+        )
+        after = key_info(await conn.fetchrow(queries.EXPIRE_KEY_AFTER_GRACE, key_id, grace_seconds))
+        await record_event(
+            conn,
+            ctx,
+            "key.rotated",
+            target_type="key",
+            target_id=key_id,
+            before=before,
+            after={"old_key": after, "new_key_id": created.id},
+        )
+    return created
+
+
+async def count_keys(conn: asyncpg.Connection) -> int:
+    return await conn.fetchval(queries.COUNT_KEYS)

@@ -1,0 +1,171 @@
+"""HTTP routes for spending: charges, holds (reserve, capture, release) and adjustments."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from litestar import Controller, Response, get, post
+from litestar.params import FromPath, FromQuery, HeaderParameter, JSONBody
+from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED
+
+from agent_ledger.auth import ADMIN, ANY_ROLE
+from agent_ledger.deps import Audit, Caller, Now, Pool
+from agent_ledger.errors import InvalidInput
+from agent_ledger.ledger import service
+from agent_ledger.ledger.schemas import (
+    AdjustmentRequest,
+    CaptureRequest,
+    ChargeRequest,
+    Hold,
+    HoldCreated,
+    HoldPage,
+    HoldRequest,
+    HoldResolved,
+    SpendResult,
+)
+from agent_ledger.pagination import Cursor, Limit
+
+__all__ = ["AdjustmentController", "ChargeController", "HoldController"]
+
+SPENDERS = frozenset({"admin", "agent"})
+IdempotencyKey = Annotated[
+    str | None,
+    HeaderParameter(
+        name="Idempotency-Key",
+        description="1 to 255 printable ASCII characters; scoped to the agent.",
+    ),
+]
+
+
+def _respond(outcome: service.Outcome) -> Response[Any]:
+    headers = {"Idempotent-Replayed": "true"} if outcome.replayed else None
+    return Response(outcome.body, status_code=outcome.status, headers=headers)
+
+
+class ChargeController(Controller):
+    path = "/v1/charges"
+    tags = ["spending"]
+
+    @post(operation_id="createCharge", opt={"roles": SPENDERS}, status_code=HTTP_201_CREATED)
+    async def create_charge(
+        self,
+        data: JSONBody[ChargeRequest],
+        pool: Pool,
+        principal: Caller,
+        now: Now,
+        idempotency_key: IdempotencyKey = None,
+    ) -> Response[SpendResult]:
+        outcome = await service.charge(
+            pool,
+            principal,
+            data,
+            idempotency_key=service.validate_idempotency_key(idempotency_key),
+            now=now,
+        )
+        return _respond(outcome)
+
+
+class AdjustmentController(Controller):
+    path = "/v1/adjustments"
+    tags = ["spending"]
+
+    @post(operation_id="createAdjustment", opt={"roles": ADMIN}, status_code=HTTP_201_CREATED)
+    async def create_adjustment(
+        self,
+        data: JSONBody[AdjustmentRequest],
+        pool: Pool,
+        principal: Caller,
+        audit: Audit,
+        now: Now,
+        idempotency_key: IdempotencyKey = None,
+    ) -> Response[SpendResult]:
+        outcome = await service.adjust(
+            pool,
+            principal,
+            audit,
+            data,
+            idempotency_key=service.validate_idempotency_key(idempotency_key),
+            now=now,
+        )
+        return _respond(outcome)
+
+
+class HoldController(Controller):
+    path = "/v1/holds"
+    tags = ["spending"]
+
+    @post(operation_id="createHold", opt={"roles": SPENDERS}, status_code=HTTP_201_CREATED)
+    async def create_hold(
+        self,
+        data: JSONBody[HoldRequest],
+        pool: Pool,
+        principal: Caller,
+        now: Now,
+        idempotency_key: IdempotencyKey = None,
+    ) -> Response[HoldCreated]:
+        outcome = await service.create_hold(
+            pool,
+            principal,
+            data,
+            idempotency_key=service.validate_idempotency_key(idempotency_key),
+            now=now,
+        )
+        return _respond(outcome)
+
+    @get(operation_id="listOpenHolds", opt={"roles": ANY_ROLE})
+    async def list_open_holds(
+        self,
+        pool: Pool,
+        principal: Caller,
+        now: Now,
+        agent_id: FromQuery[str | None] = None,
+        limit: Limit = 100,
+        cursor: Cursor = None,
+    ) -> HoldPage:
+        if principal.role == "agent":
+            agent_id = service.spending_agent(principal, agent_id)
+        elif agent_id is None:
+            raise InvalidInput("agent_id is required for staff keys.")
+        return await service.list_open_holds(pool, agent_id, limit, cursor, now=now)
+
+    @get("/{hold_id:str}", operation_id="getHold", opt={"roles": ANY_ROLE})
+    async def get_hold(
+        self, hold_id: FromPath[str], pool: Pool, principal: Caller, now: Now
+    ) -> Hold:
+        return await service.get_hold(pool, principal, hold_id, now=now)
+
+    @post(
+        "/{hold_id:str}/capture",
+        operation_id="captureHold",
+        opt={"roles": SPENDERS},
+        status_code=HTTP_201_CREATED,
+    )
+    async def capture_hold(
+        self,
+        hold_id: FromPath[str],
+        pool: Pool,
+        principal: Caller,
+        now: Now,
+        data: JSONBody[CaptureRequest | None] = None,
+        idempotency_key: IdempotencyKey = None,
+    ) -> Response[SpendResult]:
+        outcome = await service.capture_hold(
+            pool,
+            principal,
+            hold_id,
+            data or CaptureRequest(),
+            idempotency_key=service.validate_idempotency_key(idempotency_key),
+            now=now,
+        )
+        return _respond(outcome)
+
+    @post(
+        "/{hold_id:str}/release",
+        operation_id="releaseHold",
+        opt={"roles": SPENDERS},
+        status_code=HTTP_200_OK,
+    )
+    async def release_hold(
+        self, hold_id: FromPath[str], pool: Pool, principal: Caller, now: Now
+    ) -> HoldResolved:
+        return await service.release_hold(pool, principal, hold_id, now=now)

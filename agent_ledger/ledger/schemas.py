@@ -1,0 +1,148 @@
+"""Wire shapes of the ledger. Money is always a decimal string here."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+import msgspec
+
+from agent_ledger.agents.schemas import Metadata
+
+__all__ = [
+    "AdjustmentRequest",
+    "BudgetLimits",
+    "BudgetStatus",
+    "CaptureRequest",
+    "ChargeRequest",
+    "EntryKind",
+    "Hold",
+    "HoldCreated",
+    "HoldPage",
+    "HoldRequest",
+    "HoldResolved",
+    "LedgerEntry",
+    "SpendResult",
+]
+
+EntryKind = Literal["charge", "hold", "capture", "release", "expire", "adjustment"]
+HoldStatus = Literal["open", "captured", "released", "expired"]
+MoneyText = Annotated[str, msgspec.Meta(max_length=64, description='Decimal string, e.g. "0.0175"')]
+Currency = Annotated[str, msgspec.Meta(min_length=3, max_length=3, description="ISO 4217 code")]
+ModelName = Annotated[str, msgspec.Meta(min_length=1, max_length=100)]
+Tokens = Annotated[int, msgspec.Meta(ge=0, le=1_000_000_000)]
+Description = Annotated[str, msgspec.Meta(max_length=1000)]
+AgentRef = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+
+
+class ChargeRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """Either ``amount``, or ``model`` with both token counts (priced by the server)."""
+
+    amount: MoneyText | None = None
+    model: ModelName | None = None
+    input_tokens: Tokens | None = None
+    output_tokens: Tokens | None = None
+    currency: Currency | None = None
+    description: Description | None = None
+    metadata: Metadata | None = None
+    agent_id: AgentRef | None = None
+
+
+class HoldRequest(ChargeRequest, forbid_unknown_fields=True, kw_only=True):
+    ttl_seconds: Annotated[int, msgspec.Meta(ge=1, le=7 * 24 * 3600)] = 300
+
+
+class CaptureRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """``amount``, or ``model`` with token counts; neither captures the whole hold."""
+
+    amount: MoneyText | None = None
+    model: ModelName | None = None
+    input_tokens: Tokens | None = None
+    output_tokens: Tokens | None = None
+
+
+class AdjustmentRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    agent_id: AgentRef
+    amount: MoneyText
+    reason: Annotated[str, msgspec.Meta(min_length=1, max_length=1000)]
+    currency: Currency | None = None
+
+
+class BudgetLimits(msgspec.Struct, kw_only=True):
+    total: str | None
+    month: str | None
+    day: str | None
+    per_charge: str | None
+
+
+class WindowAmounts(msgspec.Struct, kw_only=True):
+    total: str | None
+    month: str | None
+    day: str | None
+
+
+class BudgetStatus(msgspec.Struct, kw_only=True):
+    currency: str
+    limits: BudgetLimits
+    spent: WindowAmounts
+    held: str
+    remaining: WindowAmounts
+
+
+class LedgerEntry(msgspec.Struct, kw_only=True):
+    id: str
+    seq: int
+    agent_id: str
+    team_id: str | None
+    kind: EntryKind
+    amount: str
+    currency: str
+    model: str | None
+    input_tokens: int | None
+    output_tokens: int | None
+    hold_id: str | None
+    idempotency_key: str | None
+    description: str | None
+    metadata: dict[str, Any]
+    key_id: str | None
+    created_at: datetime
+    prev_hash: str | None
+    hash: str
+
+
+class Hold(msgspec.Struct, kw_only=True):
+    id: str
+    agent_id: str
+    team_id: str | None
+    amount: str
+    currency: str
+    status: HoldStatus
+    captured_amount: str | None
+    model: str | None
+    description: str | None
+    metadata: dict[str, Any]
+    created_at: datetime
+    expires_at: datetime
+    resolved_at: datetime | None
+
+
+class SpendResult(LedgerEntry, kw_only=True, omit_defaults=True):
+    """A charge, adjustment or capture: the entry, plus the budget status right after it."""
+
+    budget: BudgetStatus
+    hold: Hold | None = None
+
+
+class HoldCreated(Hold, kw_only=True):
+    budget: BudgetStatus
+    entry_id: str
+
+
+class HoldResolved(Hold, kw_only=True):
+    budget: BudgetStatus
+    entry_id: str
+
+
+class HoldPage(msgspec.Struct, kw_only=True):
+    items: list[Hold]
+    next_cursor: str | None

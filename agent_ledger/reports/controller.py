@@ -1,0 +1,88 @@
+"""HTTP routes for reports: top spenders and spend over time (admins and auditors)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated
+
+from litestar import Controller, get
+from litestar.params import FromQuery, QueryParameter
+
+from agent_ledger.auth import STAFF
+from agent_ledger.deps import Now, Pool
+from agent_ledger.reports import service
+from agent_ledger.reports.schemas import Granularity, GroupBy, SpendSeries, TopSpenders
+
+__all__ = ["ReportController"]
+
+Since = Annotated[
+    datetime | None,
+    QueryParameter(description="Start of the range, inclusive (default: this UTC month's)."),
+]
+Until = Annotated[
+    datetime | None,
+    QueryParameter(description="End of the range, exclusive (default: next UTC month's start)."),
+]
+TopLimit = Annotated[int, QueryParameter(ge=1, le=1000, description="How many to list.")]
+Currency = Annotated[
+    str | None,
+    QueryParameter(
+        pattern=r"^[A-Z]{3}$",
+        description="Fleet-wide reports cover agents budgeted in this currency (default USD).",
+    ),
+]
+
+
+def _now(now: datetime | None) -> datetime:
+    return now if now is not None else datetime.now(UTC)
+
+
+class ReportController(Controller):
+    path = "/v1/reports"
+    tags = ["reports"]
+
+    @get("/top-spenders", operation_id="getTopSpenders", opt={"roles": STAFF})
+    async def top_spenders(
+        self,
+        pool: Pool,
+        now: Now,
+        group_by: FromQuery[GroupBy] = "agent",
+        since: Since = None,
+        until: Until = None,
+        limit: TopLimit = 10,
+        currency: Currency = None,
+        team_id: FromQuery[str | None] = None,
+    ) -> TopSpenders:
+        return await service.top_spenders(
+            pool,
+            group_by=group_by,
+            since=since,
+            until=until,
+            now=_now(now),
+            limit=limit,
+            currency=currency,
+            team_id=team_id,
+        )
+
+    @get("/spend", operation_id="getSpend", opt={"roles": STAFF})
+    async def spend(
+        self,
+        pool: Pool,
+        now: Now,
+        granularity: FromQuery[Granularity] = "day",
+        agent_id: FromQuery[str | None] = None,
+        team_id: FromQuery[str | None] = None,
+        since: Since = None,
+        until: Until = None,
+        currency: Currency = None,
+    ) -> SpendSeries:
+        return await service.spend_series(
+            pool,
+            granularity=granularity,
+            since=since,
+            until=until,
+            now=_now(now),
+            agent_id=agent_id,
+            team_id=team_id,
+            currency=currency,
+        )

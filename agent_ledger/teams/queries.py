@@ -1,0 +1,28 @@
+"""SQL owned by the teams feature."""
+
+from agent_ledger.keyset import Listing
+
+INSERT_TEAM = """
+INSERT INTO teams (id, name) VALUES ($1, $2)
+RETURNING id, name, created_at
+"""
+
+GET_TEAM = "SELECT id, name, created_at FROM teams WHERE id = $1"
+
+# NO KEY UPDATE: renaming must not stall the foreign-key checks of the team's charges.
+GET_TEAM_FOR_UPDATE = "SELECT id, name, created_at FROM teams WHERE id = $1 FOR NO KEY UPDATE"
+
+# Listed in commit order (agent_ledger/keyset.py), so a team created during a walk is never skipped.
+TEAM_LISTING = Listing(
+    name="teams",
+    table="teams",
+    alias="t",
+    columns="t.id, t.name, t.created_at, t.xid, t.seq",
+    filters={},
+    time_filters=(),
+)
+
+RENAME_TEAM = """
+UPDATE teams SET name = $2, updated_at = now() WHERE id = $1
+RETURNING id, name, created_at
+"""

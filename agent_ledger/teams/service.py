@@ -1,0 +1,59 @@
+"""Rules for teams: creation, renaming, listing; every change leaves an audit event."""
+
+from __future__ import annotations
+
+import asyncpg
+
+from agent_ledger.audit.recorder import AuditContext, record_event
+from agent_ledger.errors import NotFound
+from agent_ledger.ids import new_id
+from agent_ledger.keyset import read_page
+from agent_ledger.teams import queries
+from agent_ledger.teams.schemas import Team, TeamPage
+
+__all__ = ["create_team", "get_team", "list_teams", "rename_team"]
+
+
+def _team(row: asyncpg.Record) -> Team:
+    return Team(id=row["id"], name=row["name"], created_at=row["created_at"])
+
+
+async def create_team(pool: asyncpg.Pool, ctx: AuditContext, name: str) -> Team:
+    async with pool.acquire() as conn, conn.transaction():
+        team = _team(await conn.fetchrow(queries.INSERT_TEAM, new_id("team"), name))
+        await record_event(
+            conn, ctx, "team.created", target_type="team", target_id=team.id, after=team
+        )
+    return team
+
+
+async def get_team(pool: asyncpg.Pool, team_id: str) -> Team:
+    row = await pool.fetchrow(queries.GET_TEAM, team_id)
+    if row is None:
+        raise NotFound(f"No team with id {team_id!r}.")
+    return _team(row)
+
+
+async def rename_team(pool: asyncpg.Pool, ctx: AuditContext, team_id: str, name: str) -> Team:
+    async with pool.acquire() as conn, conn.transaction():
+        row = await conn.fetchrow(queries.GET_TEAM_FOR_UPDATE, team_id)
+        if row is None:
+            raise NotFound(f"No team with id {team_id!r}.")
+        before = _team(row)
+        after = _team(await conn.fetchrow(queries.RENAME_TEAM, team_id, name))
+        await record_event(
+            conn,
+            ctx,
+            "team.updated",
+            target_type="team",
+            target_id=team_id,
+            before=before,
+            after=after,
+        )
+    return after
+
+
+async def list_teams(pool: asyncpg.Pool, limit: int, cursor: str | None) -> TeamPage:
+    async with pool.acquire() as conn:
+        rows, next_cursor = await read_page(conn, queries.TEAM_LISTING, {}, limit, cursor)
+    return TeamPage(items=[_team(r) for r in rows], next_cursor=next_cursor)
