@@ -17,6 +17,7 @@ from litestar.openapi.plugins import SwaggerRenderPlugin
 from agent_ledger import __version__
 from agent_ledger.agents.controller import AgentController
 from agent_ledger.audit.controller import AuditEventController
+from agent_ledger.audit.security import record_auth_refusal
 from agent_ledger.auth import LastUsedTracker, authorize
 from agent_ledger.budgets.controller import BudgetController
 from agent_ledger.checkpoints.controller import CheckpointController
@@ -110,7 +111,7 @@ def create_app(settings: Settings, *, clock: Callable[[], datetime] | None = Non
         route_handlers=ROUTE_HANDLERS,
         guards=[authorize],
         dependencies=providers(),
-        exception_handlers=exception_handlers(),
+        exception_handlers=exception_handlers(record_refusal=record_auth_refusal),
         lifespan=[_database],
         state=State(
             {

@@ -17,13 +17,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
-import msgspec
 import structlog
 from litestar import Request
 from litestar.connection import ASGIConnection
 from litestar.handlers.base import BaseRouteHandler
 
+from agent_ledger.audit.security import record_auth_refusal
 from agent_ledger.errors import Forbidden, Unauthorized
+from agent_ledger.principal import Principal
 
 __all__ = [
     "ADMIN",
@@ -51,12 +52,6 @@ KEY_LENGTH = len("al_xxx_") + _RANDOM_CHARS + _CHECKSUM_CHARS
 DISPLAY_PREFIX_LENGTH = 12
 
 log = structlog.get_logger("agent_ledger.auth")
-
-
-class Principal(msgspec.Struct, frozen=True):
-    key_id: str
-    role: str
-    agent_id: str | None
 
 
 def _base62(value: int, width: int) -> str:
@@ -192,9 +187,7 @@ async def authorize(
         if roles is None or principal.role not in roles:
             raise Forbidden(f"A key with role '{principal.role}' may not call this endpoint.")
     except (Unauthorized, Forbidden) as refusal:
-        # Imported here: the audit package imports this module. Rate-limited; never raises.
-        from agent_ledger.audit.security import record_auth_refusal
-
+        # Rate-limited; never raises.
         await record_auth_refusal(connection, refusal, roles)
         refusal.audited = True
         raise

@@ -1,13 +1,19 @@
-"""Typed settings, built from the environment by one function and passed around explicitly."""
+"""Typed settings, built from the environment by one function and passed around explicitly.
+
+Each setting is declared once: its type and default on ``Settings``, its environment variable in
+``ENVIRONMENT``. ``load_settings`` converts what the environment holds with msgspec, so a value
+of the wrong type is refused with the variable's name instead of failing later.
+"""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from typing import Literal
 
 import msgspec
 
-__all__ = ["Settings", "SettingsError", "load_settings"]
+__all__ = ["ENVIRONMENT", "Settings", "SettingsError", "load_settings"]
 
 
 class SettingsError(ValueError):
@@ -19,8 +25,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     data_dir: str = ".agent-ledger"
     host: str = "127.0.0.1"
     port: int = 8000
-    log_format: str = "auto"  # json | console | auto (console on a terminal)
-    log_level: str = "INFO"
+    log_format: Literal["json", "console", "auto"] = "auto"  # auto: console on a terminal
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
     key_pepper: str = ""
     pool_min_size: int = 2
     pool_max_size: int = 10
@@ -33,47 +39,58 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     auth_events_per_minute: int = 100
 
 
-def _int(environ: Mapping[str, str], name: str, default: int) -> int:
-    raw = environ.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        return int(raw)
-    except ValueError as exc:
-        raise SettingsError(f"{name} must be an integer, got {raw!r}") from exc
+# The environment variable behind each setting.
+ENVIRONMENT: Mapping[str, str] = {
+    "database_url": "DATABASE_URL",
+    "data_dir": "LEDGER_DATA_DIR",
+    "host": "LEDGER_HOST",
+    "port": "LEDGER_PORT",
+    "log_format": "LOG_FORMAT",
+    "log_level": "LOG_LEVEL",
+    "key_pepper": "LEDGER_KEY_PEPPER",
+    "pool_min_size": "LEDGER_POOL_MIN_SIZE",
+    "pool_max_size": "LEDGER_POOL_MAX_SIZE",
+    "max_body_bytes": "LEDGER_MAX_BODY_BYTES",
+    "last_used_flush_seconds": "LEDGER_LAST_USED_FLUSH_SECONDS",
+    "sweep_interval_seconds": "LEDGER_SWEEP_INTERVAL_SECONDS",
+    "application_name": "LEDGER_APPLICATION_NAME",
+    "checkpoint_interval_seconds": "LEDGER_CHECKPOINT_INTERVAL_SECONDS",
+    "auth_events_per_ip_per_minute": "LEDGER_AUTH_EVENTS_PER_IP_PER_MINUTE",
+    "auth_events_per_minute": "LEDGER_AUTH_EVENTS_PER_MINUTE",
+}
 
-
-def _float(environ: Mapping[str, str], name: str, default: float) -> float:
-    raw = environ.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        return float(raw)
-    except ValueError as exc:
-        raise SettingsError(f"{name} must be a number, got {raw!r}") from exc
+# Case-insensitive settings, normalised before conversion.
+_LOWER = {"log_format"}
+_UPPER = {"log_level"}
 
 
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
-    """Read settings from ``environ`` (default: the process environment)."""
+    """Read settings from ``environ`` (default: the process environment).
+
+    An unset or empty variable leaves the default in place.
+    """
     env = os.environ if environ is None else environ
-    log_format = env.get("LOG_FORMAT", "auto").lower()
-    if log_format not in {"json", "console", "auto"}:
-        raise SettingsError(f"LOG_FORMAT must be json, console or auto, got {log_format!r}")
-    return Settings(
-        database_url=env.get("DATABASE_URL") or None,
-        data_dir=env.get("LEDGER_DATA_DIR") or ".agent-ledger",
-        host=env.get("LEDGER_HOST") or "127.0.0.1",
-        port=_int(env, "LEDGER_PORT", 8000),
-        log_format=log_format,
-        log_level=(env.get("LOG_LEVEL") or "INFO").upper(),
-        key_pepper=env.get("LEDGER_KEY_PEPPER", ""),
-        pool_min_size=_int(env, "LEDGER_POOL_MIN_SIZE", 2),
-        pool_max_size=_int(env, "LEDGER_POOL_MAX_SIZE", 10),
-        max_body_bytes=_int(env, "LEDGER_MAX_BODY_BYTES", 64 * 1024),
-        last_used_flush_seconds=_float(env, "LEDGER_LAST_USED_FLUSH_SECONDS", 30.0),
-        sweep_interval_seconds=_float(env, "LEDGER_SWEEP_INTERVAL_SECONDS", 1.0),
-        application_name=env.get("LEDGER_APPLICATION_NAME") or "agent-ledger",
-        checkpoint_interval_seconds=_float(env, "LEDGER_CHECKPOINT_INTERVAL_SECONDS", 3600.0),
-        auth_events_per_ip_per_minute=_int(env, "LEDGER_AUTH_EVENTS_PER_IP_PER_MINUTE", 10),
-        auth_events_per_minute=_int(env, "LEDGER_AUTH_EVENTS_PER_MINUTE", 100),
-    )
+    values: dict[str, str] = {}
+    for field, variable in ENVIRONMENT.items():
+        raw = env.get(variable)
+        if raw is None or raw == "":
+            continue
+        if field in _LOWER:
+            raw = raw.lower()
+        elif field in _UPPER:
+            raw = raw.upper()
+        values[field] = raw
+    try:
+        # strict=False lets msgspec read "8000" as an int and "1.5" as a float.
+        return msgspec.convert(values, Settings, strict=False)
+    except msgspec.ValidationError as exc:
+        raise SettingsError(_explain(exc, values)) from None
+
+
+def _explain(exc: msgspec.ValidationError, values: Mapping[str, str]) -> str:
+    message = str(exc)
+    field = message.rpartition("$.")[2].strip("`") if "$." in message else None
+    if field in ENVIRONMENT:
+        reason = message.partition(" - at ")[0]
+        return f"{ENVIRONMENT[field]}={values.get(field)!r} is not valid: {reason}"
+    return message

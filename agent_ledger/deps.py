@@ -10,7 +10,8 @@ from litestar import Request
 from litestar.di import NamedDependency, Provide
 
 from agent_ledger.audit.recorder import AuditContext, provide_audit_context
-from agent_ledger.auth import Principal, provide_principal
+from agent_ledger.auth import provide_principal
+from agent_ledger.principal import Principal
 
 __all__ = ["Audit", "Caller", "Now", "Pool", "providers"]
 

@@ -8,6 +8,7 @@ large, anything unhandled), leaves through ``exception_handlers()`` below, so cl
 from __future__ import annotations
 
 import re
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import asyncpg
@@ -171,12 +172,6 @@ def _domain_error(request: Request, exc: DomainError) -> Response[dict[str, Any]
         headers=headers,
         **exc.extra,
     )
-    if isinstance(exc, Forbidden | Unauthorized) and not exc.audited:
-        # Refused inside a handler (e.g. an agent key naming another agent), not by the guard,
-        # which records its own: audit it after the answer is sent, rate-limited as there.
-        from agent_ledger.audit.security import record_auth_refusal
-
-        response.background = BackgroundTask(record_auth_refusal, request, exc)
     return response
 
 
@@ -277,9 +272,28 @@ def _value_out_of_range(request: Request, exc: Exception) -> Response[dict[str, 
     )
 
 
-def exception_handlers() -> dict[type[Exception] | int, Any]:
+RefusalRecorder = Callable[[Request, DomainError], Awaitable[None]]
+
+
+def exception_handlers(
+    record_refusal: RefusalRecorder | None = None,
+) -> dict[type[Exception] | int, Any]:
+    """The handlers for ``Litestar(exception_handlers=...)``.
+
+    ``record_refusal`` audits a 401 or 403 decided inside a handler (an agent key naming another
+    agent, say); the guard records its own refusals, so those arrive marked ``audited``. It runs
+    after the answer is sent, so auditing never delays or changes a refusal.
+    """
+
+    def domain_error(request: Request, exc: DomainError) -> Response[dict[str, Any]]:
+        response = _domain_error(request, exc)
+        if record_refusal is not None and isinstance(exc, Forbidden | Unauthorized):
+            if not exc.audited:
+                response.background = BackgroundTask(record_refusal, request, exc)
+        return response
+
     return {
-        DomainError: _domain_error,
+        DomainError: domain_error,
         ValidationException: _validation_error,
         HTTPException: _http_error,
         asyncpg.PostgresConnectionError: _database_unavailable,

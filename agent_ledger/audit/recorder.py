@@ -8,8 +8,8 @@ import asyncpg
 import msgspec
 from litestar import Request
 
-from agent_ledger.auth import Principal
 from agent_ledger.ids import new_id
+from agent_ledger.principal import Principal
 
 __all__ = ["AuditContext", "provide_audit_context", "record_event"]
 

@@ -9,12 +9,12 @@ import asyncpg
 import msgspec
 
 from agent_ledger import keyset
-from agent_ledger.auth import Principal
 from agent_ledger.entries import queries
 from agent_ledger.entries.schemas import EntryFilters, EntryPage
 from agent_ledger.errors import Forbidden, InvalidInput
 from agent_ledger.ledger.schemas import LedgerEntry
 from agent_ledger.money import format_amount
+from agent_ledger.principal import Principal
 from agent_ledger.timebounds import checked_time
 
 __all__ = [

@@ -19,7 +19,6 @@ import msgspec
 
 from agent_ledger.agents.service import check_metadata_size
 from agent_ledger.audit.recorder import AuditContext, record_event
-from agent_ledger.auth import Principal
 from agent_ledger.errors import BadRequest, Forbidden, InvalidInput, NotFound
 from agent_ledger.ledger import queries, render
 from agent_ledger.ledger.schemas import (
@@ -35,6 +34,7 @@ from agent_ledger.ledger.schemas import (
 )
 from agent_ledger.money import format_amount, parse_amount
 from agent_ledger.pagination import decode_cursor, encode_cursor
+from agent_ledger.principal import Principal
 
 __all__ = [
     "Outcome",
