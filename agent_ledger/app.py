@@ -34,7 +34,7 @@ from agent_ledger.ledger.controller import AdjustmentController, ChargeControlle
 from agent_ledger.ledger.sweeper import run_sweeper
 from agent_ledger.logs import RequestLogMiddleware, configure_logging
 from agent_ledger.me.controller import MeController
-from agent_ledger.migrate import head_revision
+from agent_ledger.migrate import functions_digest, head_revision
 from agent_ledger.prices.controller import PriceController
 from agent_ledger.reports.controller import ReportController
 from agent_ledger.teams.controller import TeamController
@@ -118,6 +118,7 @@ def create_app(settings: Settings, *, clock: Callable[[], datetime] | None = Non
                 "settings": settings,
                 "last_used": LastUsedTracker(),
                 "head_revision": head_revision(),
+                "functions_digest": functions_digest(),
                 "clock": clock,
             }
         ),

@@ -11,10 +11,14 @@ import signal
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from agent_ledger.config import Settings, load_settings
 from agent_ledger.embedded import EmbeddedPostgres
 from agent_ledger.logs import configure_logging
+
+if TYPE_CHECKING:
+    from agent_ledger.ledger.chain import Mismatch
 
 __all__ = ["main"]
 
@@ -132,11 +136,23 @@ async def _verify(url: str, agent_id: str | None) -> int:
         await conn.close()
     print(
         f"agent-ledger: checked {report.entries_checked} entries of "
-        f"{report.agents_checked} agents: {'intact' if report.ok else 'NOT intact'}"
+        f"{report.agents_checked} agents, {report.teams_checked} teams' counters and "
+        f"{report.audit_events_checked} audit events: "
+        f"{'intact' if report.ok else 'NOT intact'}"
     )
     for mismatch in report.mismatches:
-        print(f"  agent {mismatch.agent_id} entry {mismatch.entry_id}: {mismatch.reason}")
+        print(f"  {_where(mismatch)}: {mismatch.reason}")
     return 0 if report.ok else 1
+
+
+def _where(mismatch: Mismatch) -> str:
+    if mismatch.event_id is not None:
+        return f"audit event {mismatch.event_id}"
+    if mismatch.team_id is not None:
+        return f"team {mismatch.team_id}"
+    if mismatch.agent_id is None:
+        return "audit log"
+    return f"agent {mismatch.agent_id} entry {mismatch.entry_id}"
 
 
 def cmd_verify(args: argparse.Namespace) -> int:

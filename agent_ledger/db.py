@@ -2,30 +2,56 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, TypeVar
 
 import asyncpg
 import msgspec
 
-__all__ = ["create_pool", "init_connection"]
+__all__ = ["create_pool", "from_row", "init_connection"]
 
+T = TypeVar("T")
 _json_encoder = msgspec.json.Encoder()
+_json_decoder = msgspec.json.Decoder()
+
+# jsonb's binary form is a version byte (1) and the JSON text. Binary codecs let asyncpg decode
+# rows that nest jsonb inside composite types (the ledger's outcomes carry whole entries and
+# holds), which it cannot do through text codecs.
+_JSONB_VERSION = b"\x01"
 
 
-def _decode_json(value: str) -> Any:
-    return msgspec.json.decode(value)
+def _encode_jsonb(value: Any) -> bytes:
+    return _JSONB_VERSION + _json_encoder.encode(value)
 
 
-def _encode_json(value: Any) -> str:
-    return _json_encoder.encode(value).decode()
+def _decode_jsonb(data: bytes) -> Any:
+    if data[:1] != _JSONB_VERSION:
+        raise ValueError(f"unknown jsonb binary format version {data[:1]!r}")
+    return _json_decoder.decode(data[1:])
+
+
+def _encode_json(value: Any) -> bytes:
+    return _json_encoder.encode(value)
+
+
+def _decode_json(data: bytes) -> Any:
+    return _json_decoder.decode(data)
 
 
 async def init_connection(conn: asyncpg.Connection) -> None:
     # json/jsonb travel as Python objects in both directions, encoded by msgspec.
-    for type_name in ("json", "jsonb"):
-        await conn.set_type_codec(
-            type_name, encoder=_encode_json, decoder=_decode_json, schema="pg_catalog"
-        )
+    await conn.set_type_codec(
+        "jsonb", encoder=_encode_jsonb, decoder=_decode_jsonb, schema="pg_catalog", format="binary"
+    )
+    await conn.set_type_codec(
+        "json", encoder=_encode_json, decoder=_decode_json, schema="pg_catalog", format="binary"
+    )
+
+
+def from_row(row: Mapping[str, Any], cls: type[T], **overrides: Any) -> T:
+    """A row as ``cls``, field by field by name (columns ``cls`` lacks are left out), with
+    ``overrides`` for the fields whose wire form differs from the column's."""
+    return msgspec.convert({**row, **overrides}, cls)
 
 
 async def create_pool(

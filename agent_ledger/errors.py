@@ -25,6 +25,7 @@ from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 
 __all__ = [
     "AgentSuspended",
+    "AmountOutOfRange",
     "Conflict",
     "DomainError",
     "Forbidden",
@@ -59,6 +60,10 @@ class DomainError(Exception):
 
 class InvalidInput(DomainError):
     status, code, title = 422, "validation-error", "Invalid input"
+
+
+class AmountOutOfRange(DomainError):
+    status, code, title = 422, "amount-out-of-range", "Amount out of range"
 
 
 class BadRequest(DomainError):
@@ -96,6 +101,7 @@ _TITLES = {
     "currency-mismatch": "Currency mismatch",
     "not-found": "Not found",
     "validation-error": "Invalid input",
+    "amount-out-of-range": "Amount out of range",
 }
 
 

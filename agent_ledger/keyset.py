@@ -1,6 +1,6 @@
 """Paging in commit order: (xid, seq) keysets below the listing horizon.
 
-A page serves rows whose transaction id is below ``ledger_listing_horizon()`` (every transaction
+A page serves rows whose transaction id is below ``ledger.listing_horizon()`` (every transaction
 under it has finished; see migration 0003), ordered by (xid, seq), after the cursor. A row that
 commits later has an xid at or above the horizon of every page already served, so it sorts after
 their cursors: paging to the end yields every row exactly once, even while rows are written.
@@ -77,7 +77,7 @@ def _statement(key: tuple, build: Any) -> str:
 
 
 def _conditions(listing: Listing, present: tuple[str, ...]) -> list[str]:
-    conditions = [f"{listing.alias}.xid < ledger_listing_horizon()"]
+    conditions = [f"{listing.alias}.xid < ledger.listing_horizon()"]
     for number, name in enumerate(present, start=1):
         conditions.append(listing.filters[name].format(number))
     return conditions
@@ -128,7 +128,7 @@ def _bounds_sql(listing: Listing, present_time: tuple[str, ...]) -> str:
         a = listing.alias
         where = " AND ".join(_conditions(listing, present_time))
         return (
-            "SELECT min(w.x) AS low, max(w.x) AS high, ledger_listing_horizon() AS horizon\n"
+            "SELECT min(w.x) AS low, max(w.x) AS high, ledger.listing_horizon() AS horizon\n"
             f"FROM (SELECT {a}.xid AS x FROM {listing.table} AS {a} WHERE {where} OFFSET 0) AS w"
         )
 

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import re
 
-from agent_ledger.errors import InvalidInput
+from agent_ledger.errors import AmountOutOfRange, InvalidInput
 
 __all__ = [
-    "MAX_AMOUNT",
+    "MAX_NANOS",
     "NANOS_PER_UNIT",
     "format_amount",
     "format_optional",
@@ -20,10 +20,10 @@ __all__ = [
 
 NANOS_PER_UNIT = 1_000_000_000
 FRACTION_DIGITS = 9
-# One million units per charge and a billion per limit are far beyond any real agent's spend,
-# and keep every counter comfortably inside a bigint.
-MAX_AMOUNT = 1_000_000 * NANOS_PER_UNIT
-MAX_LIMIT = 1_000_000_000 * NANOS_PER_UNIT
+# Amounts, limits and every counter are bigint nano-units in the database: this is the one
+# bound on all of them (9223372036.854775807 units). Whatever would pass it, an amount here or
+# a counter in the ledger (agent_ledger/ledger/sql/20_budgets.sql), is 422 amount-out-of-range.
+MAX_NANOS = 2**63 - 1
 
 # ASCII digits only (\d would take any script's digits) and no trailing newline ($ would).
 _AMOUNT = re.compile(r"(-?)([0-9]{1,16})(?:\.([0-9]{1,30}))?")
@@ -35,7 +35,7 @@ def parse_amount(
     field: str = "amount",
     allow_negative: bool = False,
     allow_zero: bool = False,
-    maximum: int = MAX_AMOUNT,
+    maximum: int = MAX_NANOS,
 ) -> int:
     """Parse a decimal string into nano-units, refusing anything inexact or out of range."""
     match = _AMOUNT.fullmatch(text)
@@ -56,6 +56,11 @@ def parse_amount(
         raise InvalidInput(f"{field} must not be negative.", field=field)
     if nanos == 0 and not allow_zero:
         raise InvalidInput(f"{field} must not be zero.", field=field)
+    if abs(nanos) > MAX_NANOS:
+        raise AmountOutOfRange(
+            f"{field} is larger than {format_amount(MAX_NANOS)}, the most the ledger can record.",
+            field=field,
+        )
     if abs(nanos) > maximum:
         raise InvalidInput(
             f"{field} is larger than {format_amount(maximum)}, the most this service accepts.",

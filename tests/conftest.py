@@ -7,6 +7,7 @@ answers, else an embedded one (pgserver) in a temporary directory.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import secrets
 import socket
@@ -81,6 +82,29 @@ def database_url(server_url: str) -> Iterator[str]:
     url = _with_database(server_url, name)
     migrate(url)
     try:
+        yield url
+    finally:
+        asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@contextlib.contextmanager
+def scratch_database(server_url: str, revision: str | None = "head") -> Iterator[str]:
+    """A database of a test's own on the test server, migrated to ``revision`` (None: left
+    empty), dropped afterwards. For tests that tamper with a ledger or compare schemas."""
+    name = f"agent_ledger_scratch_{secrets.token_hex(4)}"
+
+    async def admin(sql: str) -> None:
+        conn = await asyncpg.connect(server_url)
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    asyncio.run(admin(f'CREATE DATABASE "{name}"'))
+    url = _with_database(server_url, name)
+    try:
+        if revision is not None:
+            migrate(url, revision)
         yield url
     finally:
         asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))

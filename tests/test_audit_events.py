@@ -119,7 +119,7 @@ async def test_every_staff_action_leaves_an_event_with_before_and_after(
     adjustment = await ok(
         await client.post(
             "/v1/adjustments",
-            json={"agent_id": agent["id"], "amount": "-1", "reason": "goodwill"},
+            json={"agent_id": agent["id"], "amount": "1", "reason": "late invoice"},
             headers=admin,
         ),
         201,

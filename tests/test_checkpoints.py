@@ -154,20 +154,21 @@ async def superuser(db: asyncpg.Connection, *statements: str) -> None:
 
 
 def rehash_chain(agent_id: str, extra_spent: int) -> str:
-    """SQL recomputing every hash of one agent's chain in order, its balance head and the
-    rollup of its first entry (the one the tests edit)."""
+    """SQL recomputing every hash of one agent's chain in order, its balance head and counters
+    (every window: the edited entry is from today) and the rollup of its first entry (the one
+    the tests edit)."""
     return f"""
     DO $$
     DECLARE r ledger_entries; prev bytea; h bytea;
     BEGIN
         FOR r IN SELECT * FROM ledger_entries WHERE agent_id = '{agent_id}' ORDER BY seq LOOP
-            h := ledger_entry_digest(r.id, r.seq, r.agent_id, r.team_id, r.kind, r.amount,
-                r.currency, r.model, r.input_tokens, r.output_tokens, r.hold_id,
-                r.idempotency_key, r.description, r.metadata, r.key_id, r.created_at, prev);
+            r.prev_hash := prev;
+            h := ledger.entry_digest(r);
             UPDATE ledger_entries SET prev_hash = prev, hash = h WHERE id = r.id;
             prev := h;
         END LOOP;
-        UPDATE balances SET head_hash = prev, spent_total = spent_total + {extra_spent}
+        UPDATE balances SET head_hash = prev, spent_total = spent_total + {extra_spent},
+            spent_month = spent_month + {extra_spent}, spent_day = spent_day + {extra_spent}
         WHERE owner_id = '{agent_id}';
         -- and the report rollups of the edited (first) entry's hour, which verify checks too
         UPDATE spend_rollups SET spent = spent + {extra_spent}
@@ -206,12 +207,20 @@ async def test_a_checkpoint_records_every_chain_head(
         (c[-1]["seq"], c[-1]["hash"]) for c in chains
     }
     assert (checkpoint["agent_count"], checkpoint["entry_count"]) == (3, 6)
-    assert checkpoint["format"] == "agent-ledger-checkpoint-v1"
+    assert checkpoint["format"] == "agent-ledger-checkpoint-v2"
     assert checkpoint["source"] == "api"
+    chain = await db.fetchrow("SELECT head_hash, event_count FROM audit_chain")
+    # The audit head as it was when the checkpoint was taken: its own audit event came after.
+    assert checkpoint["audit"]["event_count"] == chain["event_count"] - 1
 
-    canonical = "agent-ledger-checkpoint-v1\n" + "".join(
-        f"{h['agent_id']}\t{h['head_seq']}\t{h['head_hash']}\t{h['entry_count']}\n"
-        for h in checkpoint["heads"]
+    audit = checkpoint["audit"]
+    canonical = (
+        "agent-ledger-checkpoint-v2\n"
+        + "".join(
+            f"{h['agent_id']}\t{h['head_seq']}\t{h['head_hash']}\t{h['entry_count']}\n"
+            for h in checkpoint["heads"]
+        )
+        + f"audit\t{audit['event_count']}\t{audit['head_hash'] or '-'}\n"
     )
     assert hashlib.sha256(canonical.encode()).hexdigest() == checkpoint["digest"]
     if shutil.which("jq") and shutil.which("sha256sum"):  # the recipe in docs/for-auditors.md
@@ -219,7 +228,8 @@ async def test_a_checkpoint_records_every_chain_head(
         document.write_text(json.dumps(checkpoint))
         recipe = (
             "jq -r '.format, (.heads[] | [.agent_id, .head_seq, .head_hash, .entry_count]"
-            f" | @tsv)' {document} | sha256sum"
+            ' | @tsv), (["audit", .audit.event_count, (.audit.head_hash // "-")] | @tsv)\''
+            f" {document} | sha256sum"
         )
         out = subprocess.run(recipe, shell=True, check=True, capture_output=True, text=True)
         assert out.stdout.split()[0] == checkpoint["digest"]
@@ -264,7 +274,10 @@ async def test_staff_read_checkpoints_and_only_admins_take_them(
         )
     )
     assert [c["id"] for c in rest["items"]] == [second["id"]] and rest["next_cursor"] is None
-    assert first["digest"] == second["digest"]  # nothing changed in between
+    # No entry in between: the same chain heads. The audit log did change: the first
+    # checkpoint's own checkpoint.created event is one more link.
+    assert first["heads"] == second["heads"]
+    assert second["audit"]["event_count"] == first["audit"]["event_count"] + 1
     assert (
         await ok(await client.get(f"/v1/ledger/checkpoints/{first['id']}/verify", headers=auditor))
     )["ok"]
@@ -364,7 +377,9 @@ async def test_removing_the_newest_entries_is_caught_by_the_checkpoint(
         f"""UPDATE balances SET head_hash = (SELECT hash FROM ledger_entries
                                               WHERE id = '{previous["id"]}'),
                                 head_seq = {previous["seq"]}, entry_count = entry_count - 1,
-                                spent_total = spent_total - 300000000
+                                spent_total = spent_total - 300000000,
+                                spent_month = spent_month - 300000000,
+                                spent_day = spent_day - 300000000
             WHERE owner_id = '{newest["agent_id"]}'""",
         f"""UPDATE spend_rollups SET spent = spent - 300000000, charges = charges - 1
             WHERE agent_id = '{newest["agent_id"]}'

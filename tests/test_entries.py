@@ -98,7 +98,7 @@ async def listable(db: asyncpg.Connection, timeout: float = 60.0) -> None:
     """
     marker = await db.fetchval("SELECT pg_current_xact_id()")
     deadline = asyncio.get_running_loop().time() + timeout
-    while await db.fetchval("SELECT ledger_listing_horizon()") <= marker:
+    while await db.fetchval("SELECT ledger.listing_horizon()") <= marker:
         assert asyncio.get_running_loop().time() < deadline, "a transaction is holding xmin back"
         await asyncio.sleep(0.01)
 
@@ -141,12 +141,15 @@ async def test_an_entry_committed_late_is_not_skipped(
         transaction = slow.transaction()
         await transaction.start()
         answer = await slow.fetchval(
-            "SELECT ledger_spend('charge', $1, 5000000, NULL, $2, NULL, NULL, 'slow', NULL,"
-            " NULL, NULL, NULL, NULL, NULL)::text",
+            "SELECT status FROM ledger.spend(p_kind => 'charge', p_agent_id => $1,"
+            " p_amount => 5000000, p_currency => NULL, p_model => $2, p_input_tokens => NULL,"
+            " p_output_tokens => NULL, p_description => 'slow', p_metadata => NULL,"
+            " p_key_id => NULL, p_idempotency_key => NULL, p_request_hash => NULL,"
+            " p_ttl_seconds => NULL, p_at => NULL)",
             slow_agent["id"],
             model,
         )
-        assert '"status": 201' in answer
+        assert answer == 201
         later = [await charge(client, fleet.admin, fast_agent["id"], model=model) for _ in range(3)]
         slow_id = await slow.fetchval(
             "SELECT id FROM ledger_entries WHERE agent_id = $1", slow_agent["id"]

@@ -618,8 +618,9 @@ async def test_database_refuses_a_second_resolution_entry(
 
     with pytest.raises(asyncpg.UniqueViolationError):
         await db.fetchval(
-            "SELECT (ledger_append($1, NULL, 'expire', $2, 'USD', NULL, NULL, NULL, $3,"
-            " NULL, NULL, NULL, NULL, now())).id",
+            "SELECT (ledger.link(b, ledger.next_entry(b, NULL, 'expire', $2, 'USD', NULL, NULL,"
+            " NULL, $3, NULL, NULL, NULL, NULL, now()))).owner_id"
+            " FROM balances AS b WHERE b.owner_id = $1",
             agent_id,
             row["amount"],
             hold["id"],
@@ -668,7 +669,8 @@ async def test_lapsed_hold_stops_counting_before_the_sweeper(
 ) -> None:
     """On an injected clock, the moment a hold's time is up it shows as expired and stops
     counting for the agent and its team (status, refusals and new spending all see the room),
-    while the database still holds it open and no expire entry exists: no sweeper has run."""
+    while the database still holds it open and no expire entry exists: no sweeper has run. The
+    agent's next charge then closes it with an expire entry, before its own entry."""
     clock = FakeClock()
     async with clocked_client(settings, clock) as client:
         if scope == "agent":
@@ -699,10 +701,12 @@ async def test_lapsed_hold_stops_counting_before_the_sweeper(
         assert (await balance_row(db, owner_id))["held"] == 600_000_000
         assert await resolutions(db, hold["id"]) == []
 
+        # The agent's next decision closes its own lapsed hold under the lock it takes anyway.
         charge = await client.post("/v1/charges", json={"amount": "1"}, headers=headers)
         assert charge.status_code == 201, charge.text
         assert charge.json()["budget"]["held"] == "0"
-        assert await resolutions(db, hold["id"]) == []
+        assert await resolutions(db, hold["id"]) == ["expire"]
+        assert (await balance_row(db, owner_id))["held"] == 0
         await assert_verified(client, admin_key, agent_id)
 
 

@@ -4,7 +4,7 @@ expiries and sweeps must leave the service exactly where a small integer-nano mo
 The service runs in-process on an injected clock (``create_app(settings, clock=...)``) that the
 state machine moves forward, so expiry and day/month windows are exercised without sleeping.
 Hypothesis rules are synchronous, so the app is driven through litestar's sync ``TestClient``;
-the sweeper's unit of work (``ledger_sweep_agent``) is called on the app's own pool through the
+the sweeper's unit of work (``ledger.sweep_agent``) is called on the app's own pool through the
 client's event-loop portal.
 """
 
@@ -147,6 +147,8 @@ class HoldsMachine(RuleBasedStateMachine):
         o = self.owners[owner]
         if o.limits.per_charge is not None and single > o.limits.per_charge:
             return {"scope": o.scope, "window": "per_charge", "limit": o.limits.per_charge}
+        if amount <= 0:  # a capture within its hold adds nothing to any window
+            return None
         held = self._held(owner)
         for window in WINDOWS:
             limit = getattr(o.limits, window)
@@ -190,6 +192,12 @@ class HoldsMachine(RuleBasedStateMachine):
             self._count(hold.agent, "expire")
             return True
         return False
+
+    def _expire_agent_lapsed(self, agent: int) -> None:
+        """A decision of an agent that goes through closes all of its lapsed holds first."""
+        for hold in sorted(self.model_holds.values(), key=lambda h: (h.expires_at, h.id)):
+            if hold.agent == agent:
+                self._expire_lapsed(hold)
 
     # --- setup -------------------------------------------------------------------------------
 
@@ -256,6 +264,7 @@ class HoldsMachine(RuleBasedStateMachine):
             return
         body = self._ok(response, 201)
         assert (body["kind"], body["amount"]) == ("charge", money(amount))
+        self._expire_agent_lapsed(agent)
         self._spend(agent, amount)
         self._count(agent, "charge")
 
@@ -269,6 +278,7 @@ class HoldsMachine(RuleBasedStateMachine):
             return multiple()
         body = self._ok(response, 201)
         assert (body["status"], body["amount"]) == ("open", money(amount))
+        self._expire_agent_lapsed(agent)
         hold = ModelHold(body["id"], agent, amount, self.now + timedelta(seconds=ttl))
         self.model_holds[hold.id] = hold
         self._count(agent, "hold")
@@ -305,23 +315,29 @@ class HoldsMachine(RuleBasedStateMachine):
         note(f"capture {hold_id} ({hold.amount}) with {amount} [{mode}] at {self.now}")
         response = self._post(f"/v1/holds/{hold_id}/capture", body, hold.agent, keyed)
 
-        if self._expire_lapsed(hold) or hold.status == "expired":
+        if self._expire_lapsed(hold):
+            # closed right there, with the agent's other lapsed holds
+            self._expire_agent_lapsed(hold.agent)
+            assert self._ok(response, 409)["code"] == "hold-expired"
+            return
+        if hold.status == "expired":
             assert self._ok(response, 409)["code"] == "hold-expired"
             return
         if hold.status != "open":
             assert self._ok(response, 409)["code"] == "hold-closed"
             return
-        if amount > hold.amount:
-            expected = self._expected_refusal(hold.agent, amount - hold.amount, amount)
-            if expected is not None:
-                self._check_refusal(response, expected)
-                return
+        # per_charge bounds the whole capture; only an excess over the hold meets the windows
+        expected = self._expected_refusal(hold.agent, max(amount - hold.amount, 0), amount)
+        if expected is not None:
+            self._check_refusal(response, expected)
+            return
         entry = self._ok(response, 201)
         assert (entry["kind"], entry["amount"], entry["hold_id"]) == (
             "capture",
             money(amount),
             hold_id,
         )
+        self._expire_agent_lapsed(hold.agent)
         hold.status = "captured"
         self._spend(hold.agent, amount)
         self._count(hold.agent, "capture")
@@ -330,7 +346,11 @@ class HoldsMachine(RuleBasedStateMachine):
     def release(self, hold_id: str) -> None:
         hold = self.model_holds[hold_id]
         response = self._post(f"/v1/holds/{hold_id}/release", None, hold.agent)
-        if self._expire_lapsed(hold) or hold.status == "expired":
+        if self._expire_lapsed(hold):
+            self._expire_agent_lapsed(hold.agent)
+            assert self._ok(response, 409)["code"] == "hold-expired"
+            return
+        if hold.status == "expired":
             assert self._ok(response, 409)["code"] == "hold-expired"
             return
         if hold.status != "open":
@@ -338,6 +358,7 @@ class HoldsMachine(RuleBasedStateMachine):
             return
         body = self._ok(response, 200)
         assert (body["status"], body["amount"]) == ("released", money(hold.amount))
+        self._expire_agent_lapsed(hold.agent)
         hold.status = "released"
         self._count(hold.agent, "release")
 
@@ -386,7 +407,7 @@ class HoldsMachine(RuleBasedStateMachine):
                 if h.agent == agent and h.status == "open" and h.expires_at <= self.now
             ]
             swept = self.client.blocking_portal.call(
-                pool.fetchval, "SELECT ledger_sweep_agent($1, $2)", agent_id, self.now
+                pool.fetchval, "SELECT ledger.sweep_agent($1, $2)", agent_id, self.now
             )
             assert swept == len(lapsed)
             for hold in lapsed:

@@ -62,10 +62,12 @@ async def test_a_key_expiring_at_the_end_of_time_is_422(fleet: Fleet) -> None:
     assert response.status_code == 422
 
 
-async def test_a_token_priced_amount_cannot_exceed_the_per_charge_maximum(
+async def test_absurd_priced_amounts_are_refused_before_a_counter_overflows(
     fleet: Fleet, db: asyncpg.Connection
 ) -> None:
-    """Absurd prices times absurd token counts are refused before they can overflow counters."""
+    """The highest price times the most tokens is 2 billion units a request: it fits a counter,
+    so it is accepted, until the next one would take the agent's spent past what a bigint of
+    nano-units holds. That one is 422 amount-out-of-range and writes nothing."""
     agent = await spender(fleet)
     model = f"absurd-{agent.agent_id[-6:].lower()}"
     price = {"input_per_mtok": "1000000", "output_per_mtok": "1000000"}
@@ -73,10 +75,14 @@ async def test_a_token_priced_amount_cannot_exceed_the_per_charge_maximum(
         await fleet.client.put(f"/v1/prices/{model}", json=price, headers=fleet.admin)
     ).status_code == 200
     body = {"model": model, "input_tokens": 1_000_000_000, "output_tokens": 1_000_000_000}
-    for path in ("/v1/charges", "/v1/holds"):
-        response = await fleet.client.post(path, json=body, headers=agent.headers)
-        assert (response.status_code, response.json()["code"]) == (422, "validation-error")
-    assert await entries_of(db, agent.agent_id) == []
+    for _ in range(4):  # 4 x 2e18 nano-units = 8e18 < 2^63 - 1
+        response = await fleet.client.post("/v1/charges", json=body, headers=agent.headers)
+        assert response.status_code == 201, response.text
+        assert response.json()["amount"] == "2000000000"
+    before = await entries_of(db, agent.agent_id)
+    response = await fleet.client.post("/v1/charges", json=body, headers=agent.headers)
+    assert (response.status_code, response.json()["code"]) == (422, "amount-out-of-range")
+    assert await entries_of(db, agent.agent_id) == before
 
 
 async def test_an_agent_with_open_holds_cannot_change_team(fleet: Fleet) -> None:

@@ -137,6 +137,8 @@ async def test_verify_command_and_endpoint_report_the_same(
         "ok": True,
         "entries_checked": 3,
         "agents_checked": 1,
+        "teams_checked": 0,  # one agent's check leaves teams and the audit log out
+        "audit_events_checked": 0,
         "mismatches": [],
     }
     target = await db.fetchval(

@@ -10,10 +10,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent_ledger.errors import InvalidInput
-from agent_ledger.money import MAX_AMOUNT, NANOS_PER_UNIT, format_amount, parse_amount
+from agent_ledger.errors import AmountOutOfRange, InvalidInput
+from agent_ledger.money import MAX_NANOS, NANOS_PER_UNIT, format_amount, parse_amount
+from agent_ledger.prices.service import MAX_PRICE_PER_MTOK
 
-nanos = st.integers(min_value=1, max_value=MAX_AMOUNT)
+nanos = st.integers(min_value=1, max_value=MAX_NANOS)
+MAX_TOKENS = 1_000_000_000  # the most tokens of one kind a request may carry
 
 
 @given(nanos)
@@ -56,7 +58,6 @@ def test_the_smallest_token_price_is_exact() -> None:
         ".5",
         "",
         "NaN",
-        "1000000.000000001",
         "\u0661",
         "1\n",
         "\uff11",
@@ -69,6 +70,15 @@ def test_inexact_or_out_of_range_amounts_are_refused(text: str) -> None:
         parse_amount(text)
 
 
+@pytest.mark.parametrize("text", ["9223372036.854775808", "-9223372036.854775808", "1" * 16])
+def test_amounts_beyond_a_counter_are_out_of_range(text: str) -> None:
+    """Past a bigint of nano-units an amount cannot be stored: 422 amount-out-of-range, the
+    code of every request that would push a counter past what the ledger can record."""
+    with pytest.raises(AmountOutOfRange):
+        parse_amount(text, allow_negative=True)
+    assert parse_amount("9223372036.854775807") == MAX_NANOS
+
+
 def test_negative_amounts_only_where_allowed() -> None:
     """Adjustments may be negative; charges may not."""
     assert parse_amount("-0.5", allow_negative=True) == -500_000_000
@@ -76,41 +86,47 @@ def test_negative_amounts_only_where_allowed() -> None:
 
 
 def _reference_price(tokens_in: int, tokens_out: int, price_in: int, price_out: int) -> int:
-    """Nano-units, computed with Decimal: the exact cost rounded up to a whole nano-unit."""
-    exact = (Decimal(tokens_in) * price_in + Decimal(tokens_out) * price_out) / 1_000_000
-    return int(exact.to_integral_value(rounding="ROUND_CEILING"))
+    """Nano-units in exact integer arithmetic: the cost rounded up to a whole nano-unit."""
+    return -(-(tokens_in * price_in + tokens_out * price_out) // 1_000_000)
 
 
-@settings(max_examples=60, deadline=None)
-@given(
-    st.lists(
-        st.tuples(
-            st.integers(0, 1_000_000_000),
-            st.integers(0, 1_000_000_000),
-            st.integers(0, 1_000 * NANOS_PER_UNIT),
-            st.integers(0, 1_000 * NANOS_PER_UNIT),
-        ),
-        min_size=1,
-        max_size=20,
-    )
+async def _database_costs(database_url: str, cases: list) -> list[int]:
+    conn = await asyncpg.connect(database_url)
+    try:
+        rows = await conn.fetch(
+            """
+            SELECT ledger.token_cost(tin, tout, pin, pout) AS cost
+            FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::bigint[])
+                 WITH ORDINALITY AS c (tin, tout, pin, pout, n)
+            ORDER BY n
+            """,
+            *map(list, zip(*cases, strict=True)),
+        )
+        return [int(r["cost"]) for r in rows]
+    finally:
+        await conn.close()
+
+
+def test_a_cost_past_sixteen_digits_still_rounds_up(database_url: str) -> None:
+    """12.345678901 per million input tokens times 810,023,949 tokens is exactly
+    10000295576474000049 / 10^6 nano-units, so the charge is ...475; numeric division would
+    keep ~16 significant digits and charge ...474."""
+    case = (810_023_949, 0, 12_345_678_901, 0)
+    assert _reference_price(*case) == 10_000_295_576_475
+    assert asyncio.run(_database_costs(database_url, [case])) == [10_000_295_576_475]
+
+
+tokens = st.one_of(st.integers(0, MAX_TOKENS), st.sampled_from([0, 1, 999_999, MAX_TOKENS]))
+prices = st.one_of(
+    st.integers(0, MAX_PRICE_PER_MTOK), st.sampled_from([0, 1, 999_999, MAX_PRICE_PER_MTOK])
 )
-def test_database_pricing_matches_decimal_reference(database_url: str, cases: list) -> None:
-    """ledger_price() in SQL is exact and rounds a fraction of a nano-unit up."""
 
-    async def price_all() -> list[int]:
-        conn = await asyncpg.connect(database_url)
-        try:
-            rows = await conn.fetch(
-                """
-                SELECT ledger_price(ROW('m', 'USD', pin, pout, now())::prices, tin, tout) AS cost
-                FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::bigint[])
-                     WITH ORDINALITY AS c (tin, tout, pin, pout, n)
-                ORDER BY n
-                """,
-                *map(list, zip(*cases, strict=True)),
-            )
-            return [r["cost"] for r in rows]
-        finally:
-            await conn.close()
 
-    assert asyncio.run(price_all()) == [_reference_price(*case) for case in cases]
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.tuples(tokens, tokens, prices, prices), min_size=1, max_size=50))
+def test_database_pricing_matches_exact_arithmetic(database_url: str, cases: list) -> None:
+    """ledger.token_cost() equals exact integer ceiling division for every token count and
+    price a request and a price list may carry."""
+    assert asyncio.run(_database_costs(database_url, cases)) == [
+        _reference_price(*case) for case in cases
+    ]

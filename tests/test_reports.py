@@ -363,6 +363,8 @@ async def test_share_is_zero_when_nothing_was_spent_overall(books: Books) -> Non
     payer = await books.fleet.agent("payer", team_id=team["id"])
     refunded = await books.fleet.agent("refunded", team_id=team["id"])
     await books.charge(payer, at("2045-02-02T02:00:00"), amount="0.25")
+    # spent in January, refunded in February: the February report nets below zero
+    await books.charge(refunded, at("2045-01-20T00:00:00"), amount="1")
     await books.adjust(refunded, at("2045-02-02T03:00:00"), "-1")
     report = await books.get(
         "/v1/reports/top-spenders",

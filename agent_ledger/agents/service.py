@@ -8,6 +8,7 @@ import msgspec
 from agent_ledger.agents import queries
 from agent_ledger.agents.schemas import Agent, AgentCreate, AgentPage, AgentUpdate
 from agent_ledger.audit.recorder import AuditContext, record_event
+from agent_ledger.db import from_row
 from agent_ledger.errors import Conflict, InvalidInput, NotFound
 from agent_ledger.ids import new_id
 from agent_ledger.keyset import read_page
@@ -18,14 +19,7 @@ MAX_METADATA_BYTES = 4096
 
 
 def _agent(row: asyncpg.Record) -> Agent:
-    return Agent(
-        id=row["id"],
-        name=row["name"],
-        team_id=row["team_id"],
-        status=row["status"],
-        metadata=row["metadata"],
-        created_at=row["created_at"],
-    )
+    return from_row(row, Agent)
 
 
 def check_metadata_size(metadata: dict) -> None:

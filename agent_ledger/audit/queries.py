@@ -1,4 +1,4 @@
-"""SQL owned by the audit log listing (statements assembled by agent_ledger/entries/keyset.py)."""
+"""SQL owned by the audit log listing (statements assembled by agent_ledger/keyset.py)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ EVENTS = Listing(
     table="audit_events",
     alias="a",
     columns="a.id, a.seq, a.at, a.actor_key_id, a.actor_role, a.action, a.target_type,"
-    " a.target_id, a.before, a.after, a.request_id, a.client_ip, a.xid",
+    " a.target_id, a.before, a.after, a.request_id, a.client_ip, a.chain_seq, a.prev_hash,"
+    " a.hash, a.xid",
     filters={
         "action": "a.action = ${}",
         "actor_key_id": "a.actor_key_id = ${}",

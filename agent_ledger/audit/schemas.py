@@ -23,6 +23,10 @@ class AuditEvent(msgspec.Struct, kw_only=True):
     after: Any
     request_id: str | None
     client_ip: str | None
+    # The event's link in the audit log's hash chain (docs/for-auditors.md).
+    chain_seq: int
+    prev_hash: str | None  # hex
+    hash: str  # hex
 
 
 class AuditEventFilters(msgspec.Struct, frozen=True, kw_only=True):

@@ -7,25 +7,19 @@ import msgspec
 
 from agent_ledger.audit import queries
 from agent_ledger.audit.schemas import AuditEvent, AuditEventFilters, AuditEventPage
+from agent_ledger.db import from_row
 from agent_ledger.keyset import read_page
 
 __all__ = ["list_events"]
 
 
 def _event(row: asyncpg.Record) -> AuditEvent:
-    return AuditEvent(
-        id=row["id"],
-        seq=row["seq"],
-        at=row["at"],
-        actor_key_id=row["actor_key_id"],
-        actor_role=row["actor_role"],
-        action=row["action"],
-        target_type=row["target_type"],
-        target_id=row["target_id"],
-        before=row["before"],
-        after=row["after"],
-        request_id=row["request_id"],
-        client_ip=row["client_ip"],
+    prev_hash = row["prev_hash"]
+    return from_row(
+        row,
+        AuditEvent,
+        prev_hash=prev_hash.hex() if prev_hash is not None else None,
+        hash=row["hash"].hex(),
     )
 
 

@@ -13,7 +13,7 @@ from agent_ledger.budgets.schemas import BudgetUpdate
 from agent_ledger.errors import Conflict, InvalidInput, NotFound
 from agent_ledger.ledger import render
 from agent_ledger.ledger.schemas import BudgetStatus
-from agent_ledger.money import MAX_LIMIT, parse_amount
+from agent_ledger.money import parse_amount
 
 __all__ = ["budget_status", "set_budget"]
 
@@ -23,7 +23,7 @@ _CURRENCY = re.compile(r"^[A-Z]{3}$")
 def _limit(text: str | None, field: str) -> int | None:
     if text is None:
         return None
-    return parse_amount(text, field=f"limits.{field}", allow_zero=True, maximum=MAX_LIMIT)
+    return parse_amount(text, field=f"limits.{field}", allow_zero=True)
 
 
 async def budget_status(
@@ -62,8 +62,8 @@ async def set_budget(
             raise Conflict(
                 f"This budget already has money in {row['currency']}; its currency cannot change."
             )
-        raw = await conn.fetchval(queries.SET_LIMITS, owner_id, currency, *limits, now)
-        before, after = render.budget_status(row["status"]), render.budget_status(raw)
+        raw = await conn.fetchval(queries.SET_LIMITS, owner_id, owner_type, now, currency, *limits)
+        before, after = render.budget_status(row["budget"]), render.budget_status(raw)
         await record_event(
             conn,
             ctx,

@@ -60,5 +60,7 @@ class CheckpointController(Controller):
                 conn,
                 checkpoint.heads,
                 digest or checkpoint.digest,
+                audit=checkpoint.audit,
+                checkpoint_format=checkpoint.format,
                 checkpoint_id=checkpoint.id,
             )

@@ -14,13 +14,20 @@ LOCK = "SELECT pg_advisory_xact_lock(hashtext('agent-ledger:ledger_checkpoints')
 
 LATEST_DIGEST = "SELECT digest FROM ledger_checkpoints ORDER BY seq DESC LIMIT 1"
 
-INSERT_CHECKPOINT = """
-INSERT INTO ledger_checkpoints (id, digest, agent_count, entry_count, heads, actor_key_id, source)
-VALUES ($1, $2, $3, $4, $5, $6, $7)
-RETURNING id, seq, taken_at, digest, agent_count, entry_count, heads, source
-"""
+# The staff audit log's chain head (migration 0006).
+AUDIT_HEAD = "SELECT head_hash, event_count FROM audit_chain"
 
-COLUMNS = "id, seq, taken_at, digest, agent_count, entry_count, heads, source"
+COLUMNS = (
+    "id, seq, taken_at, digest, agent_count, entry_count, heads, source, format,"
+    " audit_head_hash, audit_event_count"
+)
+
+INSERT_CHECKPOINT = f"""
+INSERT INTO ledger_checkpoints (id, digest, agent_count, entry_count, heads, actor_key_id, source,
+                                format, audit_head_hash, audit_event_count)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+RETURNING {COLUMNS}
+"""
 
 GET_CHECKPOINT = f"SELECT {COLUMNS} FROM ledger_checkpoints WHERE id = $1"
 

@@ -11,6 +11,8 @@ from agent_ledger.ledger.chain import Mismatch
 
 __all__ = [
     "FORMAT",
+    "FORMAT_V1",
+    "AuditHead",
     "Checkpoint",
     "CheckpointHead",
     "CheckpointPage",
@@ -18,7 +20,9 @@ __all__ = [
     "CheckpointSummary",
 ]
 
-FORMAT = "agent-ledger-checkpoint-v1"
+# v2 also records the staff audit log's chain head; v1 checkpoints stay verifiable.
+FORMAT = "agent-ledger-checkpoint-v2"
+FORMAT_V1 = "agent-ledger-checkpoint-v1"
 Source = Literal["schedule", "api", "cli"]
 
 
@@ -39,11 +43,17 @@ class CheckpointSummary(msgspec.Struct, kw_only=True):
     source: Source
 
 
+class AuditHead(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    event_count: int
+    head_hash: str | None  # hex; null while the audit log is empty
+
+
 class Checkpoint(CheckpointSummary, kw_only=True):
     """Self-contained: with this document alone, the chains can be checked later."""
 
     format: str = FORMAT
     heads: list[CheckpointHead]
+    audit: AuditHead | None = None
 
 
 class CheckpointPage(msgspec.Struct, kw_only=True):

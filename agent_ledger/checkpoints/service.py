@@ -1,10 +1,15 @@
 """Checkpoints: take them, publish them, and prove later that history still matches them.
 
 A checkpoint is the list of every agent's chain head (agent id, head seq, head hash, entry
-count), sorted by agent id, and a SHA-256 digest over its canonical text::
+count), sorted by agent id, and the staff audit log's chain head (event count, head hash), with a
+SHA-256 digest over its canonical text::
 
-    agent-ledger-checkpoint-v1\\n
+    agent-ledger-checkpoint-v2\\n
     <agent_id>\\t<head_seq>\\t<head_hash hex>\\t<entry_count>\\n      (one line per agent)
+    audit\\t<event_count>\\t<head_hash hex, or - when empty>\\n
+
+(v1 checkpoints, taken before the audit log was chained, have no audit line and stay
+verifiable.)
 
 Each entry's hash covers the hash before it, so a head hash stands for the whole chain up to
 it. Whoever keeps a checkpoint (or just its digest) outside the database can later check that
@@ -25,16 +30,20 @@ import asyncpg
 import msgspec
 import structlog
 
+from agent_ledger.audit.chain import verify_audit_chain
 from agent_ledger.audit.recorder import AuditContext, record_event
 from agent_ledger.checkpoints import queries
 from agent_ledger.checkpoints.schemas import (
     FORMAT,
+    FORMAT_V1,
+    AuditHead,
     Checkpoint,
     CheckpointHead,
     CheckpointPage,
     CheckpointReport,
     CheckpointSummary,
 )
+from agent_ledger.db import from_row
 from agent_ledger.errors import InvalidInput, NotFound
 from agent_ledger.ids import new_id
 from agent_ledger.ledger.chain import Mismatch, entry_digest
@@ -56,33 +65,42 @@ log = structlog.get_logger("agent_ledger.checkpoints")
 _HEX_DIGEST = re.compile(r"^(?:sha256:)?([0-9a-f]{64})$")
 
 
-def canonical_text(heads: Sequence[CheckpointHead]) -> bytes:
-    lines = [FORMAT] + [
+def canonical_text(
+    heads: Sequence[CheckpointHead], audit: AuditHead | None, checkpoint_format: str = FORMAT
+) -> bytes:
+    lines = [checkpoint_format] + [
         f"{h.agent_id}\t{h.head_seq}\t{h.head_hash}\t{h.entry_count}"
         for h in sorted(heads, key=lambda h: h.agent_id)
     ]
+    if checkpoint_format != FORMAT_V1:
+        if audit is None:
+            raise InvalidInput(f"A {checkpoint_format} checkpoint records the audit chain's head.")
+        lines.append(f"audit\t{audit.event_count}\t{audit.head_hash or '-'}")
     return ("\n".join(lines) + "\n").encode()
 
 
-def checkpoint_digest(heads: Sequence[CheckpointHead]) -> str:
-    return hashlib.sha256(canonical_text(heads)).hexdigest()
+def checkpoint_digest(
+    heads: Sequence[CheckpointHead], audit: AuditHead | None, checkpoint_format: str = FORMAT
+) -> str:
+    return hashlib.sha256(canonical_text(heads, audit, checkpoint_format)).hexdigest()
 
 
 def _summary(row: asyncpg.Record) -> CheckpointSummary:
-    return CheckpointSummary(
-        id=row["id"],
-        seq=row["seq"],
-        taken_at=row["taken_at"],
-        digest=row["digest"].hex(),
-        agent_count=row["agent_count"],
-        entry_count=row["entry_count"],
-        source=row["source"],
-    )
+    return from_row(row, CheckpointSummary, digest=row["digest"].hex())
 
 
 def _checkpoint(row: asyncpg.Record) -> Checkpoint:
     heads = msgspec.convert(row["heads"], list[CheckpointHead])
-    return Checkpoint(**msgspec.structs.asdict(_summary(row)), heads=heads)
+    audit = None
+    if row["format"] != FORMAT_V1:
+        audit_hash = row["audit_head_hash"]
+        audit = AuditHead(
+            event_count=row["audit_event_count"],
+            head_hash=audit_hash.hex() if audit_hash is not None else None,
+        )
+    return Checkpoint(
+        **msgspec.structs.asdict(_summary(row)), format=row["format"], heads=heads, audit=audit
+    )
 
 
 async def take_checkpoint(
@@ -107,7 +125,12 @@ async def take_checkpoint(
             ),
             key=lambda h: h.agent_id,
         )
-        digest = bytes.fromhex(checkpoint_digest(heads))
+        chain = await conn.fetchrow(queries.AUDIT_HEAD)
+        audit = AuditHead(
+            event_count=chain["event_count"],
+            head_hash=chain["head_hash"].hex() if chain["head_hash"] is not None else None,
+        )
+        digest = bytes.fromhex(checkpoint_digest(heads, audit))
         if only_if_changed and await conn.fetchval(queries.LATEST_DIGEST) == digest:
             return None
         row = await conn.fetchrow(
@@ -119,6 +142,9 @@ async def take_checkpoint(
             msgspec.to_builtins(heads),
             ctx.actor_key_id if ctx else None,
             source,
+            FORMAT,
+            chain["head_hash"],
+            chain["event_count"],
         )
         checkpoint = _checkpoint(row)
         if ctx is not None:
@@ -192,10 +218,13 @@ async def verify_heads(
     heads: Sequence[CheckpointHead],
     digest: str,
     *,
+    audit: AuditHead | None = None,
+    checkpoint_format: str = FORMAT,
     checkpoint_id: str | None = None,
 ) -> CheckpointReport:
-    """Check that ``heads`` hash to ``digest`` and that every chain still reaches its head."""
-    digest_ok = checkpoint_digest(heads) == digest
+    """Check that the heads hash to ``digest`` and that every chain, the audit log's included,
+    still reaches its recorded head."""
+    digest_ok = checkpoint_digest(heads, audit, checkpoint_format) == digest
     mismatches: list[Mismatch] = []
     checked = 0
     async with conn.transaction(isolation="repeatable_read", readonly=True):
@@ -204,6 +233,13 @@ async def verify_heads(
             checked += count
             if mismatch is not None:
                 mismatches.append(mismatch)
+        if audit is not None:
+            expected = bytes.fromhex(audit.head_hash) if audit.head_hash else None
+            report = await verify_audit_chain(conn, up_to=audit.event_count, expected_head=expected)
+            mismatches += [
+                Mismatch(agent_id=None, entry_id=None, event_id=event_id, reason=reason)
+                for event_id, reason in report.problems
+            ]
     return CheckpointReport(
         ok=digest_ok and not mismatches,
         checkpoint_id=checkpoint_id,
@@ -215,8 +251,9 @@ async def verify_heads(
     )
 
 
-def load_reference(reference: str) -> tuple[str, list[CheckpointHead] | None]:
-    """A digest, or a file holding one or a whole checkpoint document: (digest, heads or None).
+def load_reference(reference: str) -> tuple[str, Checkpoint | None]:
+    """A digest, or a file holding one or a whole checkpoint document: (digest, the document
+    or None).
 
     A document whose heads do not hash to its own digest is refused: the copy itself is bad.
     """
@@ -233,19 +270,21 @@ def load_reference(reference: str) -> tuple[str, list[CheckpointHead] | None]:
         raise InvalidInput(
             "Give a checkpoint digest (64 hex digits) or a checkpoint file: " + str(exc)
         ) from exc
-    if document.format != FORMAT:
+    if document.format not in (FORMAT, FORMAT_V1):
         raise InvalidInput(f"Unknown checkpoint format {document.format!r}.")
-    if checkpoint_digest(document.heads) != document.digest:
+    if checkpoint_digest(document.heads, document.audit, document.format) != document.digest:
         raise InvalidInput("The checkpoint file's heads do not hash to its digest.")
-    return document.digest, document.heads
+    return document.digest, document
 
 
 async def verify_reference(conn: asyncpg.Connection, reference: str) -> CheckpointReport:
     """Verify against a kept copy. With only a digest, the heads come from the database's
     checkpoint of that digest; if it is gone or altered, the digest no longer matches."""
-    digest, heads = load_reference(reference)
-    if heads is not None:
-        return await verify_heads(conn, heads, digest)
+    digest, document = load_reference(reference)
+    if document is not None:
+        return await verify_heads(
+            conn, document.heads, digest, audit=document.audit, checkpoint_format=document.format
+        )
     rows = await conn.fetch(queries.FIND_BY_DIGEST, bytes.fromhex(digest))
     if not rows:
         return CheckpointReport(
@@ -265,7 +304,14 @@ async def verify_reference(conn: asyncpg.Connection, reference: str) -> Checkpoi
             ],
         )
     stored = _checkpoint(rows[0])
-    return await verify_heads(conn, stored.heads, digest, checkpoint_id=stored.id)
+    return await verify_heads(
+        conn,
+        stored.heads,
+        digest,
+        audit=stored.audit,
+        checkpoint_format=stored.format,
+        checkpoint_id=stored.id,
+    )
 
 
 async def run_checkpointer(pool: asyncpg.Pool, interval_seconds: float) -> None:

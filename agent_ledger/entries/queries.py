@@ -13,8 +13,7 @@ ENTRIES = Listing(
     name="entries",
     table="ledger_entries",
     alias="e",
-    # The fields of ledger_entry_json() (0002), read as columns: building that JSON in Postgres
-    # costs about 20 us a row, most of the time of a million-row export.
+    # An entry's columns, rendered by agent_ledger/ledger/render.py like every other entry.
     columns="e.id, e.seq, e.agent_id, e.team_id, e.kind, e.amount, e.currency, e.model,"
     " e.input_tokens, e.output_tokens, e.hold_id, e.idempotency_key, e.description, e.metadata,"
     " e.key_id, e.created_at, e.prev_hash, e.hash, e.xid",

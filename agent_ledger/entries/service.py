@@ -12,13 +12,11 @@ from agent_ledger import keyset
 from agent_ledger.entries import queries
 from agent_ledger.entries.schemas import EntryFilters, EntryPage
 from agent_ledger.errors import Forbidden, InvalidInput
-from agent_ledger.ledger.schemas import LedgerEntry
-from agent_ledger.money import format_amount
+from agent_ledger.ledger import render
 from agent_ledger.principal import Principal
 from agent_ledger.timebounds import checked_time
 
 __all__ = [
-    "entry_from_row",
     "list_entries",
     "normalise_period",
     "scope_to_caller",
@@ -42,32 +40,6 @@ def scope_to_caller(principal: Principal, filters: EntryFilters) -> EntryFilters
     return msgspec.structs.replace(filters, agent_id=principal.agent_id)
 
 
-def entry_from_row(row: asyncpg.Record) -> LedgerEntry:
-    """An entry's wire form, field for field what ledger_entry_json() and render give the
-    charge answers (tests/test_entries.py compares the two)."""
-    prev_hash = row["prev_hash"]
-    return LedgerEntry(
-        id=row["id"],
-        seq=row["seq"],
-        agent_id=row["agent_id"],
-        team_id=row["team_id"],
-        kind=row["kind"],
-        amount=format_amount(row["amount"]),
-        currency=row["currency"],
-        model=row["model"],
-        input_tokens=row["input_tokens"],
-        output_tokens=row["output_tokens"],
-        hold_id=row["hold_id"],
-        idempotency_key=row["idempotency_key"],
-        description=row["description"],
-        metadata=row["metadata"],
-        key_id=row["key_id"],
-        created_at=row["created_at"],
-        prev_hash=prev_hash.hex() if prev_hash is not None else None,
-        hash=row["hash"].hex(),
-    )
-
-
 async def list_entries(
     pool: asyncpg.Pool, filters: EntryFilters, limit: int, cursor: str | None
 ) -> EntryPage:
@@ -75,4 +47,4 @@ async def list_entries(
         rows, next_cursor = await keyset.read_page(
             conn, queries.ENTRIES, msgspec.structs.asdict(filters), limit, cursor
         )
-    return EntryPage(items=[entry_from_row(r) for r in rows], next_cursor=next_cursor)
+    return EntryPage(items=[render.ledger_entry(r) for r in rows], next_cursor=next_cursor)

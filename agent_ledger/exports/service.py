@@ -22,9 +22,9 @@ import structlog
 from agent_ledger.audit.recorder import AuditContext, record_event
 from agent_ledger.entries.queries import ENTRIES
 from agent_ledger.entries.schemas import EntryFilters
-from agent_ledger.entries.service import entry_from_row
 from agent_ledger.exports.formats import encoder_for
 from agent_ledger.keyset import stream_rows
+from agent_ledger.ledger import render
 
 __all__ = ["BATCH_ROWS", "ExportTally", "export_entries"]
 
@@ -88,7 +88,7 @@ async def export_entries(
                 yield encoder.header()
                 batch = []
                 async for row in stream_rows(conn, ENTRIES, values, prefetch=BATCH_ROWS):
-                    batch.append(entry_from_row(row))
+                    batch.append(render.ledger_entry(row))
                     if len(batch) == BATCH_ROWS:
                         rows += len(batch)
                         yield encoder.encode(batch)

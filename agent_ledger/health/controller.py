@@ -8,7 +8,7 @@ import msgspec
 from litestar import Controller, Request, Response, get
 from litestar.response import Redirect
 
-from agent_ledger.migrate import current_revision
+from agent_ledger.migrate import applied_functions_digest, current_revision
 
 __all__ = ["HealthController"]
 
@@ -42,11 +42,13 @@ class HealthController(Controller):
         try:
             async with state.pool.acquire(timeout=2) as conn:
                 revision = await current_revision(conn)
+                functions = await applied_functions_digest(conn)
         except Exception:  # any failure to reach the database means "not ready", not a 500
             return Response(
                 Readiness("unavailable", "unreachable", None, expected), status_code=503
             )
-        if revision != expected:
+        # The ledger's functions are applied after the migrations: both make "migrated".
+        if revision != expected or functions != state.functions_digest:
             return Response(
                 Readiness("unavailable", "not-migrated", revision, expected), status_code=503
             )

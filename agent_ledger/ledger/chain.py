@@ -1,9 +1,12 @@
-"""Independent verification of the ledger's hash chains and counters.
+"""Independent verification of the ledger: hash chains, every counter, rollups, audit log.
 
-The database computes each entry's hash when it appends it (ledger_entry_digest in migration
-0002). This module recomputes every hash in Python from the stored fields, so a verifier does
-not have to trust the database's own functions, and checks that each agent's chain links up,
-ends at the head recorded on its balance row, and adds up to its counters.
+The database computes each entry's hash when it appends it (``ledger.entry_digest``,
+agent_ledger/ledger/sql/10_chain.sql). This module recomputes every hash in Python from the
+stored fields, so a verifier does not have to trust the database's own functions, and checks
+that each agent's chain links up and ends at the head recorded on its balance row; that every
+counter that enforces a limit (spent in each window and held, for agents and teams) equals its
+replay from the entries (agent_ledger/ledger/counters.py); that the report rollups equal the
+ledger; and that the staff audit log's own chain is intact (agent_ledger/audit/chain.py).
 """
 
 from __future__ import annotations
@@ -15,12 +18,18 @@ from typing import Any
 import asyncpg
 import msgspec
 
+from agent_ledger.audit.chain import verify_audit_chain
+from agent_ledger.ledger.counters import (
+    SPENT_KINDS,
+    Windows,
+    counter_mismatches,
+    team_counter_mismatches,
+)
 from agent_ledger.reports.service import rollup_mismatches
 
 __all__ = ["Mismatch", "VerifyReport", "entry_digest", "verify_ledger"]
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_SPENT_KINDS = frozenset({"charge", "capture", "adjustment"})
 _RESOLUTION_KINDS = frozenset({"capture", "release", "expire"})
 
 ENTRIES = """
@@ -33,22 +42,30 @@ ORDER BY agent_id, seq
 """
 
 AGENT_BALANCES = """
-SELECT owner_id, head_hash, entry_count, spent_total, held
+SELECT owner_id, head_hash, entry_count, spent_total, spent_month, month_start, spent_day,
+       day_start, held
 FROM balances
 WHERE owner_type = 'agent' AND ($1::text IS NULL OR owner_id = $1)
 """
 
 
-class Mismatch(msgspec.Struct, kw_only=True):
-    agent_id: str
+class Mismatch(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """One finding. ``agent_id`` names the agent (null for a team's or the audit log's);
+    ``team_id`` a team's counters; ``event_id`` an audit event."""
+
+    agent_id: str | None
     entry_id: str | None
     reason: str
+    team_id: str | None = None
+    event_id: str | None = None
 
 
 class VerifyReport(msgspec.Struct, kw_only=True):
     ok: bool
     entries_checked: int
     agents_checked: int
+    teams_checked: int
+    audit_events_checked: int
     mismatches: list[Mismatch]
 
 
@@ -96,7 +113,7 @@ class _AgentChain:
         self.prev_hash: bytes | None = None
         self.last_entry_id: str | None = None
         self.count = 0
-        self.spent = 0
+        self.windows = Windows()
         self.open_holds: dict[str, int] = {}
         self.broken: Mismatch | None = None
 
@@ -109,8 +126,8 @@ class _AgentChain:
                 self.broken = self._mismatch(row, "hash does not match the entry's contents")
         self.prev_hash = row["hash"]
         self.last_entry_id = row["id"]
-        if row["kind"] in _SPENT_KINDS:
-            self.spent += row["amount"]
+        if row["kind"] in SPENT_KINDS:
+            self.windows.add(row["amount"], row["created_at"])
         if row["kind"] == "hold":
             self.open_holds[row["hold_id"]] = row["amount"]
         elif row["kind"] in _RESOLUTION_KINDS:
@@ -135,31 +152,26 @@ class _AgentChain:
                 reason="the chain does not end at the head recorded on the balance "
                 "(entries were removed or added outside the ledger)",
             )
-        if balance["spent_total"] != self.spent:
+        counters = counter_mismatches("agent", balance, self.windows, sum(self.open_holds.values()))
+        if counters:
             return Mismatch(
-                agent_id=self.agent_id,
-                entry_id=self.last_entry_id,
-                reason="spent_total does not equal the sum of the spending entries",
-            )
-        if balance["held"] != sum(self.open_holds.values()):
-            return Mismatch(
-                agent_id=self.agent_id,
-                entry_id=self.last_entry_id,
-                reason="held does not equal the sum of the open holds",
+                agent_id=self.agent_id, entry_id=self.last_entry_id, reason="; ".join(counters)
             )
         return None
 
 
 async def verify_ledger(conn: asyncpg.Connection, agent_id: str | None = None) -> VerifyReport:
-    """Walk every chain (or one agent's), streaming entries from a server-side cursor.
+    """Walk every chain (or one agent's), streaming entries from a server-side cursor; without
+    ``agent_id``, also every team's counters and the audit log's chain.
 
-    Balances and entries are read from one snapshot, so charges landing meanwhile cannot make
-    an intact ledger look broken.
+    Everything is read from one snapshot, so charges landing meanwhile cannot make an intact
+    ledger look broken.
     """
     mismatches: list[Mismatch] = []
     checked = 0
     seen: set[str] = set()
     chain: _AgentChain | None = None
+    teams_checked, team_findings, audit = 0, [], None
     async with conn.transaction(isolation="repeatable_read", readonly=True):
         balances = {r["owner_id"]: r for r in await conn.fetch(AGENT_BALANCES, agent_id)}
         async for row in conn.cursor(ENTRIES, agent_id, prefetch=2000):
@@ -172,6 +184,9 @@ async def verify_ledger(conn: asyncpg.Connection, agent_id: str | None = None) -
             chain.add(row)
         # The hourly and daily report rollups must equal the ledger they summarise.
         rollups = await rollup_mismatches(conn, agent_id)
+        if agent_id is None:
+            teams_checked, team_findings = await team_counter_mismatches(conn)
+            audit = await verify_audit_chain(conn)
     if chain is not None and (m := chain.finish(balances.get(chain.agent_id))):
         mismatches.append(m)
     # One finding per agent: a broken chain explains its rollups too, so report the root cause.
@@ -183,17 +198,28 @@ async def verify_ledger(conn: asyncpg.Connection, agent_id: str | None = None) -
                 Mismatch(agent_id=rollup.agent_id, entry_id=None, reason=rollup.reason)
             )
     for owner_id, balance in balances.items():
-        if owner_id not in seen and (balance["head_hash"] is not None or balance["entry_count"]):
-            mismatches.append(
-                Mismatch(
-                    agent_id=owner_id,
-                    entry_id=None,
-                    reason="the balance records entries but none exist",
-                )
-            )
+        if owner_id in seen:
+            continue
+        if balance["head_hash"] is not None or balance["entry_count"]:
+            reasons = ["the balance records entries but none exist"]
+        else:
+            reasons = counter_mismatches("agent", balance, Windows(), 0)
+        if reasons:
+            mismatches.append(Mismatch(agent_id=owner_id, entry_id=None, reason="; ".join(reasons)))
+    mismatches += [
+        Mismatch(agent_id=None, entry_id=None, team_id=team_id, reason=reason)
+        for team_id, reason in team_findings
+    ]
+    if audit is not None:
+        mismatches += [
+            Mismatch(agent_id=None, entry_id=None, event_id=event_id, reason=reason)
+            for event_id, reason in audit.problems
+        ]
     return VerifyReport(
         ok=not mismatches,
         entries_checked=checked,
         agents_checked=len(balances),
+        teams_checked=teams_checked,
+        audit_events_checked=audit.events_checked if audit is not None else 0,
         mismatches=mismatches,
     )

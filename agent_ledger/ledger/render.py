@@ -1,7 +1,15 @@
-"""From the ledger functions' raw JSON answers (integer nano-units) to wire shapes."""
+"""From the ledger's rows (integer nano-units, raw hashes) to wire shapes (decimal strings, hex).
+
+The one place that knows how an entry, a hold, a budget status and a refusal look on the wire:
+charge answers, listings and exports all come through here, so they cannot drift apart. The
+database hands over typed rows (asyncpg decodes them from the binary protocol), and each is
+encoded once, by Litestar's msgspec encoder.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 
 import msgspec
@@ -22,52 +30,73 @@ __all__ = ["budget_status", "hold", "ledger_entry", "raise_refusal"]
 _MONEY_MEMBERS = ("limit", "spent", "held", "requested")
 
 
-def _windows(raw: dict[str, int | None]) -> WindowAmounts:
-    return WindowAmounts(
-        total=format_optional(raw["total"]),
-        month=format_optional(raw["month"]),
-        day=format_optional(raw["day"]),
-    )
+def _remaining(limit: int | None, spent: int, held: int) -> str | None:
+    return None if limit is None else format_amount(max(limit - spent - held, 0))
 
 
-def budget_status(raw: dict[str, Any]) -> BudgetStatus:
-    limits = raw["limits"]
+def budget_status(b: Mapping[str, Any]) -> BudgetStatus:
+    """A ``budget_snapshot`` row: limits, spent per window and live held."""
+    held = b["held"]
     return BudgetStatus(
-        currency=raw["currency"],
+        currency=b["currency"],
         limits=BudgetLimits(
-            total=format_optional(limits["total"]),
-            month=format_optional(limits["month"]),
-            day=format_optional(limits["day"]),
-            per_charge=format_optional(limits["per_charge"]),
+            total=format_optional(b["limit_total"]),
+            month=format_optional(b["limit_month"]),
+            day=format_optional(b["limit_day"]),
+            per_charge=format_optional(b["limit_per_charge"]),
         ),
-        spent=_windows(raw["spent"]),
-        held=format_amount(raw["held"]),
-        remaining=_windows(raw["remaining"]),
+        spent=WindowAmounts(
+            total=format_amount(b["spent_total"]),
+            month=format_amount(b["spent_month"]),
+            day=format_amount(b["spent_day"]),
+        ),
+        held=format_amount(held),
+        remaining=WindowAmounts(
+            total=_remaining(b["limit_total"], b["spent_total"], held),
+            month=_remaining(b["limit_month"], b["spent_month"], held),
+            day=_remaining(b["limit_day"], b["spent_day"], held),
+        ),
     )
 
 
-def ledger_entry(raw: dict[str, Any], cls: type[LedgerEntry] = LedgerEntry, **extra: Any):
-    return msgspec.convert({**raw, "amount": format_amount(raw["amount"]), **extra}, cls)
+def _hex(value: bytes | None) -> str | None:
+    return None if value is None else value.hex()
 
 
-def hold(raw: dict[str, Any], cls: type[Hold] = Hold, **extra: Any):
-    fields = {
-        **raw,
-        "amount": format_amount(raw["amount"]),
-        "captured_amount": format_optional(raw["captured_amount"]),
-        **extra,
+def ledger_entry(row: Mapping[str, Any], cls: type[LedgerEntry] = LedgerEntry, **extra: Any):
+    """A ``ledger_entries`` row (or a listing row with its columns) as ``cls``; columns the
+    wire shape does not have (``xid``) are left out by msgspec."""
+    fields = dict(row) | {
+        "amount": format_amount(row["amount"]),
+        "prev_hash": _hex(row["prev_hash"]),
+        "hash": row["hash"].hex(),
     }
-    return msgspec.convert(fields, cls)
+    return msgspec.convert(fields | extra, cls)
 
 
-def raise_refusal(answer: dict[str, Any]) -> None:
-    """Raise the refusal in a ledger answer; return quietly when the answer is a success."""
-    problem = answer.get("problem")
+def hold(
+    row: Mapping[str, Any], cls: type[Hold] = Hold, *, now: datetime | None = None, **extra: Any
+):
+    """A ``holds`` row as ``cls``. Given ``now``, an open hold whose time is up shows as
+    expired: it stopped counting then, whether or not its expire entry is written yet."""
+    status = row["status"]
+    if now is not None and status == "open" and row["expires_at"] <= now:
+        status = "expired"
+    fields = dict(row) | {
+        "status": status,
+        "amount": format_amount(row["amount"]),
+        "captured_amount": format_optional(row["captured_amount"]),
+    }
+    return msgspec.convert(fields | extra, cls)
+
+
+def raise_refusal(problem: Mapping[str, Any] | None, *, replayed: bool) -> None:
+    """Raise the refusal a ledger function answered with; return quietly when there is none."""
     if problem is None:
         return
     members = dict(problem)
-    code, detail = members.pop("code"), members.pop("detail")
+    status, code, detail = members.pop("status"), members.pop("code"), members.pop("detail")
     for name in _MONEY_MEMBERS:
         if name in members:
             members[name] = format_optional(members[name])
-    raise Refusal(answer["status"], code, detail, replayed=bool(answer.get("replayed")), **members)
+    raise Refusal(status, code, detail, replayed=replayed, **members)

@@ -1,15 +1,13 @@
 """Rules of spending: who may spend for whom, what a request means, how answers come back.
 
-The money decision itself is made inside Postgres (see
-agent_ledger/migrations/versions/0002_ledger.py); this module validates and normalises the
-request, calls one function, and renders its answer.
+The money decision itself is made inside Postgres; agent_ledger/ledger/decisions.py is the
+door to it. This module validates and normalises the request, passes it through that door, and
+renders the outcome (agent_ledger/ledger/render.py).
 """
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
-import random
 import re
 from datetime import datetime
 from typing import Any
@@ -20,7 +18,8 @@ import msgspec
 from agent_ledger.agents.service import check_metadata_size
 from agent_ledger.audit.recorder import AuditContext, record_event
 from agent_ledger.errors import BadRequest, Forbidden, InvalidInput, NotFound
-from agent_ledger.ledger import queries, render
+from agent_ledger.ledger import decisions, queries, render
+from agent_ledger.ledger.decisions import Decision
 from agent_ledger.ledger.schemas import (
     AdjustmentRequest,
     CaptureRequest,
@@ -32,7 +31,7 @@ from agent_ledger.ledger.schemas import (
     HoldResolved,
     SpendResult,
 )
-from agent_ledger.money import format_amount, parse_amount
+from agent_ledger.money import parse_amount
 from agent_ledger.pagination import decode_cursor, encode_cursor
 from agent_ledger.principal import Principal
 
@@ -45,36 +44,13 @@ __all__ = [
     "get_hold",
     "list_open_holds",
     "release_hold",
+    "spending_agent",
     "validate_idempotency_key",
 ]
 
 _IDEMPOTENCY_KEY = re.compile(r"^[\x20-\x7e]{1,255}$")
 _CURRENCY = re.compile(r"^[A-Z]{3}$")
 _hash_encoder = msgspec.json.Encoder(order="sorted")
-
-
-# A money decision is one statement: if Postgres aborts it for a deadlock or a serialization
-# failure, nothing of it was committed, so running it again is safe (and idempotent by key).
-_RETRYABLE = (asyncpg.DeadlockDetectedError, asyncpg.SerializationError)
-_ATTEMPTS = 5
-
-
-async def _retrying(work: Any, pool: asyncpg.Pool) -> Any:
-    """Run ``work(conn)`` (one transaction), again after a deadlock or serialization abort."""
-    for attempt in range(1, _ATTEMPTS + 1):
-        try:
-            async with pool.acquire() as conn:
-                return await work(conn)
-        except _RETRYABLE:
-            if attempt == _ATTEMPTS:
-                raise
-            await asyncio.sleep(random.uniform(0, 0.005 * 2**attempt))  # noqa: S311
-    raise AssertionError("unreachable")
-
-
-async def decide(pool: asyncpg.Pool, query: str, *args: Any) -> Any:
-    """Run one ledger function call, retrying the transient aborts Postgres may answer with."""
-    return await _retrying(lambda conn: conn.fetchval(query, *args), pool)
 
 
 class Outcome(msgspec.Struct, frozen=True):
@@ -138,55 +114,23 @@ def _check_currency(currency: str | None) -> None:
         raise InvalidInput("currency must be a three-letter ISO 4217 code such as USD.")
 
 
-def _answer(raw: dict[str, Any]) -> dict[str, Any]:
-    render.raise_refusal(raw)
-    return raw
+def _spend_result(decision: Decision) -> SpendResult:
+    """A charge, capture or adjustment answer: the entry, the budget after it, its hold."""
+    render.raise_refusal(decision.problem, replayed=decision.replayed)
+    extra: dict[str, Any] = {"budget": render.budget_status(decision.budget)}
+    if decision.hold is not None:
+        extra["hold"] = render.hold(decision.hold)
+    return render.ledger_entry(decision.entry, SpendResult, **extra)
 
 
-def _spend_result(raw: dict[str, Any]) -> SpendResult:
-    extra: dict[str, Any] = {"budget": render.budget_status(raw["budget"])}
-    if raw.get("hold") is not None:
-        extra["hold"] = render.hold(raw["hold"])
-    return render.ledger_entry(raw["entry"], SpendResult, **extra)
-
-
-async def _spend(
-    pool: asyncpg.Pool,
-    kind: str,
-    agent_id: str,
-    priced: _Priced,
-    *,
-    currency: str | None,
-    description: str | None,
-    metadata: dict[str, Any] | None,
-    key_id: str,
-    idempotency_key: str | None,
-    request_hash: bytes,
-    ttl_seconds: int | None,
-    now: datetime | None,
-) -> dict[str, Any]:
-    _check_currency(currency)
-    if metadata is not None:
-        check_metadata_size(metadata)
-    raw = await decide(
-        pool,
-        queries.SPEND,
-        kind,
-        agent_id,
-        priced.amount,
-        currency,
-        priced.model,
-        priced.input_tokens,
-        priced.output_tokens,
-        description,
-        metadata,
-        key_id,
-        idempotency_key,
-        request_hash,
-        ttl_seconds,
-        now,
+def _hold_answer(decision: Decision, cls: type[Hold]) -> Any:
+    render.raise_refusal(decision.problem, replayed=decision.replayed)
+    return render.hold(
+        decision.hold,
+        cls,
+        budget=render.budget_status(decision.budget),
+        entry_id=decision.entry["id"],
     )
-    return _answer(raw)
 
 
 async def _spend_as_asked(
@@ -198,23 +142,33 @@ async def _spend_as_asked(
     ttl_seconds: int | None,
     idempotency_key: str | None,
     now: datetime | None,
-) -> dict[str, Any]:
+) -> Decision:
     """A charge or a hold, for the agent the caller may spend for, priced as asked."""
     agent_id = spending_agent(principal, data.agent_id)
     priced = _priced(data.amount, data.model, data.input_tokens, data.output_tokens)
-    return await _spend(
+    _check_currency(data.currency)
+    if data.metadata is not None:
+        check_metadata_size(data.metadata)
+    request_hash = _request_hash(kind, agent_id, msgspec.to_builtins(data))
+    return await decisions.decide(
         pool,
-        kind,
-        agent_id,
-        priced,
-        currency=data.currency,
-        description=data.description,
-        metadata=data.metadata,
-        key_id=principal.key_id,
-        idempotency_key=idempotency_key,
-        request_hash=_request_hash(kind, agent_id, msgspec.to_builtins(data)),
-        ttl_seconds=ttl_seconds,
-        now=now,
+        lambda conn: decisions.spend(
+            conn,
+            kind=kind,
+            agent_id=agent_id,
+            amount=priced.amount,
+            currency=data.currency,
+            model=priced.model,
+            input_tokens=priced.input_tokens,
+            output_tokens=priced.output_tokens,
+            description=data.description,
+            metadata=data.metadata,
+            key_id=principal.key_id,
+            idempotency_key=idempotency_key,
+            request_hash=request_hash,
+            ttl_seconds=ttl_seconds,
+            at=now,
+        ),
     )
 
 
@@ -226,11 +180,26 @@ async def charge(
     idempotency_key: str | None,
     now: datetime | None = None,
 ) -> Outcome:
-    raw = await _spend_as_asked(
+    decision = await _spend_as_asked(
         pool, principal, "charge", data,
         ttl_seconds=None, idempotency_key=idempotency_key, now=now,
     )  # fmt: skip
-    return Outcome(raw["status"], _spend_result(raw), bool(raw.get("replayed")))
+    return Outcome(decision.status, _spend_result(decision), decision.replayed)
+
+
+async def create_hold(
+    pool: asyncpg.Pool,
+    principal: Principal,
+    data: HoldRequest,
+    *,
+    idempotency_key: str | None,
+    now: datetime | None = None,
+) -> Outcome:
+    decision = await _spend_as_asked(
+        pool, principal, "hold", data,
+        ttl_seconds=data.ttl_seconds, idempotency_key=idempotency_key, now=now,
+    )  # fmt: skip
+    return Outcome(decision.status, _hold_answer(decision, HoldCreated), decision.replayed)
 
 
 async def adjust(
@@ -246,49 +215,40 @@ async def adjust(
     amount = parse_amount(data.amount, allow_negative=True)
     _check_currency(data.currency)
     request_hash = _request_hash("adjustment", msgspec.to_builtins(data))
-    args = (
-        "adjustment", data.agent_id, amount, data.currency, None, None, None, data.reason,
-        None, principal.key_id, idempotency_key, request_hash, None, now,
-    )  # fmt: skip
-    raw = await _retrying(lambda conn: _adjust_and_audit(conn, ctx, data.agent_id, args), pool)
-    _answer(raw)
-    return Outcome(raw["status"], _spend_result(raw), bool(raw.get("replayed")))
 
+    async def adjust_and_audit(conn: asyncpg.Connection) -> tuple[Decision, SpendResult | None]:
+        # One transaction: the entry and its audit event commit together or not at all.
+        async with conn.transaction():
+            decision = await decisions.spend(
+                conn,
+                kind="adjustment",
+                agent_id=data.agent_id,
+                amount=amount,
+                currency=data.currency,
+                model=None,
+                input_tokens=None,
+                output_tokens=None,
+                description=data.reason,
+                metadata=None,
+                key_id=principal.key_id,
+                idempotency_key=idempotency_key,
+                request_hash=request_hash,
+                ttl_seconds=None,
+                at=now,
+            )
+            if decision.problem is not None:
+                return decision, None
+            result = _spend_result(decision)
+            if not decision.replayed:
+                await record_event(
+                    conn, ctx, "adjustment.created", target_type="agent",
+                    target_id=data.agent_id, after=render.ledger_entry(decision.entry),
+                )  # fmt: skip
+            return decision, result
 
-async def _adjust_and_audit(
-    conn: asyncpg.Connection, ctx: AuditContext, agent_id: str, args: tuple
-) -> dict[str, Any]:
-    """The adjustment and its audit event, in one transaction."""
-    async with conn.transaction():
-        raw = await conn.fetchval(queries.SPEND, *args)
-        if raw.get("problem") is None and not raw.get("replayed"):
-            entry = raw["entry"] | {"amount": format_amount(raw["entry"]["amount"])}
-            await record_event(
-                conn, ctx, "adjustment.created", target_type="agent", target_id=agent_id,
-                after=entry,
-            )  # fmt: skip
-    return raw
-
-
-async def create_hold(
-    pool: asyncpg.Pool,
-    principal: Principal,
-    data: HoldRequest,
-    *,
-    idempotency_key: str | None,
-    now: datetime | None = None,
-) -> Outcome:
-    raw = await _spend_as_asked(
-        pool, principal, "hold", data,
-        ttl_seconds=data.ttl_seconds, idempotency_key=idempotency_key, now=now,
-    )  # fmt: skip
-    body = render.hold(
-        raw["hold"],
-        HoldCreated,
-        budget=render.budget_status(raw["budget"]),
-        entry_id=raw["entry"]["id"],
-    )
-    return Outcome(raw["status"], body, bool(raw.get("replayed")))
+    decision, result = await decisions.decide(pool, adjust_and_audit)
+    render.raise_refusal(decision.problem, replayed=decision.replayed)
+    return Outcome(decision.status, result, decision.replayed)
 
 
 def _caller_agent(principal: Principal) -> str | None:
@@ -309,60 +269,57 @@ async def capture_hold(
         data.amount, data.model, data.input_tokens, data.output_tokens, amount_required=False
     )
     request_hash = _request_hash("capture", hold_id, msgspec.to_builtins(data))
-    raw = await decide(
+    decision = await decisions.decide(
         pool,
-        queries.RESOLVE_HOLD,
-        "capture",
-        hold_id,
-        _caller_agent(principal),
-        priced.amount,
-        priced.model,
-        priced.input_tokens,
-        priced.output_tokens,
-        principal.key_id,
-        idempotency_key,
-        request_hash,
-        now,
+        lambda conn: decisions.resolve_hold(
+            conn,
+            action="capture",
+            hold_id=hold_id,
+            caller_agent_id=_caller_agent(principal),
+            amount=priced.amount,
+            model=priced.model,
+            input_tokens=priced.input_tokens,
+            output_tokens=priced.output_tokens,
+            key_id=principal.key_id,
+            idempotency_key=idempotency_key,
+            request_hash=request_hash,
+            at=now,
+        ),
     )
-    raw = _answer(raw)
-    return Outcome(raw["status"], _spend_result(raw), bool(raw.get("replayed")))
+    return Outcome(decision.status, _spend_result(decision), decision.replayed)
 
 
 async def release_hold(
     pool: asyncpg.Pool, principal: Principal, hold_id: str, *, now: datetime | None = None
 ) -> HoldResolved:
-    raw = await decide(
+    decision = await decisions.decide(
         pool,
-        queries.RESOLVE_HOLD,
-        "release",
-        hold_id,
-        _caller_agent(principal),
-        None,
-        None,
-        None,
-        None,
-        principal.key_id,
-        None,
-        None,
-        now,
+        lambda conn: decisions.resolve_hold(
+            conn,
+            action="release",
+            hold_id=hold_id,
+            caller_agent_id=_caller_agent(principal),
+            amount=None,
+            model=None,
+            input_tokens=None,
+            output_tokens=None,
+            key_id=principal.key_id,
+            idempotency_key=None,
+            request_hash=None,
+            at=now,
+        ),
     )
-    raw = _answer(raw)
-    return render.hold(
-        raw["hold"],
-        HoldResolved,
-        budget=render.budget_status(raw["budget"]),
-        entry_id=raw["entry"]["id"],
-    )
+    return _hold_answer(decision, HoldResolved)
 
 
 async def get_hold(
     pool: asyncpg.Pool, principal: Principal, hold_id: str, *, now: datetime | None = None
 ) -> Hold:
-    raw = await pool.fetchval(queries.GET_HOLD, hold_id, now)
+    row = await pool.fetchrow(queries.GET_HOLD, hold_id, now)
     caller = _caller_agent(principal)
-    if raw is None or (caller is not None and raw["agent_id"] != caller):
+    if row is None or (caller is not None and row["agent_id"] != caller):
         raise NotFound(f"No hold with id {hold_id!r}.")
-    return render.hold(raw)
+    return render.hold(row, now=row["read_at"])
 
 
 async def list_open_holds(
@@ -372,6 +329,6 @@ async def list_open_holds(
     rows = await pool.fetch(
         queries.LIST_OPEN_HOLDS, agent_id, after[0] if after else None, limit + 1, now
     )
-    items = [render.hold(r["hold"]) for r in rows[:limit]]
+    items = [render.hold(r) for r in rows[:limit]]
     next_cursor = encode_cursor(rows[limit - 1]["id"]) if len(rows) > limit else None
     return HoldPage(items=items, next_cursor=next_cursor)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncpg
 
 from agent_ledger.audit.recorder import AuditContext, record_event
+from agent_ledger.db import from_row
 from agent_ledger.errors import NotFound
 from agent_ledger.ids import new_id
 from agent_ledger.keyset import read_page
@@ -15,7 +16,7 @@ __all__ = ["create_team", "get_team", "list_teams", "rename_team"]
 
 
 def _team(row: asyncpg.Record) -> Team:
-    return Team(id=row["id"], name=row["name"], created_at=row["created_at"])
+    return from_row(row, Team)
 
 
 async def create_team(pool: asyncpg.Pool, ctx: AuditContext, name: str) -> Team:

@@ -1,0 +1,113 @@
+"""Recomputing the counters that enforce limits, from the ledger's entries alone.
+
+Every balance row (an agent's or a team's) keeps spent in three windows (total, the UTC month
+and the UTC day, each with the window it belongs to) and what open holds reserve. The money
+decision moves them in the same transaction as each entry (agent_ledger/ledger/sql/
+20_budgets.sql, ``ledger.with_spent``); here they are replayed from the entries, in the order
+they were applied, by the same rules written a second time in Python, so that a verifier does
+not have to trust the database's own functions. Seq order is that order: an entry's seq is drawn
+under its agent's row lock and its team's, after the counters moved.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, date, datetime
+from typing import Any
+
+import asyncpg
+
+__all__ = ["SPENT_KINDS", "Windows", "counter_mismatches", "team_counter_mismatches"]
+
+SPENT_KINDS = frozenset({"charge", "capture", "adjustment"})
+_EPOCH_DAY = date(1970, 1, 1)
+
+# Spending entries that count against a team, in the order each team's counters moved.
+TEAM_SPENDING = """
+SELECT team_id, kind, amount, created_at
+FROM ledger_entries
+WHERE team_id IS NOT NULL AND kind IN ('charge', 'capture', 'adjustment')
+ORDER BY team_id, seq
+"""
+
+# What each team's open holds reserve, by the entries: holds without a closing entry.
+TEAM_HELD = """
+SELECT h.team_id, sum(h.amount) AS held
+FROM ledger_entries AS h
+WHERE h.kind = 'hold' AND h.team_id IS NOT NULL
+  AND NOT EXISTS (SELECT 1 FROM ledger_entries AS c
+                  WHERE c.hold_id = h.hold_id AND c.kind IN ('capture', 'release', 'expire'))
+GROUP BY h.team_id
+"""
+
+TEAM_BALANCES = """
+SELECT owner_id, spent_total, spent_month, month_start, spent_day, day_start, held
+FROM balances WHERE owner_type = 'team'
+"""
+
+
+class Windows:
+    """Spent per window, moved exactly as ``ledger.with_spent`` moves a balance row."""
+
+    def __init__(self) -> None:
+        self.total = 0
+        self.month = 0
+        self.month_start = _EPOCH_DAY
+        self.day = 0
+        self.day_start = _EPOCH_DAY
+
+    def add(self, amount: int, at: datetime) -> None:
+        """A refund (negative) lowers each window by at most what it holds; a window already
+        later than ``at`` (a clock set back) keeps its window."""
+        moment = at.astimezone(UTC)
+        month, day = moment.date().replace(day=1), moment.date()
+        self.total = max(self.total + amount, 0)
+        if self.month_start == month:
+            self.month = max(self.month + amount, 0)
+        elif self.month_start < month:
+            self.month_start, self.month = month, max(amount, 0)
+        if self.day_start == day:
+            self.day = max(self.day + amount, 0)
+        elif self.day_start < day:
+            self.day_start, self.day = day, max(amount, 0)
+
+
+def counter_mismatches(
+    owner: str, balance: Mapping[str, Any], windows: Windows, held: int
+) -> list[str]:
+    """What differs between a balance row and its replay, each named with both values."""
+    found = []
+    expected = {
+        "spent_total": windows.total,
+        "spent_month": windows.month,
+        "month_start": windows.month_start,
+        "spent_day": windows.day,
+        "day_start": windows.day_start,
+        "held": held,
+    }
+    for column, value in expected.items():
+        if balance[column] != value:
+            found.append(f"{owner} {column} is {balance[column]} but the entries make it {value}")
+    return found
+
+
+async def team_counter_mismatches(conn: asyncpg.Connection) -> tuple[int, list[tuple[str, str]]]:
+    """(teams checked, [(team id, reason)]): every team's windows and held against its entries.
+
+    Call it inside the caller's snapshot, so that entries and balances agree in time.
+    """
+    balances = {r["owner_id"]: r for r in await conn.fetch(TEAM_BALANCES)}
+    held = {r["team_id"]: r["held"] for r in await conn.fetch(TEAM_HELD)}
+    replayed: dict[str, Windows] = {}
+    async for row in conn.cursor(TEAM_SPENDING, prefetch=5000):
+        replayed.setdefault(row["team_id"], Windows()).add(row["amount"], row["created_at"])
+    found: list[tuple[str, str]] = []
+    for team_id in sorted(set(balances) | set(replayed) | set(held)):
+        balance = balances.get(team_id)
+        if balance is None:
+            found.append((team_id, "entries count against a team without a balance row"))
+            continue
+        windows = replayed.get(team_id, Windows())
+        for reason in counter_mismatches("team", balance, windows, held.get(team_id, 0)):
+            found.append((team_id, reason))
+    return len(balances), found
