@@ -31,6 +31,7 @@ from agent_ledger.exports.controller import ExportController
 from agent_ledger.health.controller import HealthController
 from agent_ledger.keys.controller import AgentKeyController, KeyController
 from agent_ledger.ledger.controller import AdjustmentController, ChargeController, HoldController
+from agent_ledger.ledger.decisions import Decider
 from agent_ledger.ledger.sweeper import run_sweeper
 from agent_ledger.logs import RequestLogMiddleware, configure_logging
 from agent_ledger.me.controller import MeController
@@ -76,6 +77,7 @@ async def _database(app: Litestar) -> AsyncIterator[None]:
         max_size=settings.pool_max_size,
         application_name=settings.application_name,
     )
+    app.state.decider = Decider(app.state.pool, clock=app.state.clock)
     background = [
         asyncio.create_task(_flush_last_used(app)),
         asyncio.create_task(run_sweeper(app.state.pool, settings.sweep_interval_seconds)),

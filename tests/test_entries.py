@@ -19,8 +19,11 @@ from litestar.testing import AsyncTestClient
 
 from agent_ledger.app import create_app
 from agent_ledger.audit.security import AuthEventLimiter
+from agent_ledger.auth import hash_key
 from agent_ledger.config import Settings
-from tests.conftest import Fleet, bearer
+from agent_ledger.db import init_connection
+from agent_ledger.ledger import decisions
+from tests.conftest import TEST_PEPPER, Fleet, bearer
 from tests.ledger_helpers import spender
 
 T = TypeVar("T")
@@ -140,16 +143,23 @@ async def test_an_entry_committed_late_is_not_skipped(
     try:
         transaction = slow.transaction()
         await transaction.start()
-        answer = await slow.fetchval(
-            "SELECT status FROM ledger.spend(p_kind => 'charge', p_agent_id => $1,"
-            " p_amount => 5000000, p_currency => NULL, p_model => $2, p_input_tokens => NULL,"
-            " p_output_tokens => NULL, p_description => 'slow', p_metadata => NULL,"
-            " p_key_id => NULL, p_idempotency_key => NULL, p_request_hash => NULL,"
-            " p_ttl_seconds => NULL, p_at => NULL)",
-            slow_agent["id"],
-            model,
+        await init_connection(slow)
+        admin_key = fleet.admin["Authorization"].removeprefix("Bearer ")
+        [answer] = await decisions.decide(
+            slow,
+            [
+                decisions.Request(
+                    action="charge",
+                    key_hash=hash_key(admin_key, TEST_PEPPER),
+                    agent_id=slow_agent["id"],
+                    amount=5_000_000,
+                    model=model,
+                    description="slow",
+                )
+            ],
+            None,
         )
-        assert answer == 201
+        assert answer.status == 201
         later = [await charge(client, fleet.admin, fast_agent["id"], model=model) for _ in range(3)]
         slow_id = await slow.fetchval(
             "SELECT id FROM ledger_entries WHERE agent_id = $1", slow_agent["id"]

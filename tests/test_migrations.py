@@ -99,7 +99,7 @@ def test_fresh_and_upgraded_databases_end_identical(fresh_url: str, upgraded_url
     fresh, upgraded = asyncio.run(_catalog(fresh_url)), asyncio.run(_catalog(upgraded_url))
     for name in CATALOG:
         assert fresh[name] == upgraded[name], name
-    assert any(f[0].startswith("ledger.spend(") for f in fresh["functions"])
+    assert any(f[0].startswith("ledger.decide(") for f in fresh["functions"])
     assert not any(f[0].startswith("public.ledger_spend(") for f in fresh["functions"])
 
 
@@ -161,8 +161,10 @@ def test_the_upgrade_keeps_old_answers_and_chains(upgraded_url: str) -> None:
     refusal), the old audit events are chained, and verify finds the ledger intact."""
 
     async def check() -> None:
+        from agent_ledger.auth import generate_key, hash_key
         from agent_ledger.db import init_connection
         from agent_ledger.ledger.chain import verify_ledger
+        from agent_ledger.ledger.decisions import Request, decide
 
         conn = await asyncpg.connect(upgraded_url)
         await init_connection(conn)
@@ -177,15 +179,32 @@ def test_the_upgrade_keeps_old_answers_and_chains(upgraded_url: str) -> None:
             assert keys["old-refused"]["status"] == 422
             assert keys["old-refused"]["problem"]["code"] == "currency-mismatch"
             assert keys["old-refused"]["problem"]["status"] == 422  # as the new ones carry it
-            replay = await conn.fetchrow(
-                "SELECT * FROM ledger.spend(p_kind => 'charge', p_agent_id => 'agt_old',"
-                " p_amount => 1500000000, p_currency => NULL, p_model => 'gpt-4o',"
-                " p_input_tokens => 10, p_output_tokens => 20, p_description => 'old',"
-                " p_metadata => NULL, p_key_id => NULL, p_idempotency_key => 'old-key',"
-                " p_request_hash => '\\x01'::bytea, p_ttl_seconds => NULL, p_at => NULL)"
+            # An agent key, issued after the upgrade, asks again with the old key and body.
+            key = generate_key("agent")
+            await conn.execute(
+                "INSERT INTO api_keys (id, key_hash, prefix, role, agent_id)"
+                " VALUES ('key_old', $1, 'al_agt_', 'agent', 'agt_old')",
+                hash_key(key),
             )
-            assert replay["replayed"] is True and replay["status"] == 201
-            assert replay["entry"]["id"] == keys["old-key"]["entry_id"]
+            [replay] = await decide(
+                conn,
+                [
+                    Request(
+                        action="charge",
+                        key_hash=hash_key(key),
+                        amount=1_500_000_000,
+                        model="gpt-4o",
+                        input_tokens=10,
+                        output_tokens=20,
+                        description="old",
+                        idempotency_key="old-key",
+                        request_hash=b"\x01",
+                    )
+                ],
+                None,
+            )
+            assert replay.replayed is True and replay.status == 201
+            assert replay.entry["id"] == keys["old-key"]["entry_id"]
             chained = await conn.fetch("SELECT chain_seq FROM audit_events ORDER BY chain_seq")
             assert [r["chain_seq"] for r in chained] == [1, 2]
             report = await verify_ledger(conn)

@@ -8,8 +8,8 @@ from litestar import Controller, Response, get, post
 from litestar.params import FromPath, FromQuery, HeaderParameter, JSONBody
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED
 
-from agent_ledger.auth import ADMIN, ANY_ROLE
-from agent_ledger.deps import Audit, Caller, Now, Pool
+from agent_ledger.auth import ADMIN, ANY_ROLE, DECISION
+from agent_ledger.deps import Audit, Caller, Decisions, Key, Now, Pool
 from agent_ledger.errors import InvalidInput
 from agent_ledger.ledger import service
 from agent_ledger.ledger.schemas import (
@@ -28,6 +28,9 @@ from agent_ledger.pagination import Cursor, Limit
 __all__ = ["AdjustmentController", "ChargeController", "HoldController"]
 
 SPENDERS = frozenset({"admin", "agent"})
+# Money routes: the decision checks the key in its own statement (see auth.DECISION).
+SPENDING = {"roles": SPENDERS, "authenticated_by": DECISION}
+ADJUSTING = {"roles": ADMIN, "authenticated_by": DECISION}
 IdempotencyKey = Annotated[
     str | None,
     HeaderParameter(
@@ -46,21 +49,16 @@ class ChargeController(Controller):
     path = "/v1/charges"
     tags = ["spending"]
 
-    @post(operation_id="createCharge", opt={"roles": SPENDERS}, status_code=HTTP_201_CREATED)
+    @post(operation_id="createCharge", opt=SPENDING, status_code=HTTP_201_CREATED)
     async def create_charge(
         self,
         data: JSONBody[ChargeRequest],
-        pool: Pool,
-        principal: Caller,
-        now: Now,
+        decider: Decisions,
+        key: Key,
         idempotency_key: IdempotencyKey = None,
     ) -> Response[SpendResult]:
         outcome = await service.charge(
-            pool,
-            principal,
-            data,
-            idempotency_key=service.validate_idempotency_key(idempotency_key),
-            now=now,
+            decider, key, data, idempotency_key=service.validate_idempotency_key(idempotency_key)
         )
         return _respond(outcome)
 
@@ -69,23 +67,23 @@ class AdjustmentController(Controller):
     path = "/v1/adjustments"
     tags = ["spending"]
 
-    @post(operation_id="createAdjustment", opt={"roles": ADMIN}, status_code=HTTP_201_CREATED)
+    @post(operation_id="createAdjustment", opt=ADJUSTING, status_code=HTTP_201_CREATED)
     async def create_adjustment(
         self,
         data: JSONBody[AdjustmentRequest],
         pool: Pool,
-        principal: Caller,
+        decider: Decisions,
+        key: Key,
         audit: Audit,
-        now: Now,
         idempotency_key: IdempotencyKey = None,
     ) -> Response[SpendResult]:
         outcome = await service.adjust(
             pool,
-            principal,
+            decider,
+            key,
             audit,
             data,
             idempotency_key=service.validate_idempotency_key(idempotency_key),
-            now=now,
         )
         return _respond(outcome)
 
@@ -94,21 +92,16 @@ class HoldController(Controller):
     path = "/v1/holds"
     tags = ["spending"]
 
-    @post(operation_id="createHold", opt={"roles": SPENDERS}, status_code=HTTP_201_CREATED)
+    @post(operation_id="createHold", opt=SPENDING, status_code=HTTP_201_CREATED)
     async def create_hold(
         self,
         data: JSONBody[HoldRequest],
-        pool: Pool,
-        principal: Caller,
-        now: Now,
+        decider: Decisions,
+        key: Key,
         idempotency_key: IdempotencyKey = None,
     ) -> Response[HoldCreated]:
         outcome = await service.create_hold(
-            pool,
-            principal,
-            data,
-            idempotency_key=service.validate_idempotency_key(idempotency_key),
-            now=now,
+            decider, key, data, idempotency_key=service.validate_idempotency_key(idempotency_key)
         )
         return _respond(outcome)
 
@@ -137,35 +130,33 @@ class HoldController(Controller):
     @post(
         "/{hold_id:str}/capture",
         operation_id="captureHold",
-        opt={"roles": SPENDERS},
+        opt=SPENDING,
         status_code=HTTP_201_CREATED,
     )
     async def capture_hold(
         self,
         hold_id: FromPath[str],
-        pool: Pool,
-        principal: Caller,
-        now: Now,
+        decider: Decisions,
+        key: Key,
         data: JSONBody[CaptureRequest | None] = None,
         idempotency_key: IdempotencyKey = None,
     ) -> Response[SpendResult]:
         outcome = await service.capture_hold(
-            pool,
-            principal,
+            decider,
+            key,
             hold_id,
             data or CaptureRequest(),
             idempotency_key=service.validate_idempotency_key(idempotency_key),
-            now=now,
         )
         return _respond(outcome)
 
     @post(
         "/{hold_id:str}/release",
         operation_id="releaseHold",
-        opt={"roles": SPENDERS},
+        opt=SPENDING,
         status_code=HTTP_200_OK,
     )
     async def release_hold(
-        self, hold_id: FromPath[str], pool: Pool, principal: Caller, now: Now
+        self, hold_id: FromPath[str], decider: Decisions, key: Key
     ) -> HoldResolved:
-        return await service.release_hold(pool, principal, hold_id, now=now)
+        return await service.release_hold(decider, key, hold_id)

@@ -1,19 +1,20 @@
-"""The door to the money decision: the only module that calls the ledger's functions.
+"""The door to the money decision: the only module that calls the ledger's decision functions.
 
-Every charge, hold, capture, release, adjustment and expiry is one call of one function in
-schema ``ledger`` (agent_ledger/ledger/sql/), which locks, checks every limit, writes the entry
-and its hash link, moves the counters and stores the idempotent answer in one transaction.
-This module runs those calls: it retries the aborts Postgres may answer with (a deadlock or a
-serialization failure aborts the whole call, so running it again is safe, and idempotent by
-key) and turns a counter overflow into the refusal it is. Everything above it (validation,
-who may act for whom, rendering) lives in agent_ledger/ledger/service.py.
+Every charge, hold, capture, release and adjustment is decided by ``ledger.decide``
+(agent_ledger/ledger/sql/75_decide.sql): one call that checks the caller's key, locks, checks
+every limit, writes the entry and its hash link, moves the counters and stores the idempotent
+answer, for a batch of requests in one transaction. This module runs those calls: it retries
+the aborts Postgres may answer with (a deadlock or a serialization failure aborts the whole
+call, so running it again is safe, and idempotent by key), turns a counter overflow into the
+refusal it is, and hands batches to agent_ledger/ledger/batching.py. Everything above it
+(validation, rendering) lives in agent_ledger/ledger/service.py.
 """
 
 from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -22,16 +23,48 @@ import msgspec
 
 from agent_ledger.errors import Refusal
 from agent_ledger.ledger import queries
+from agent_ledger.ledger.batching import Batcher, Routes
 
-__all__ = ["Decision", "decide", "resolve_hold", "spend", "sweep_agent"]
+__all__ = [
+    "Decider",
+    "Decision",
+    "Request",
+    "agents_with_lapsed_holds",
+    "decide",
+    "retrying",
+    "sweep_agent",
+]
 
 _RETRYABLE = (asyncpg.DeadlockDetectedError, asyncpg.SerializationError)
 _ATTEMPTS = 5
 T = TypeVar("T")
 
 
+class Request(msgspec.Struct, frozen=True, array_like=True):
+    """A ``ledger.request``: what the HTTP request asked, in the composite type's field order
+    (asyncpg encodes it from a tuple)."""
+
+    action: str
+    key_hash: bytes
+    agent_id: str | None = None
+    hold_id: str | None = None
+    amount: int | None = None
+    currency: str | None = None
+    model: str | None = None
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    description: str | None = None
+    metadata: dict[str, Any] | None = None
+    idempotency_key: str | None = None
+    request_hash: bytes | None = None
+    ttl_seconds: int | None = None
+
+    def as_tuple(self) -> tuple:
+        return tuple(getattr(self, f) for f in self.__struct_fields__)
+
+
 class Decision(msgspec.Struct, frozen=True):
-    """A ledger function's ``ledger.outcome``: rows as asyncpg decoded them."""
+    """A ``ledger.outcome``: rows as asyncpg decoded them."""
 
     status: int
     replayed: bool
@@ -39,9 +72,12 @@ class Decision(msgspec.Struct, frozen=True):
     entry: asyncpg.Record | None
     hold: asyncpg.Record | None
     budget: asyncpg.Record | None
+    key_id: str | None
+    agent_id: str | None
+    team_id: str | None
 
 
-async def decide(pool: asyncpg.Pool, work: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
+async def retrying(pool: asyncpg.Pool, work: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
     """Run ``work(conn)`` (one transaction), again after a deadlock or serialization abort.
 
     Any counter pushed past its type (a rollup, say; balances are checked before anything is
@@ -65,80 +101,46 @@ async def decide(pool: asyncpg.Pool, work: Callable[[asyncpg.Connection], Awaita
     raise AssertionError("unreachable")
 
 
-def _decision(row: asyncpg.Record) -> Decision:
-    return Decision(**row)
+async def decide(
+    conn: asyncpg.Connection, requests: Sequence[Request], at: datetime | None
+) -> list[Decision]:
+    """Decide ``requests`` in order, in one call (one transaction unless the caller has one
+    open); one Decision per request, in the same order."""
+    rows = await conn.fetch(queries.DECIDE, [r.as_tuple() for r in requests], at)
+    return [Decision(**row) for row in rows]
 
 
-async def spend(
-    conn: asyncpg.Connection,
-    *,
-    kind: str,
-    agent_id: str,
-    amount: int | None,
-    currency: str | None,
-    model: str | None,
-    input_tokens: int | None,
-    output_tokens: int | None,
-    description: str | None,
-    metadata: dict[str, Any] | None,
-    key_id: str,
-    idempotency_key: str | None,
-    request_hash: bytes,
-    ttl_seconds: int | None,
-    at: datetime | None,
-) -> Decision:
-    """A charge, hold or adjustment (``kind``); ``amount`` None prices ``model``'s tokens."""
-    row = await conn.fetchrow(
-        queries.SPEND,
-        kind,
-        agent_id,
-        amount,
-        currency,
-        model,
-        input_tokens,
-        output_tokens,
-        description,
-        metadata,
-        key_id,
-        idempotency_key,
-        request_hash,
-        ttl_seconds,
-        at,
-    )
-    return _decision(row)
+class Decider:
+    """The process's way to ``ledger.decide``: requests of one team in flight together are
+    decided together (agent_ledger/ledger/batching.py), every call retried as above.
 
+    ``clock`` replaces the database's clock (tests cross day and month boundaries with it).
+    """
 
-async def resolve_hold(
-    conn: asyncpg.Connection,
-    *,
-    action: str,
-    hold_id: str,
-    caller_agent_id: str | None,
-    amount: int | None,
-    model: str | None,
-    input_tokens: int | None,
-    output_tokens: int | None,
-    key_id: str,
-    idempotency_key: str | None,
-    request_hash: bytes | None,
-    at: datetime | None,
-) -> Decision:
-    """Capture (``amount``, or priced tokens, or the whole hold) or release a hold."""
-    row = await conn.fetchrow(
-        queries.RESOLVE_HOLD,
-        action,
-        hold_id,
-        caller_agent_id,
-        amount,
-        model,
-        input_tokens,
-        output_tokens,
-        key_id,
-        idempotency_key,
-        request_hash,
-        at,
-    )
-    return _decision(row)
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        clock: Callable[[], datetime] | None = None,
+        max_batch: int = 32,
+    ) -> None:
+        self.pool = pool
+        self.clock = clock
+        self.routes = Routes()
+        self.batcher: Batcher[Request, Decision] = Batcher(self._run, max_batch)
+
+    async def _run(self, requests: Sequence[Request]) -> list[Decision]:
+        at = self.clock() if self.clock is not None else None
+        return await retrying(self.pool, lambda conn: decide(conn, requests, at))
+
+    async def decide(self, request: Request, *, agent_key: bool) -> Decision:
+        """Decide one request (batched with its team's); ``agent_key``: the caller's key
+        belongs to an agent (so its agent is the key's, for routing the next ones)."""
+        route = self.routes.route(request.key_hash, request.agent_id)
+        decision = await self.batcher.decide(route, request)
+        if decision.agent_id is not None:
+            key_agent = decision.agent_id if agent_key else None
+            self.routes.learn(request.key_hash, key_agent, decision.agent_id, decision.team_id)
+        return decision
 
 
 async def sweep_agent(conn: asyncpg.Connection, agent_id: str, at: datetime | None) -> int:

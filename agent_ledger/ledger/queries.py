@@ -2,20 +2,8 @@
 ``ledger`` (agent_ledger/ledger/sql/), with named arguments; agent_ledger/ledger/decisions.py
 is the only module that runs these."""
 
-SPEND = """
-SELECT * FROM ledger.spend(
-    p_kind => $1, p_agent_id => $2, p_amount => $3, p_currency => $4, p_model => $5,
-    p_input_tokens => $6, p_output_tokens => $7, p_description => $8, p_metadata => $9,
-    p_key_id => $10, p_idempotency_key => $11, p_request_hash => $12, p_ttl_seconds => $13,
-    p_at => $14)
-"""
-
-RESOLVE_HOLD = """
-SELECT * FROM ledger.resolve_hold(
-    p_action => $1, p_hold_id => $2, p_caller_agent_id => $3, p_amount => $4, p_model => $5,
-    p_input_tokens => $6, p_output_tokens => $7, p_key_id => $8, p_idempotency_key => $9,
-    p_request_hash => $10, p_at => $11)
-"""
+# A batch of requests (ledger.request[]) decided in order; one ledger.outcome each.
+DECIDE = "SELECT * FROM ledger.decide(p_requests => $1, p_at => $2)"
 
 SWEEP_AGENT = "SELECT ledger.sweep_agent(p_agent_id => $1, p_at => $2)"
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import msgspec
 
-from agent_ledger.errors import Refusal
+from agent_ledger.errors import Forbidden, Refusal, Unauthorized
 from agent_ledger.ledger.schemas import (
     BudgetLimits,
     BudgetStatus,
@@ -91,11 +91,18 @@ def hold(
 
 
 def raise_refusal(problem: Mapping[str, Any] | None, *, replayed: bool) -> None:
-    """Raise the refusal a ledger function answered with; return quietly when there is none."""
+    """Raise the refusal a ledger function answered with; return quietly when there is none.
+
+    A key the decision did not accept is refused like the guard refuses one (401 with its
+    challenge, 403), and audited like one."""
     if problem is None:
         return
     members = dict(problem)
     status, code, detail = members.pop("status"), members.pop("code"), members.pop("detail")
+    if code == "unauthorized":
+        raise Unauthorized(detail)
+    if code == "forbidden":
+        raise Forbidden(detail)
     for name in _MONEY_MEMBERS:
         if name in members:
             members[name] = format_optional(members[name])

@@ -17,9 +17,10 @@ import msgspec
 
 from agent_ledger.agents.service import check_metadata_size
 from agent_ledger.audit.recorder import AuditContext, record_event
+from agent_ledger.auth import PresentedKey
 from agent_ledger.errors import BadRequest, Forbidden, InvalidInput, NotFound
 from agent_ledger.ledger import decisions, queries, render
-from agent_ledger.ledger.decisions import Decision
+from agent_ledger.ledger.decisions import Decider, Decision, Request
 from agent_ledger.ledger.schemas import (
     AdjustmentRequest,
     CaptureRequest,
@@ -133,190 +134,150 @@ def _hold_answer(decision: Decision, cls: type[Hold]) -> Any:
     )
 
 
-async def _spend_as_asked(
-    pool: asyncpg.Pool,
-    principal: Principal,
-    kind: str,
+def _spend_request(
+    action: str,
+    key: PresentedKey,
     data: ChargeRequest,
     *,
     ttl_seconds: int | None,
     idempotency_key: str | None,
-    now: datetime | None,
-) -> Decision:
-    """A charge or a hold, for the agent the caller may spend for, priced as asked."""
-    agent_id = spending_agent(principal, data.agent_id)
+) -> Request:
+    """A charge or a hold, priced as asked; for the key's agent or the one an admin names."""
     priced = _priced(data.amount, data.model, data.input_tokens, data.output_tokens)
     _check_currency(data.currency)
     if data.metadata is not None:
         check_metadata_size(data.metadata)
-    request_hash = _request_hash(kind, agent_id, msgspec.to_builtins(data))
-    return await decisions.decide(
-        pool,
-        lambda conn: decisions.spend(
-            conn,
-            kind=kind,
-            agent_id=agent_id,
-            amount=priced.amount,
-            currency=data.currency,
-            model=priced.model,
-            input_tokens=priced.input_tokens,
-            output_tokens=priced.output_tokens,
-            description=data.description,
-            metadata=data.metadata,
-            key_id=principal.key_id,
-            idempotency_key=idempotency_key,
-            request_hash=request_hash,
-            ttl_seconds=ttl_seconds,
-            at=now,
-        ),
+    if key.role == "admin" and data.agent_id is None:
+        raise InvalidInput("agent_id is required when an admin key spends for an agent.")
+    # The agent is part of the key's scope, not of the request: leave it out of the hash.
+    body = msgspec.to_builtins(msgspec.structs.replace(data, agent_id=None))
+    return Request(
+        action=action,
+        key_hash=key.key_hash,
+        agent_id=data.agent_id,
+        amount=priced.amount,
+        currency=data.currency,
+        model=priced.model,
+        input_tokens=priced.input_tokens,
+        output_tokens=priced.output_tokens,
+        description=data.description,
+        metadata=data.metadata,
+        idempotency_key=idempotency_key,
+        request_hash=_request_hash(action, body),
+        ttl_seconds=ttl_seconds,
     )
 
 
+async def _decided(decider: Decider, key: PresentedKey, request: Request) -> Decision:
+    decision = await decider.decide(request, agent_key=key.role == "agent")
+    key.identified(decision.key_id, decision.agent_id)
+    return decision
+
+
 async def charge(
-    pool: asyncpg.Pool,
-    principal: Principal,
-    data: ChargeRequest,
-    *,
-    idempotency_key: str | None,
-    now: datetime | None = None,
+    decider: Decider, key: PresentedKey, data: ChargeRequest, *, idempotency_key: str | None
 ) -> Outcome:
-    decision = await _spend_as_asked(
-        pool, principal, "charge", data,
-        ttl_seconds=None, idempotency_key=idempotency_key, now=now,
-    )  # fmt: skip
+    request = _spend_request("charge", key, data, ttl_seconds=None, idempotency_key=idempotency_key)
+    decision = await _decided(decider, key, request)
     return Outcome(decision.status, _spend_result(decision), decision.replayed)
 
 
 async def create_hold(
-    pool: asyncpg.Pool,
-    principal: Principal,
-    data: HoldRequest,
-    *,
-    idempotency_key: str | None,
-    now: datetime | None = None,
+    decider: Decider, key: PresentedKey, data: HoldRequest, *, idempotency_key: str | None
 ) -> Outcome:
-    decision = await _spend_as_asked(
-        pool, principal, "hold", data,
-        ttl_seconds=data.ttl_seconds, idempotency_key=idempotency_key, now=now,
-    )  # fmt: skip
+    request = _spend_request(
+        "hold", key, data, ttl_seconds=data.ttl_seconds, idempotency_key=idempotency_key
+    )
+    decision = await _decided(decider, key, request)
     return Outcome(decision.status, _hold_answer(decision, HoldCreated), decision.replayed)
 
 
-async def adjust(
-    pool: asyncpg.Pool,
-    principal: Principal,
-    ctx: AuditContext,
-    data: AdjustmentRequest,
-    *,
-    idempotency_key: str | None,
-    now: datetime | None = None,
-) -> Outcome:
-    """A correction by an admin: a new entry, never an edit; audited with the entry it wrote."""
-    amount = parse_amount(data.amount, allow_negative=True)
-    _check_currency(data.currency)
-    request_hash = _request_hash("adjustment", msgspec.to_builtins(data))
-
-    async def adjust_and_audit(conn: asyncpg.Connection) -> tuple[Decision, SpendResult | None]:
-        # One transaction: the entry and its audit event commit together or not at all.
-        async with conn.transaction():
-            decision = await decisions.spend(
-                conn,
-                kind="adjustment",
-                agent_id=data.agent_id,
-                amount=amount,
-                currency=data.currency,
-                model=None,
-                input_tokens=None,
-                output_tokens=None,
-                description=data.reason,
-                metadata=None,
-                key_id=principal.key_id,
-                idempotency_key=idempotency_key,
-                request_hash=request_hash,
-                ttl_seconds=None,
-                at=now,
-            )
-            if decision.problem is not None:
-                return decision, None
-            result = _spend_result(decision)
-            if not decision.replayed:
-                await record_event(
-                    conn, ctx, "adjustment.created", target_type="agent",
-                    target_id=data.agent_id, after=render.ledger_entry(decision.entry),
-                )  # fmt: skip
-            return decision, result
-
-    decision, result = await decisions.decide(pool, adjust_and_audit)
-    render.raise_refusal(decision.problem, replayed=decision.replayed)
-    return Outcome(decision.status, result, decision.replayed)
-
-
-def _caller_agent(principal: Principal) -> str | None:
-    """Agents act on their own holds only; staff on any."""
-    return principal.agent_id if principal.role == "agent" else None
-
-
 async def capture_hold(
-    pool: asyncpg.Pool,
-    principal: Principal,
+    decider: Decider,
+    key: PresentedKey,
     hold_id: str,
     data: CaptureRequest,
     *,
     idempotency_key: str | None,
-    now: datetime | None = None,
 ) -> Outcome:
     priced = _priced(
         data.amount, data.model, data.input_tokens, data.output_tokens, amount_required=False
     )
-    request_hash = _request_hash("capture", hold_id, msgspec.to_builtins(data))
-    decision = await decisions.decide(
-        pool,
-        lambda conn: decisions.resolve_hold(
-            conn,
-            action="capture",
-            hold_id=hold_id,
-            caller_agent_id=_caller_agent(principal),
-            amount=priced.amount,
-            model=priced.model,
-            input_tokens=priced.input_tokens,
-            output_tokens=priced.output_tokens,
-            key_id=principal.key_id,
-            idempotency_key=idempotency_key,
-            request_hash=request_hash,
-            at=now,
-        ),
+    request = Request(
+        action="capture",
+        key_hash=key.key_hash,
+        hold_id=hold_id,
+        amount=priced.amount,
+        model=priced.model,
+        input_tokens=priced.input_tokens,
+        output_tokens=priced.output_tokens,
+        idempotency_key=idempotency_key,
+        request_hash=_request_hash("capture", hold_id, msgspec.to_builtins(data)),
     )
+    decision = await _decided(decider, key, request)
     return Outcome(decision.status, _spend_result(decision), decision.replayed)
 
 
-async def release_hold(
-    pool: asyncpg.Pool, principal: Principal, hold_id: str, *, now: datetime | None = None
-) -> HoldResolved:
-    decision = await decisions.decide(
-        pool,
-        lambda conn: decisions.resolve_hold(
-            conn,
-            action="release",
-            hold_id=hold_id,
-            caller_agent_id=_caller_agent(principal),
-            amount=None,
-            model=None,
-            input_tokens=None,
-            output_tokens=None,
-            key_id=principal.key_id,
-            idempotency_key=None,
-            request_hash=None,
-            at=now,
-        ),
+async def release_hold(decider: Decider, key: PresentedKey, hold_id: str) -> HoldResolved:
+    request = Request(action="release", key_hash=key.key_hash, hold_id=hold_id)
+    return _hold_answer(await _decided(decider, key, request), HoldResolved)
+
+
+async def adjust(
+    pool: asyncpg.Pool,
+    decider: Decider,
+    key: PresentedKey,
+    ctx: AuditContext,
+    data: AdjustmentRequest,
+    *,
+    idempotency_key: str | None,
+) -> Outcome:
+    """A correction by an admin: a new entry, never an edit; audited with the entry it wrote.
+
+    Not batched: the entry and its audit event commit together in a transaction of their own.
+    """
+    _check_currency(data.currency)
+    request = Request(
+        action="adjustment",
+        key_hash=key.key_hash,
+        agent_id=data.agent_id,
+        amount=parse_amount(data.amount, allow_negative=True),
+        currency=data.currency,
+        description=data.reason,
+        idempotency_key=idempotency_key,
+        request_hash=_request_hash("adjustment", msgspec.to_builtins(data)),
     )
-    return _hold_answer(decision, HoldResolved)
+    at = decider.clock() if decider.clock is not None else None
+
+    async def adjust_and_audit(conn: asyncpg.Connection) -> tuple[Decision, SpendResult | None]:
+        async with conn.transaction():
+            [decision] = await decisions.decide(conn, [request], at)
+            if decision.problem is not None:
+                return decision, None
+            result = _spend_result(decision)
+            if not decision.replayed:
+                # The audit event is the last write of the transaction (the audit chain's lock
+                # is always taken last).
+                await record_event(
+                    conn,
+                    msgspec.structs.replace(ctx, actor_key_id=decision.key_id, actor_role="admin"),
+                    "adjustment.created", target_type="agent", target_id=data.agent_id,
+                    after=render.ledger_entry(decision.entry),
+                )  # fmt: skip
+            return decision, result
+
+    decision, result = await decisions.retrying(pool, adjust_and_audit)
+    key.identified(decision.key_id, decision.agent_id)
+    render.raise_refusal(decision.problem, replayed=decision.replayed)
+    return Outcome(decision.status, result, decision.replayed)
 
 
 async def get_hold(
     pool: asyncpg.Pool, principal: Principal, hold_id: str, *, now: datetime | None = None
 ) -> Hold:
     row = await pool.fetchrow(queries.GET_HOLD, hold_id, now)
-    caller = _caller_agent(principal)
+    # Agents see their own holds only; another agent's is reported as missing.
+    caller = principal.agent_id if principal.role == "agent" else None
     if row is None or (caller is not None and row["agent_id"] != caller):
         raise NotFound(f"No hold with id {hold_id!r}.")
     return render.hold(row, now=row["read_at"])

@@ -38,7 +38,7 @@ class Sweeper:
         self.after = agents[-1] if len(agents) == self.batch else ""
         swept = 0
         for agent_id in agents:  # each agent is its own transaction
-            swept += await decisions.decide(
+            swept += await decisions.retrying(
                 pool, lambda conn, agent_id=agent_id: decisions.sweep_agent(conn, agent_id, now)
             )
         return swept

@@ -78,16 +78,42 @@ AS $$
     FROM pg_current_snapshot() AS s
 $$;
 
+-- A money request as the service passes it: what the HTTP request asked for, unjudged.
+-- action: 'charge', 'hold', 'capture', 'release' or 'adjustment'. key_hash: the caller's API key
+-- (its HMAC), authenticated by the decision itself. agent_id: the agent a staff key names (an
+-- agent key acts for its own). amount NULL with a model: price the tokens.
+CREATE TYPE ledger.request AS (
+    action           text,
+    key_hash         bytea,
+    agent_id         text,
+    hold_id          text,
+    amount           bigint,
+    currency         text,
+    model            text,
+    input_tokens     bigint,
+    output_tokens    bigint,
+    description      text,
+    metadata         jsonb,
+    idempotency_key  text,
+    request_hash     bytea,
+    ttl_seconds      integer
+);
+
 -- What every money decision answers: an HTTP status; whether it is a replay of an answer
 -- given before under the same Idempotency-Key; the problem when refused; else the entry it
--- wrote, the hold it made or closed (if any) and the agent's budget right after it.
+-- wrote, the hold it made or closed (if any) and the agent's budget right after it. key_id,
+-- agent_id and team_id say who asked and for whom (the service batches by team and keeps
+-- keys' last use).
 CREATE TYPE ledger.outcome AS (
     status    integer,
     replayed  boolean,
     problem   jsonb,
     entry     ledger_entries,
     hold      holds,
-    budget    budget_snapshot
+    budget    budget_snapshot,
+    key_id    text,
+    agent_id  text,
+    team_id   text
 );
 
 -- A refusal as an outcome.
@@ -95,6 +121,6 @@ CREATE OR REPLACE FUNCTION ledger.refused(p_problem jsonb)
 RETURNS ledger.outcome
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
 AS $$
-    SELECT ROW((p_problem ->> 'status')::integer, false, p_problem, NULL, NULL,
-               NULL)::ledger.outcome
+    SELECT ROW((p_problem ->> 'status')::integer, false, p_problem, NULL, NULL, NULL, NULL,
+               NULL, NULL)::ledger.outcome
 $$;

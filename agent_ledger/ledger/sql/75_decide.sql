@@ -1,0 +1,144 @@
+-- The one entry point of every money decision: a batch of requests decided in order, in one
+-- transaction, one call.
+--
+-- The service coalesces concurrent requests of one team (or one agent) that arrive while a
+-- decision of theirs is in flight (agent_ledger/ledger/batching.py); a request on its own is a
+-- batch of one. Each request passes or fails on its own, exactly as it would alone: it sees
+-- everything the requests before it in the batch did (counters, holds, stored answers), and
+-- gets its own entry, hash link and idempotency record. What a batch saves is the round trips,
+-- the lock waits and the commits: each balance row is locked once and written once per batch.
+--
+-- Lock order, everywhere: agents' balance rows in id order, then teams' in id order, then
+-- holds. A single decision (one agent, one team) follows it too, so no two decisions can
+-- deadlock. Under READ COMMITTED a waiting decision reads rows as the one before it left them,
+-- so every limit is exact under any concurrency without SERIALIZABLE.
+
+-- Where the row of p_owner_id is in p_rows, or NULL.
+CREATE OR REPLACE FUNCTION ledger.position_of(p_rows balances[], p_owner_id text)
+RETURNS integer
+LANGUAGE plpgsql IMMUTABLE
+AS $$
+BEGIN
+    FOR i IN 1 .. coalesce(array_length(p_rows, 1), 0) LOOP
+        IF (p_rows[i]).owner_id = p_owner_id THEN
+            RETURN i;
+        END IF;
+    END LOOP;
+    RETURN NULL;
+END;
+$$;
+
+-- Decides p_requests in order and answers one outcome per request, in the same order. p_at
+-- NULL means the database's clock, read for each request once its locks are held, so time
+-- never runs backwards along a chain (tests pass a clock).
+CREATE OR REPLACE FUNCTION ledger.decide(p_requests ledger.request[], p_at timestamptz)
+RETURNS SETOF ledger.outcome
+LANGUAGE plpgsql VOLATILE
+AS $$
+DECLARE
+    n            integer := coalesce(array_length(p_requests, 1), 0);
+    r            ledger.request;
+    k            api_keys;
+    h            holds;
+    x            record;
+    o            ledger.outcome;
+    a            balances;
+    t            balances;
+    ai           integer;
+    ti           integer;
+    v_key_ids    text[] := '{}';
+    v_targets    text[] := '{}';
+    v_problems   jsonb[] := '{}';
+    v_hold_ids   text[] := '{}';
+    v_agents     balances[];
+    v_teams      balances[];
+    v_changed_a  boolean[] := '{}';
+    v_changed_t  boolean[] := '{}';
+BEGIN
+    -- 1. Who asks, and for which agent: the key is checked here, in the decision's own
+    --    statement, so a revocation holds from the very next request in every process.
+    FOR i IN 1 .. n LOOP
+        r := p_requests[i];
+        SELECT * INTO k FROM api_keys
+        WHERE key_hash = r.key_hash AND revoked_at IS NULL
+          AND (expires_at IS NULL OR expires_at > now());
+        h := NULL;
+        IF r.action IN ('capture', 'release') THEN
+            SELECT * INTO h FROM holds WHERE id = r.hold_id;
+            v_hold_ids := v_hold_ids || r.hold_id;
+        END IF;
+        x := ledger.target_agent(r, k, h);
+        v_key_ids[i] := k.id;
+        v_targets[i] := x.agent_id;
+        v_problems[i] := x.problem;
+    END LOOP;
+
+    -- 2. Lock every row the batch may touch, in the one order.
+    SELECT array_agg(b ORDER BY b.owner_id) INTO v_agents FROM (
+        SELECT * FROM balances
+        WHERE owner_type = 'agent' AND owner_id = ANY (v_targets)
+        ORDER BY owner_id
+        FOR UPDATE) AS b;
+    SELECT array_agg(b ORDER BY b.owner_id) INTO v_teams FROM (
+        SELECT * FROM balances
+        WHERE owner_type = 'team' AND owner_id IN (
+            SELECT ag.team_id FROM unnest(v_agents) AS ag
+            UNION
+            SELECT hl.team_id FROM holds AS hl WHERE hl.id = ANY (v_hold_ids))
+        ORDER BY owner_id
+        FOR UPDATE) AS b;
+    PERFORM 1 FROM holds WHERE id = ANY (v_hold_ids) ORDER BY id FOR UPDATE;
+
+    -- 3. Each request in turn, on the locked rows as the requests before it left them.
+    FOR i IN 1 .. n LOOP
+        r := p_requests[i];
+        ai := ledger.position_of(v_agents, v_targets[i]);
+        IF v_problems[i] IS NOT NULL THEN
+            o := ledger.refused(v_problems[i]);
+        ELSIF ai IS NULL THEN
+            o := ledger.refused(ledger.problem(404, 'not-found',
+                format('No agent with id %L.', v_targets[i])));
+        ELSE
+            a := v_agents[ai];
+            h := NULL;
+            IF r.action IN ('capture', 'release') THEN
+                SELECT * INTO h FROM holds WHERE id = r.hold_id;
+                ti := ledger.position_of(v_teams, h.team_id);
+            ELSE
+                ti := ledger.position_of(v_teams, a.team_id);
+            END IF;
+            t := CASE WHEN ti IS NOT NULL THEN v_teams[ti] END;
+            IF h.id IS NOT NULL THEN
+                x := ledger.resolve_one(a, t, h, r, v_key_ids[i], coalesce(p_at, clock_timestamp()));
+            ELSE
+                x := ledger.spend_one(a, t, r, v_key_ids[i], coalesce(p_at, clock_timestamp()));
+            END IF;
+            IF x.a IS DISTINCT FROM a THEN
+                v_agents[ai] := x.a;
+                v_changed_a[ai] := true;
+            END IF;
+            IF ti IS NOT NULL AND x.t IS DISTINCT FROM t THEN
+                v_teams[ti] := x.t;
+                v_changed_t[ti] := true;
+            END IF;
+            o := x.o;
+            o.agent_id := a.owner_id;
+            o.team_id := a.team_id;
+        END IF;
+        o.key_id := v_key_ids[i];
+        RETURN NEXT o;
+    END LOOP;
+
+    -- 4. Every balance row the batch changed, written once.
+    FOR i IN 1 .. coalesce(array_length(v_agents, 1), 0) LOOP
+        IF v_changed_a[i] THEN
+            PERFORM ledger.save_balance(v_agents[i]);
+        END IF;
+    END LOOP;
+    FOR i IN 1 .. coalesce(array_length(v_teams, 1), 0) LOOP
+        IF v_changed_t[i] THEN
+            PERFORM ledger.save_balance(v_teams[i]);
+        END IF;
+    END LOOP;
+END;
+$$;
