@@ -1,0 +1,214 @@
+"""Every refusal of the service as a typed exception carrying the problem's members.
+
+The service answers errors as RFC 9457 problems with a stable ``code``; ``error_from_problem``
+picks the class for that code, so callers write ``except BudgetExceeded as e: e.remaining...``
+instead of digging through a response body. A code this client does not know (a newer server)
+still raises ``LedgerError`` with every member of the problem kept in ``problem``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+__all__ = [
+    "AgentSuspended",
+    "AmountOutOfRange",
+    "BudgetExceeded",
+    "CurrencyMismatch",
+    "DatabaseUnavailable",
+    "Forbidden",
+    "HoldClosed",
+    "HoldExpired",
+    "IdempotencyKeyReused",
+    "LedgerError",
+    "LedgerUnreachable",
+    "NotFound",
+    "PayloadTooLarge",
+    "RateLimited",
+    "RequestInProgress",
+    "ServerPricingRequired",
+    "Unauthorized",
+    "UnknownModel",
+    "ValidationError",
+    "VelocityExceeded",
+    "error_from_problem",
+]
+
+
+class LedgerError(Exception):
+    """A problem answered by agent-ledger (or, for ``LedgerUnreachable``, no answer at all).
+
+    ``status`` is the HTTP status (``None`` when no answer came), ``code`` the problem's stable
+    code, ``detail`` its human-readable explanation and ``problem`` the whole problem object.
+    ``status_code`` repeats ``status`` so that frameworks which turn exceptions into HTTP
+    answers by that attribute (the LiteLLM proxy, FastAPI) pass the right status on.
+    """
+
+    code_name: str = ""
+
+    def __init__(
+        self,
+        problem: Mapping[str, Any],
+        *,
+        status: int | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        self.problem: dict[str, Any] = dict(problem)
+        self.status: int | None = status if status is not None else _int(problem.get("status"))
+        self.code: str = str(problem.get("code") or self.code_name or "error")
+        self.detail: str = str(problem.get("detail") or problem.get("title") or self.code)
+        self.title: str | None = problem.get("title")
+        self.retry_after = retry_after
+        # How many times the client sent the request before giving up with this answer.
+        self.attempts = 1
+        super().__init__(f"{self.status or '-'} {self.code}: {self.detail}")
+
+    @property
+    def status_code(self) -> int | None:
+        return self.status
+
+
+class LedgerUnreachable(LedgerError):
+    """No answer: the connection failed or timed out on every attempt (see ``__cause__``)."""
+
+    code_name = "unreachable"
+
+
+class BudgetExceeded(LedgerError):
+    """402: the request would take a window of the agent's or its team's budget past its limit.
+
+    ``scope`` is ``agent``, ``team`` or ``run``; ``window`` is ``total``, ``month``, ``day`` or
+    ``per_charge``; ``limit``, ``spent``, ``held`` and ``requested`` are exact decimals
+    (``spent`` and ``held`` are ``None`` for ``per_charge``).
+    """
+
+    code_name = "budget-exceeded"
+
+    def __init__(self, problem: Mapping[str, Any], **kwargs: Any) -> None:
+        super().__init__(problem, **kwargs)
+        self.scope: str | None = problem.get("scope")
+        self.window: str | None = problem.get("window")
+        self.limit = _decimal(problem.get("limit"))
+        self.spent = _decimal(problem.get("spent"))
+        self.held = _decimal(problem.get("held"))
+        self.requested = _decimal(problem.get("requested"))
+
+
+class VelocityExceeded(LedgerError):
+    """402: a spending-rate breaker tripped; the agent is now suspended."""
+
+    code_name = "velocity-exceeded"
+
+
+class AgentSuspended(LedgerError):
+    code_name = "agent-suspended"
+
+
+class HoldExpired(LedgerError):
+    code_name = "hold-expired"
+
+
+class HoldClosed(LedgerError):
+    code_name = "hold-closed"
+
+
+class UnknownModel(LedgerError):
+    code_name = "unknown-model"
+
+
+class CurrencyMismatch(LedgerError):
+    code_name = "currency-mismatch"
+
+
+class IdempotencyKeyReused(LedgerError):
+    code_name = "idempotency-key-reused"
+
+
+class RequestInProgress(LedgerError):
+    """409: the first request with this idempotency key is still running (after all retries)."""
+
+    code_name = "idempotency-request-in-progress"
+
+
+class Unauthorized(LedgerError):
+    code_name = "unauthorized"
+
+
+class Forbidden(LedgerError):
+    code_name = "forbidden"
+
+
+class NotFound(LedgerError):
+    code_name = "not-found"
+
+
+class ValidationError(LedgerError):
+    code_name = "validation-error"
+
+
+class PayloadTooLarge(LedgerError):
+    code_name = "payload-too-large"
+
+
+class AmountOutOfRange(LedgerError):
+    code_name = "amount-out-of-range"
+
+
+class ServerPricingRequired(LedgerError):
+    code_name = "server-pricing-required"
+
+
+class RateLimited(LedgerError):
+    code_name = "rate-limited"
+
+
+class DatabaseUnavailable(LedgerError):
+    code_name = "database-unavailable"
+
+
+_BY_CODE: dict[str, type[LedgerError]] = {
+    cls.code_name: cls
+    for cls in (
+        BudgetExceeded,
+        VelocityExceeded,
+        AgentSuspended,
+        HoldExpired,
+        HoldClosed,
+        UnknownModel,
+        CurrencyMismatch,
+        IdempotencyKeyReused,
+        RequestInProgress,
+        Unauthorized,
+        Forbidden,
+        NotFound,
+        ValidationError,
+        PayloadTooLarge,
+        AmountOutOfRange,
+        ServerPricingRequired,
+        RateLimited,
+        DatabaseUnavailable,
+    )
+}
+
+
+def error_from_problem(
+    problem: Mapping[str, Any], *, status: int | None = None, retry_after: float | None = None
+) -> LedgerError:
+    """The typed exception for a problem object; ``LedgerError`` itself for unknown codes."""
+    cls = _BY_CODE.get(str(problem.get("code")), LedgerError)
+    return cls(problem, status=status, retry_after=retry_after)
+
+
+def _decimal(value: Any) -> Decimal | None:
+    if value is None:
+        return None
+    try:
+        return Decimal(str(value))
+    except InvalidOperation:
+        return None
+
+
+def _int(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None

@@ -1,0 +1,232 @@
+"""``guard(...)``: an SDK call under a hold of its worst case, captured at its exact cost.
+
+The SDKs are stand-ins (tests/client/fake_sdks.py) answering recorded responses; the ledger is
+real. Pins: the hold is placed before the call and sized from the call's own output cap and a
+prompt bound, the capture is the usage's exact price, a failing call releases, a refused hold
+means no call, and the prompt bound stays above real token counts.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from types import SimpleNamespace
+
+import pytest
+
+import agent_ledger_client as alc
+from agent_ledger_client import AsyncLedger, Ledger, guard
+from agent_ledger_client.guarding import CHARS_PER_TOKEN, prompt_bound, worst_case
+from tests.client import recorded
+from tests.client.conftest import AgentSetup
+from tests.client.fake_sdks import FakeAnthropic, FakeAsyncOpenAI, FakeGenAI, FakeOpenAI
+
+MESSAGES = [
+    {"role": "system", "content": "You are a careful research assistant."},
+    {"role": "user", "content": "Summarise the attached findings in three bullet points."},
+]
+
+
+def _price(tokens_in: int, tokens_out: int, per_m_in: str, per_m_out: str) -> Decimal:
+    return (tokens_in * Decimal(per_m_in) + tokens_out * Decimal(per_m_out)) / 1_000_000
+
+
+def test_openai_call_is_held_then_captured_exactly(agent: AgentSetup) -> None:
+    """The hold (worst case: prompt bound + max_tokens) is open during the call; afterwards the
+    recorded usage's exact price is captured and the SDK's response comes back unchanged."""
+    with Ledger(agent.base_url, agent.key) as ledger:
+        seen_during_call: list = []
+        client = FakeOpenAI(during_call=lambda: seen_during_call.extend(ledger.holds().items))
+        kwargs = {"model": "gpt-4o", "messages": MESSAGES, "max_tokens": 500}
+        response = ledger.guard(client.chat.completions.create, **kwargs)
+    assert response is client.response and client.calls == [kwargs]
+    worst = worst_case((), kwargs)
+    [held] = seen_during_call
+    assert held.amount == _price(worst.input_tokens, 500, "2.5", "10")
+    hold_entry, capture = agent.entries()
+    assert (hold_entry["input_tokens"], hold_entry["output_tokens"]) == (worst.input_tokens, 500)
+    assert (capture["kind"], capture["input_tokens"], capture["output_tokens"]) == (
+        "capture",
+        1117,
+        46,
+    )
+    assert Decimal(capture["amount"]) == _price(1117, 46, "2.5", "10")
+
+
+def test_anthropic_call_priced_under_the_ledger_name(agent: AgentSetup) -> None:
+    """``price_as`` names the ledger's model when the SDK's differs; system prompt, messages and
+    max_tokens size the hold."""
+    client = FakeAnthropic()
+    with Ledger(agent.base_url, agent.key) as ledger:
+        guard(
+            ledger,
+            client.messages.create,
+            model="claude-sonnet-4-5-20250929",
+            system="Answer briefly.",
+            messages=MESSAGES[1:],
+            max_tokens=1024,
+            price_as="claude-sonnet-4.6",
+        )
+    assert "price_as" not in client.calls[0]
+    capture = agent.entries()[-1]
+    assert capture["model"] == "claude-sonnet-4.6"
+    assert Decimal(capture["amount"]) == _price(2095, 503, "3", "15")
+
+
+def test_gemini_call_takes_its_cap_from_config(agent: AgentSetup) -> None:
+    """google-genai's ``config.max_output_tokens`` is the output cap; ``models/`` prefixes are
+    dropped from the model name; the snake_case usage_metadata is captured."""
+    response = recorded.GEMINI_THINKING | {
+        "usageMetadata": {"promptTokenCount": 12, "candidatesTokenCount": 15}
+    }
+    client = FakeGenAI(response)
+    with Ledger(agent.base_url, agent.key) as ledger:
+        ledger.guard(
+            client.models.generate_content,
+            model="models/gemini-1.5-pro",
+            contents="Why is the sky blue?",
+            config=SimpleNamespace(max_output_tokens=256, thinking_config=None),
+        )
+    hold_entry, capture = agent.entries()
+    assert hold_entry["output_tokens"] == 256 and hold_entry["model"] == "gemini-1.5-pro"
+    assert Decimal(capture["amount"]) == _price(12, 15, "1.25", "5")
+
+
+def test_failing_call_releases_and_propagates(agent: AgentSetup) -> None:
+    """The provider raising releases the hold; the caller sees the provider's exception."""
+
+    class RateLimitError(Exception):
+        pass
+
+    client = FakeOpenAI(fail=RateLimitError("429 from provider"))
+    with Ledger(agent.base_url, agent.key) as ledger:
+        with pytest.raises(RateLimitError):
+            ledger.guard(client.chat.completions.create, model="gpt-4o", messages=MESSAGES,
+                         max_completion_tokens=300)  # fmt: skip
+        assert ledger.budget().held == 0
+    assert [e["kind"] for e in agent.entries()] == ["hold", "release"]
+
+
+def test_refused_hold_means_the_call_is_never_made(agent: AgentSetup) -> None:
+    """Over budget: BudgetExceeded before the call; the SDK is never called."""
+    agent.set_budget(day="0.001")
+    client = FakeOpenAI()
+    with Ledger(agent.base_url, agent.key) as ledger, pytest.raises(alc.BudgetExceeded):
+        ledger.guard(client.chat.completions.create, model="gpt-4o", messages=MESSAGES,
+                     max_tokens=4096)  # fmt: skip
+    assert client.calls == [] and agent.entries() == []
+
+
+def test_response_without_usage_captures_the_whole_hold(agent: AgentSetup) -> None:
+    """No usage in the answer: the worst case is what is known, so the whole hold is spent."""
+    client = FakeOpenAI(response={"id": "x", "choices": []})
+    with Ledger(agent.base_url, agent.key) as ledger:
+        ledger.guard(client.chat.completions.create, model="gpt-4o", max_tokens=10, messages=[])
+    hold_entry, capture = agent.entries()
+    assert capture["kind"] == "capture" and capture["amount"] == hold_entry["amount"]
+
+
+def test_cost_beyond_the_hold_and_the_budget_captures_the_whole_hold(agent: AgentSetup) -> None:
+    """A wrong max_input_tokens under-holds; when the excess is over budget, the whole hold is
+    captured and the response still returned (the money was spent)."""
+    agent.set_budget(day="0.0006")
+    client = FakeOpenAI()  # bills 1117 in, 46 out: 0.0032525
+    with Ledger(agent.base_url, agent.key) as ledger:
+        response = ledger.guard(client.chat.completions.create, model="gpt-4o",
+                                messages=MESSAGES, max_tokens=46, max_input_tokens=10)  # fmt: skip
+    assert response is client.response
+    hold_entry, capture = agent.entries()
+    assert capture["amount"] == hold_entry["amount"] == "0.000485"
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"model": "gpt-4o", "messages": MESSAGES},
+        {"model": "gpt-4o", "messages": MESSAGES, "max_tokens": 10, "stream": True},
+        {"messages": MESSAGES, "max_tokens": 10},
+    ],
+    ids=["no output cap", "streaming", "no model"],
+)
+def test_calls_without_a_known_worst_case_are_refused_unsent(
+    agent: AgentSetup, kwargs: dict
+) -> None:
+    """No output cap, a streaming call or no model: ValueError, no hold, no call."""
+    client = FakeOpenAI()
+    with Ledger(agent.base_url, agent.key) as ledger, pytest.raises(ValueError):
+        ledger.guard(client.chat.completions.create, **kwargs)
+    assert client.calls == [] and agent.entries() == []
+
+
+async def test_async_guard_awaits_the_sdk(agent: AgentSetup) -> None:
+    """``await ledger.guard(async_client.chat.completions.create, ...)`` holds, awaits, captures."""
+    client = FakeAsyncOpenAI()
+    async with AsyncLedger(agent.base_url, agent.key) as ledger:
+        response = await ledger.guard(
+            client.chat.completions.create, model="gpt-4o", messages=MESSAGES, max_tokens=200
+        )
+    assert response is client.response
+    assert Decimal(agent.entries()[-1]["amount"]) == _price(1117, 46, "2.5", "10")
+
+
+def test_output_caps_of_every_sdk_spelling() -> None:
+    """The output cap comes from max_tokens, max_completion_tokens, max_output_tokens, or
+    Gemini's config (dict or object, camelCase or snake_case, plus a thinking budget)."""
+
+    def cap(**kwargs: object) -> int:
+        return worst_case((), {"model": "m", **kwargs}).output_tokens
+
+    assert cap(max_tokens=100) == 100
+    assert cap(max_completion_tokens=200, max_tokens=50) == 200
+    assert cap(max_output_tokens=300) == 300
+    assert cap(config={"max_output_tokens": 400}) == 400
+    assert cap(generation_config={"maxOutputTokens": 500}) == 500
+    thinking = SimpleNamespace(max_output_tokens=600, thinking_config={"thinking_budget": 1000})
+    assert cap(config=thinking) == 1600
+
+
+def test_prompt_bound_counts_media_parts_and_escapes_non_ascii() -> None:
+    """Each image or file part adds its allowance; non-ASCII text is measured escaped."""
+    text_only = prompt_bound((), {"messages": [{"role": "user", "content": "hi"}]})
+    with_image = prompt_bound(
+        (),
+        {
+            "messages": [
+                {
+                    "role": "user",
+                    "content": [
+                        {"type": "text", "text": "hi"},
+                        {"type": "image_url", "image_url": {"url": "https://x/y.png"}},
+                    ],
+                }
+            ]
+        },
+    )
+    assert with_image - text_only >= 4096
+    # Two CJK characters weigh as much as twelve ASCII ones: each escaped as \\uXXXX.
+    assert prompt_bound((), {"c": "日本"}) == prompt_bound((), {"c": "abcdefghijkl"})
+
+
+SAMPLES = {
+    "english": "The quick brown fox jumps over the lazy dog. " * 40,
+    "code": "def f(x):\n    return [i ** 2 for i in range(x) if i % 3 == 0]\n" * 30,
+    "chinese": "机器学习模型在处理自然语言时需要大量的训练数据。" * 30,
+    "japanese": "東京は日本の首都であり、人口が最も多い都市です。" * 30,
+    "emoji": "🚀🔥✨🎉👍🏽" * 60,
+    "numbers": " ".join(str(n * 7919) for n in range(400)),
+    "json": '{"id": 12345, "tags": ["alpha", "beta"], "ok": true}' * 40,
+}
+
+
+@pytest.mark.parametrize("name", SAMPLES)
+def test_prompt_bound_is_above_real_token_counts(name: str) -> None:
+    """On prose, code, CJK, emoji, numbers and JSON, the bound exceeds what a real tokenizer
+    (LiteLLM's, offline) counts for the same messages."""
+    litellm = pytest.importorskip("litellm")
+    messages = [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": SAMPLES[name]},
+    ]
+    real = litellm.token_counter(model="gpt-4o", messages=messages)
+    bound = prompt_bound((), {"model": "gpt-4o", "messages": messages})
+    assert bound >= real, (bound, real)
+    assert CHARS_PER_TOKEN == 2

@@ -1,0 +1,115 @@
+"""``AsyncLedger`` against a real server: the same promises as the sync client, awaited.
+
+Pins ``async with ledger.hold(...)`` (capture, release on exit, release on exception),
+``await ledger.hold(...)`` for a hold settled by hand, typed 402s, paging with ``async for``,
+and concurrent holds from one client that together stay within the budget.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from decimal import Decimal
+
+import pytest
+
+import agent_ledger_client as alc
+from agent_ledger_client import AsyncLedger
+from tests.client import recorded
+from tests.client.conftest import AgentSetup
+
+
+async def test_async_charge_and_budget_exceeded(agent: AgentSetup) -> None:
+    """Charges are typed and exact; a 402 raises BudgetExceeded with its members."""
+    agent.set_budget(total="0.02")
+    async with AsyncLedger(agent.base_url, agent.key) as ledger:
+        charged = await ledger.charge(model="gpt-4o", input_tokens=3000, output_tokens=1000)
+        assert charged.amount == Decimal("0.0175")
+        with pytest.raises(alc.BudgetExceeded) as refused:
+            await ledger.charge(amount="0.003")
+    assert (refused.value.window, refused.value.limit, refused.value.spent) == (
+        "total",
+        Decimal("0.02"),
+        Decimal("0.0175"),
+    )
+    assert refused.value.requested == Decimal("0.003")
+
+
+async def test_async_hold_block_captures_gemini_usage(agent: AgentSetup) -> None:
+    """``async with ledger.hold(...) as h: await h.capture(usage=...)`` prices the usage by the
+    hold's model (here a google-genai response's usage_metadata, no thoughts, no cache)."""
+    response = recorded.gemini_sdk(
+        recorded.GEMINI_THINKING
+        | {"usageMetadata": {"promptTokenCount": 800, "candidatesTokenCount": 200}}
+    )
+    async with AsyncLedger(agent.base_url, agent.key) as ledger:
+        async with ledger.hold(
+            model="gemini-1.5-pro", max_input_tokens=4000, max_output_tokens=1000
+        ) as h:
+            captured = await h.capture(usage=response.usage_metadata)
+        assert captured.amount == Decimal("0.002")  # 800 x 1.25 + 200 x 5 per million
+        assert (await ledger.budget()).held == 0
+
+
+async def test_async_hold_released_on_exit_and_on_exception(agent: AgentSetup) -> None:
+    """Leaving the block, normally or by an exception (which propagates), releases the hold."""
+    async with AsyncLedger(agent.base_url, agent.key) as ledger:
+        async with ledger.hold(amount="0.1") as quiet:
+            pass
+        with pytest.raises(RuntimeError, match="boom"):
+            async with ledger.hold(amount="0.1") as failing:
+                raise RuntimeError("boom")
+        assert (await ledger.get_hold(quiet.id)).status == "released"
+        assert (await ledger.get_hold(failing.id)).status == "released"
+        assert (await ledger.holds()).items == []
+
+
+async def test_awaited_hold_is_settled_by_hand(agent: AgentSetup) -> None:
+    """``await ledger.hold(...)`` places the hold without a block; capture settles it."""
+    async with AsyncLedger(agent.base_url, agent.key) as ledger:
+        held = await ledger.hold(amount="0.3")
+        assert (await ledger.holds()).items[0].id == held.id
+        captured = await held.capture(amount="0.1")
+        assert captured.amount == Decimal("0.1")
+        assert (await ledger.get_hold(held.id)).status == "captured"
+
+
+async def test_async_iter_entries_and_me(agent: AgentSetup) -> None:
+    """``async for`` over iter_entries follows the cursors; me() names the agent."""
+    async with AsyncLedger(agent.base_url, agent.key) as ledger:
+        for amount in ("0.01", "0.02", "0.03"):
+            await ledger.charge(amount=amount)
+        seen = [entry.amount async for entry in ledger.iter_entries(limit=1)]
+        me = await ledger.me()
+    assert seen == [Decimal("0.01"), Decimal("0.02"), Decimal("0.03")]
+    assert me.agent.id == agent.agent_id
+
+
+async def test_concurrent_holds_never_exceed_the_budget(agent: AgentSetup) -> None:
+    """Twenty holds of 0.01 raced against a 0.10 budget, each kept open until all twenty were
+    decided: exactly ten are placed, ten refused with BudgetExceeded, and every block then
+    releases what it held."""
+    agent.set_budget(total="0.10")
+    decided, all_decided = 0, asyncio.Event()
+
+    def one_more_decided() -> None:
+        nonlocal decided
+        decided += 1
+        if decided == 20:
+            all_decided.set()
+
+    async with AsyncLedger(agent.base_url, agent.key) as ledger:
+
+        async def step() -> str:
+            try:
+                async with ledger.hold(amount="0.01"):
+                    one_more_decided()
+                    await asyncio.wait_for(all_decided.wait(), timeout=60)
+                    return "held"
+            except alc.BudgetExceeded:
+                one_more_decided()
+                return "refused"
+
+        outcomes = await asyncio.gather(*(step() for _ in range(20)))
+        assert (await ledger.budget()).held == 0
+    assert outcomes.count("held") == 10
+    assert outcomes.count("refused") == 10

@@ -1,0 +1,250 @@
+"""``Ledger`` against a real ``agent-ledger serve`` on a fresh database.
+
+Pins the client's promises end to end: typed, exact results; every refusal as its typed
+exception with its members; the hold block that captures from a provider's usage and never
+leaves a hold open; idempotency keys per call; paging; and ``budget()`` for agent and admin keys.
+"""
+
+from __future__ import annotations
+
+import time
+from decimal import Decimal
+
+import pytest
+
+import agent_ledger_client as alc
+from agent_ledger_client import Ledger
+from tests.client import recorded
+from tests.client.conftest import AgentSetup
+
+
+def _ledger(agent: AgentSetup, **options: object) -> Ledger:
+    return Ledger(agent.base_url, agent.key, **options)
+
+
+def test_reads_url_and_key_from_the_environment(
+    agent: AgentSetup, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``Ledger()`` with no arguments uses AGENT_LEDGER_URL and AGENT_LEDGER_KEY."""
+    monkeypatch.setenv("AGENT_LEDGER_URL", agent.base_url)
+    monkeypatch.setenv("AGENT_LEDGER_KEY", agent.key)
+    with Ledger() as ledger:
+        assert ledger.me().agent.id == agent.agent_id
+    monkeypatch.delenv("AGENT_LEDGER_KEY")
+    with pytest.raises(ValueError, match="AGENT_LEDGER_KEY"):
+        Ledger()
+
+
+def test_key_never_appears_in_repr(agent: AgentSetup) -> None:
+    """The client's repr names the service, never the key."""
+    with _ledger(agent) as ledger:
+        assert agent.key not in repr(ledger) and agent.base_url in repr(ledger)
+
+
+def test_charge_by_amount_and_by_model_is_exact(agent: AgentSetup) -> None:
+    """Charges come back typed: Decimal amounts, the server's price for tokens, the budget after,
+    and a generated idempotency key recorded on the entry."""
+    agent.set_budget(day="1")
+    with _ledger(agent) as ledger:
+        by_amount = ledger.charge(amount="0.000000150", description="one token")
+        by_model = ledger.charge(model="gpt-4o", input_tokens=3000, output_tokens=1000)
+    assert by_amount.amount == Decimal("0.00000015") and isinstance(by_amount.amount, Decimal)
+    assert by_model.amount == Decimal("0.0175")
+    assert by_model.kind == "charge" and by_model.model == "gpt-4o"
+    assert by_model.budget.spent.day == Decimal("0.01750015")
+    assert by_model.budget.remaining.day == Decimal("0.98249985")
+    keys = {e["idempotency_key"] for e in agent.entries()}
+    assert len(keys) == 2 and None not in keys
+
+
+def test_float_amounts_are_refused_before_sending(agent: AgentSetup) -> None:
+    """Money never passes through a float: charge(amount=0.1) is a TypeError, nothing is sent."""
+    with _ledger(agent) as ledger, pytest.raises(TypeError, match="float"):
+        ledger.charge(amount=0.1)
+    assert agent.entries() == []
+
+
+def test_budget_exceeded_is_typed_with_its_members(agent: AgentSetup) -> None:
+    """A 402 raises BudgetExceeded with scope, window, limit, spent, held and requested, and
+    nothing is written."""
+    agent.set_budget(day="0.05")
+    with _ledger(agent) as ledger:
+        ledger.charge(amount="0.03")
+        with ledger.hold(amount="0.01"):
+            with pytest.raises(alc.BudgetExceeded) as refused:
+                ledger.charge(amount="0.02")
+    error = refused.value
+    assert (error.status, error.code, error.scope, error.window) == (
+        402,
+        "budget-exceeded",
+        "agent",
+        "day",
+    )
+    assert (error.limit, error.spent, error.held, error.requested) == (
+        Decimal("0.05"),
+        Decimal("0.03"),
+        Decimal("0.01"),
+        Decimal("0.02"),
+    )
+    assert error.problem["code"] == "budget-exceeded"
+    assert [e["kind"] for e in agent.entries()] == ["charge", "hold", "release"]
+
+
+def test_hold_block_captures_an_openai_usage(agent: AgentSetup) -> None:
+    """``with ledger.hold(model, max_input_tokens, max_output_tokens) as h: h.capture(usage=...)``
+    reserves the worst case and spends exactly what the usage costs; the rest is freed."""
+    agent.set_budget(day="1")
+    usage = recorded.as_object(recorded.OPENAI_CHAT["usage"])  # 1117 in, 46 out
+    with _ledger(agent) as ledger:
+        with ledger.hold(model="gpt-4o", max_input_tokens=3000, max_output_tokens=1000) as h:
+            assert h.amount == Decimal("0.0175") and h.budget.held == Decimal("0.0175")
+            captured = h.capture(usage=usage)
+        budget = ledger.budget()
+    assert captured.kind == "capture" and captured.hold_id == h.id
+    assert (captured.input_tokens, captured.output_tokens) == (1117, 46)
+    assert captured.amount == Decimal("0.0032525")  # 1117 x 2.50 + 46 x 10.00 per million
+    assert budget.held == 0 and budget.spent.day == Decimal("0.0032525")
+    assert h.status == "captured"
+    assert [e["kind"] for e in agent.entries()] == ["hold", "capture"]
+
+
+def test_hold_block_without_capture_releases(agent: AgentSetup) -> None:
+    """Leaving the block without a capture releases the hold: nothing spent, nothing held."""
+    with _ledger(agent) as ledger:
+        with ledger.hold(model="gpt-4o", input_tokens=100, output_tokens=100, ttl_seconds=60) as h:
+            pass
+        assert ledger.get_hold(h.id).status == "released"
+        assert ledger.budget().held == 0
+    assert [e["kind"] for e in agent.entries()] == ["hold", "release"]
+
+
+def test_exception_in_hold_block_releases_and_propagates(agent: AgentSetup) -> None:
+    """An exception inside the block releases the hold and reaches the caller unchanged."""
+
+    class ModelCallFailed(Exception):
+        pass
+
+    with _ledger(agent) as ledger:
+        with pytest.raises(ModelCallFailed), ledger.hold(amount="0.5") as h:
+            raise ModelCallFailed("provider down")
+        assert ledger.get_hold(h.id).status == "released"
+        assert ledger.holds().items == []
+
+
+def test_refused_capture_inside_the_block_still_releases(agent: AgentSetup) -> None:
+    """A capture refused for its excess (402) leaves the hold open; the block then releases it."""
+    agent.set_budget(day="0.01")
+    with _ledger(agent) as ledger:
+        with pytest.raises(alc.BudgetExceeded) as refused, ledger.hold(amount="0.005") as h:
+            h.capture(amount="0.02")
+        assert refused.value.requested == Decimal("0.015")
+        assert ledger.get_hold(h.id).status == "released"
+
+
+def test_capture_by_tokens_uses_the_hold_model_and_refuses_without_one(agent: AgentSetup) -> None:
+    """Token captures are priced by the hold's model; an amount-only hold needs ``model=``."""
+    with _ledger(agent) as ledger:
+        with ledger.hold(model="gpt-4o-mini", input_tokens=10_000, output_tokens=1_000) as h:
+            captured = h.capture(input_tokens=1_000_000, output_tokens=0)
+        assert captured.amount == Decimal("0.15") and captured.model == "gpt-4o-mini"
+        with ledger.hold(amount="0.1") as h:
+            with pytest.raises(TypeError, match="model"):
+                h.capture(usage=recorded.ANTHROPIC_PLAIN_USAGE)
+            captured = h.capture(usage=recorded.ANTHROPIC_PLAIN_USAGE, model="claude-sonnet-4.6")
+        assert captured.amount == Decimal("0.01383")  # 2095 x 3 + 503 x 15 per million
+
+
+def test_capture_with_no_argument_takes_the_whole_hold(agent: AgentSetup) -> None:
+    """``h.capture()`` spends the whole hold."""
+    with _ledger(agent) as ledger, ledger.hold(amount="0.25") as h:
+        assert h.capture().amount == Decimal("0.25")
+
+
+def test_a_hold_that_lapsed_is_not_an_error_on_exit(agent: AgentSetup) -> None:
+    """Capturing after expiry raises HoldExpired; leaving the block after it raises nothing more."""
+    with _ledger(agent) as ledger:
+        with pytest.raises(alc.HoldExpired), ledger.hold(amount="0.01", ttl_seconds=1) as h:
+            time.sleep(1.5)
+            h.capture()
+        with ledger.hold(amount="0.01", ttl_seconds=1):
+            time.sleep(1.5)
+        assert ledger.budget().held == 0
+
+
+def test_manual_hold_capture_and_double_capture(agent: AgentSetup) -> None:
+    """create_hold/capture/release work by id; a second capture is HoldClosed."""
+    with _ledger(agent) as ledger:
+        hold = ledger.create_hold(model="gpt-4o", input_tokens=1000, output_tokens=1000)
+        assert hold.status == "open" and ledger.holds().items[0].id == hold.id
+        ledger.capture(hold.id, usage={"input_tokens": 10, "output_tokens": 1}, model="gpt-4o")
+        with pytest.raises(alc.HoldClosed):
+            ledger.capture(hold.id)
+        with pytest.raises(alc.HoldClosed):
+            ledger.release(hold.id)
+        assert ledger.get_hold(hold.id).status == "captured"
+
+
+def test_replay_is_marked_and_reused_key_with_other_body_is_refused(agent: AgentSetup) -> None:
+    """The same idempotency key and body answers the first charge again (``replayed``); the
+    same key with another body is IdempotencyKeyReused."""
+    with _ledger(agent) as ledger:
+        first = ledger.charge(amount="0.01", idempotency_key="task-1")
+        again = ledger.charge(amount="0.01", idempotency_key="task-1")
+        with pytest.raises(alc.IdempotencyKeyReused):
+            ledger.charge(amount="0.02", idempotency_key="task-1")
+    assert (first.replayed, again.replayed, again.id) == (False, True, first.id)
+    assert len(agent.entries()) == 1
+
+
+def test_refusals_arrive_typed(agent: AgentSetup) -> None:
+    """Unknown key, another agent's hold, unknown model, bad input, wrong currency and a
+    suspended agent each raise their own exception class."""
+    with Ledger(agent.base_url, "al_agt_not-a-real-key") as stranger:
+        with pytest.raises(alc.Unauthorized) as refused:
+            stranger.me()
+        assert refused.value.status == 401
+    with _ledger(agent) as ledger:
+        with pytest.raises(alc.NotFound):
+            ledger.get_hold("hold_does_not_exist")
+        with pytest.raises(alc.UnknownModel):
+            ledger.charge(model="no-such-model", input_tokens=1, output_tokens=1)
+        with pytest.raises(alc.ValidationError):
+            ledger.charge(amount="-1")
+        with pytest.raises(alc.CurrencyMismatch):
+            ledger.charge(amount="0.01", currency="EUR")
+        with pytest.raises(alc.Forbidden):
+            ledger.charge(amount="0.01", agent_id="agt_someone_else")
+        agent.admin("PATCH", f"/v1/agents/{agent.agent_id}", json={"status": "suspended"})
+        with pytest.raises(alc.AgentSuspended):
+            ledger.charge(amount="0.01")
+
+
+def test_budget_me_and_entry_paging(agent: AgentSetup) -> None:
+    """budget() reads the agent's own status; entries page with cursors; iter_entries follows
+    them to the end, each entry once, oldest first."""
+    agent.set_budget(total="10", month="5")
+    with _ledger(agent) as ledger:
+        for i in range(5):
+            ledger.charge(amount=f"0.0{i + 1}")
+        me = ledger.me()
+        budget = ledger.budget()
+        first = ledger.entries(limit=2)
+        everything = list(ledger.iter_entries(limit=2))
+        charges_only = ledger.entries(kind="capture")
+    assert me.role == "agent" and me.agent.id == agent.agent_id
+    assert budget.limits.total == Decimal("10") and budget.remaining.month == Decimal("4.85")
+    assert budget.remaining.day is None and budget.tightest_remaining() == Decimal("4.85")
+    assert len(first.items) == 2 and first.next_cursor is not None
+    assert [e.amount for e in everything] == [Decimal(f"0.0{i + 1}") for i in range(5)]
+    assert charges_only.items == []
+
+
+def test_admin_key_acts_for_a_named_agent(agent: AgentSetup) -> None:
+    """With an admin key, agent_id names the agent to charge and whose budget to read."""
+    agent.set_budget(day="1")
+    with Ledger(agent.base_url, agent.admin_key) as admin:
+        charged = admin.charge(amount="0.2", agent_id=agent.agent_id)
+        assert charged.agent_id == agent.agent_id
+        assert admin.budget(agent_id=agent.agent_id).spent.day == Decimal("0.2")
+        with pytest.raises(ValueError, match="agent_id"):
+            admin.budget()
