@@ -175,6 +175,25 @@ def cmd_openapi(args: argparse.Namespace) -> int:
     return 0
 
 
+MCP_MISSING = (
+    "agent-ledger mcp: the MCP server lives in the client package ({missing} is missing).\n"
+    "Install it from this repository with:  pip install './client[mcp]'\n"
+    "then run `agent-ledger mcp` (or `agent-ledger-mcp`) with AGENT_LEDGER_URL and the agent's\n"
+    "own AGENT_LEDGER_KEY set."
+)
+
+
+def cmd_mcp(args: argparse.Namespace) -> int:
+    # The MCP server talks to the API like any agent, so it ships with the client package;
+    # the server only offers the familiar command name for it.
+    try:
+        from agent_ledger_client.mcp import main as mcp_main
+    except ImportError as exc:
+        print(MCP_MISSING.format(missing=exc.name or "a module"), file=sys.stderr)
+        return 2
+    return mcp_main([])
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="agent-ledger", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -208,6 +227,11 @@ def build_parser() -> argparse.ArgumentParser:
     register_export_commands(commands)
     register_checkpoint_commands(commands)
     register_report_commands(commands)
+
+    mcp = commands.add_parser(
+        "mcp", help="serve an agent's budget and spending tools over MCP (stdio)"
+    )
+    mcp.set_defaults(func=cmd_mcp)
 
     openapi = commands.add_parser("openapi", help="write the OpenAPI document")
     openapi.add_argument("--output", default="openapi/openapi.json")
