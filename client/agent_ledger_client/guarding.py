@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import functools
 import inspect
 import json
 import logging
@@ -37,7 +38,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import msgspec
 
-from agent_ledger_client.errors import BudgetExceeded
+from agent_ledger_client.errors import BudgetExceeded, HoldExpired, LedgerError, ValidationError
 from agent_ledger_client.usage import token_counts
 
 if TYPE_CHECKING:
@@ -54,6 +55,8 @@ CHARS_PER_TOKEN = 2
 MEDIA_PART_TOKENS = 4096
 
 _OUTPUT_CAPS = ("max_completion_tokens", "max_output_tokens", "max_tokens")
+# Refusals of an exact capture after which the whole hold is what can still be recorded.
+_WHOLE_HOLD = (BudgetExceeded, ValidationError)
 _CONFIGS = ("config", "generation_config", "generationConfig")
 _MEDIA = re.compile(
     r'"type":\s*"(?:image_url|image|input_image|input_audio|audio|document|file|input_file)"'
@@ -172,6 +175,13 @@ def guard(
     ``price_as`` names the ledger's model when the SDK's differs (``"claude-sonnet-4.6"`` for
     ``"claude-sonnet-4-6-20260101"``); ``max_input_tokens`` replaces the prompt estimate.
     Returns the SDK's response unchanged.
+
+    Before the call, a refusal raises (``BudgetExceeded``: the call is not made). Once the call
+    has returned its money is spent, so guard returns the response and records what it can: the
+    exact cost; the whole hold when the exact cost is refused (over budget beyond the hold, or a
+    usage the service cannot price); a charge of the exact cost when the hold lapsed during the
+    call; and when nothing can be recorded (the service unreachable), an ERROR log line, the
+    hold lapsing at its ``expires_at``.
     """
     worst = _plan(args, kwargs, max_input_tokens, price_as)
     with ledger.hold(
@@ -181,18 +191,29 @@ def guard(
         ttl_seconds=hold_ttl_seconds,
     ) as held:
         response = call(*args, **kwargs)
-        _settle(held, _capture_args(response))
+        _settle(ledger, held, _capture_args(response))
     return response
 
 
-def _settle(held: OpenHold, tokens: dict[str, int] | None) -> None:
+def _settle(ledger: Ledger, held: OpenHold, tokens: dict[str, int] | None) -> None:
     try:
         held.capture(**tokens) if tokens is not None else held.capture()
-    except BudgetExceeded as exc:
-        # Only when the call cost more than its worst case and the excess is over budget: the
-        # money is spent and the response is the caller's, so record all the hold allows.
-        log.warning("exact cost refused (%s); capturing the whole hold", exc)
-        held.capture()
+        return
+    except HoldExpired:
+        if tokens is None:
+            return
+        log.warning("hold %s lapsed during the call; charging the exact cost", held.id)
+        record: Callable[[], Any] = functools.partial(ledger.charge, model=held.model, **tokens)
+    except _WHOLE_HOLD as exc:
+        log.warning("exact cost refused (%s); capturing the whole hold %s", exc, held.id)
+        record = held.capture
+    except LedgerError as exc:
+        _unrecorded(held, exc)
+        return
+    try:
+        record()
+    except LedgerError as exc:
+        _unrecorded(held, exc)
 
 
 async def aguard(
@@ -216,13 +237,38 @@ async def aguard(
         response = call(*args, **kwargs)
         if inspect.isawaitable(response):
             response = await response
-        await _asettle(held, _capture_args(response))
+        await _asettle(ledger, held, _capture_args(response))
     return response  # type: ignore[return-value]
 
 
-async def _asettle(held: AsyncOpenHold, tokens: dict[str, int] | None) -> None:
+async def _asettle(ledger: AsyncLedger, held: AsyncOpenHold, tokens: dict[str, int] | None) -> None:
     try:
         await (held.capture(**tokens) if tokens is not None else held.capture())
-    except BudgetExceeded as exc:
-        log.warning("exact cost refused (%s); capturing the whole hold", exc)
-        await held.capture()
+        return
+    except HoldExpired:
+        if tokens is None:
+            return
+        log.warning("hold %s lapsed during the call; charging the exact cost", held.id)
+        record: Callable[[], Awaitable[Any]] = functools.partial(
+            ledger.charge, model=held.model, **tokens
+        )
+    except _WHOLE_HOLD as exc:
+        log.warning("exact cost refused (%s); capturing the whole hold %s", exc, held.id)
+        record = held.capture
+    except LedgerError as exc:
+        _unrecorded(held, exc)
+        return
+    try:
+        await record()
+    except LedgerError as exc:
+        _unrecorded(held, exc)
+
+
+def _unrecorded(held: OpenHold | AsyncOpenHold, exc: LedgerError) -> None:
+    log.error(
+        "the call succeeded but its cost could not be recorded (%s); hold %s lapses at %s",
+        exc,
+        held.id,
+        held.expires_at,
+    )
+    held.abandon()

@@ -79,6 +79,11 @@ class _HoldState:
             idempotency_key=idempotency_key,
         )
 
+    def abandon(self) -> None:
+        """Stop settling this hold: leaving the block will not try to release it, and it lapses
+        by itself at ``expires_at`` (for when the service cannot be reached)."""
+        self.status = "abandoned"
+
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.id} {self.amount} {self.status}>"
 

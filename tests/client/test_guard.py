@@ -8,13 +8,15 @@ means no call, and the prompt bound stays above real token counts.
 
 from __future__ import annotations
 
+import time
 from decimal import Decimal
 from types import SimpleNamespace
 
+import httpx
 import pytest
 
 import agent_ledger_client as alc
-from agent_ledger_client import AsyncLedger, Ledger, guard
+from agent_ledger_client import AsyncLedger, Ledger, RetryPolicy, guard
 from agent_ledger_client.guarding import CHARS_PER_TOKEN, prompt_bound, worst_case
 from tests.client import recorded
 from tests.client.conftest import AgentSetup
@@ -230,3 +232,56 @@ def test_prompt_bound_is_above_real_token_counts(name: str) -> None:
     bound = prompt_bound((), {"model": "gpt-4o", "messages": messages})
     assert bound >= real, (bound, real)
     assert CHARS_PER_TOKEN == 2
+
+
+class _DownAfterTheHold(httpx.BaseTransport):
+    """Forwards until the hold is placed; after that the service cannot be reached."""
+
+    def __init__(self) -> None:
+        self.inner = httpx.HTTPTransport()
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith(("/capture", "/release")):
+            raise httpx.ConnectError("connection refused", request=request)
+        return self.inner.handle_request(request)
+
+
+def test_usage_the_service_cannot_price_captures_the_whole_hold(agent: AgentSetup) -> None:
+    """Once the call returned, a refused exact capture (here a usage beyond what the service
+    accepts) records the whole hold instead, and the response still comes back."""
+    usage = {"prompt_tokens": 10, "completion_tokens": 2_000_000_000, "total_tokens": 2_000_000_010}
+    client = FakeOpenAI(response={"id": "x", "choices": [], "usage": usage})
+    with Ledger(agent.base_url, agent.key) as ledger:
+        response = ledger.guard(client.chat.completions.create, model="gpt-4o", messages=[],
+                                max_tokens=10)  # fmt: skip
+    assert response is client.response
+    hold_entry, capture = agent.entries()
+    assert capture["kind"] == "capture" and capture["amount"] == hold_entry["amount"]
+
+
+def test_hold_lapsed_during_the_call_is_charged_exactly(agent: AgentSetup) -> None:
+    """A call that outlives its hold is charged its exact cost instead; the hold has expired."""
+    client = FakeOpenAI(during_call=lambda: time.sleep(1.5))
+    with Ledger(agent.base_url, agent.key) as ledger:
+        ledger.guard(client.chat.completions.create, model="gpt-4o", messages=MESSAGES,
+                     max_tokens=100, hold_ttl_seconds=1)  # fmt: skip
+        assert ledger.budget().held == 0
+    kinds = [(e["kind"], e["amount"]) for e in agent.entries() if e["kind"] != "expire"]
+    assert kinds[0][0] == "hold" and kinds[1] == ("charge", str(_price(1117, 46, "2.5", "10")))
+
+
+def test_unreachable_service_after_the_call_returns_the_response_and_logs(
+    agent: AgentSetup, caplog: pytest.LogCaptureFixture
+) -> None:
+    """If the cost cannot be recorded at all, the response still comes back, an ERROR is logged
+    and the hold is left to lapse (no release is attempted on the way out)."""
+    client = FakeOpenAI()
+    policy = RetryPolicy(attempts=2, base_delay=0.001, max_delay=0.01)
+    with Ledger(agent.base_url, agent.key, retry=policy, transport=_DownAfterTheHold()) as ledger:
+        response = ledger.guard(client.chat.completions.create, model="gpt-4o",
+                                messages=MESSAGES, max_tokens=100)  # fmt: skip
+    assert response is client.response
+    assert [e["kind"] for e in agent.entries()] == ["hold"]
+    assert any(
+        r.levelname == "ERROR" and "could not be recorded" in r.message for r in caplog.records
+    )
