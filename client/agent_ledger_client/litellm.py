@@ -5,8 +5,10 @@ SDK (async)::
     import litellm
     from agent_ledger_client.litellm import LedgerCallback
 
-    litellm.callbacks = [LedgerCallback()]   # AGENT_LEDGER_URL, AGENT_LEDGER_KEY
+    callback = LedgerCallback()  # AGENT_LEDGER_URL, AGENT_LEDGER_KEY
+    litellm.callbacks = [callback]
     response = await litellm.acompletion(model="gpt-4o", messages=..., max_tokens=500)
+    await callback.flush()  # in a short script: LiteLLM captures after the call returns
 
 Proxy (``config.yaml``)::
 
