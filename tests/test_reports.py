@@ -380,16 +380,25 @@ async def test_share_is_zero_when_nothing_was_spent_overall(books: Books) -> Non
 
 
 async def test_defaults_cover_the_current_utc_month(books: Books) -> None:
-    """Without since and until a report covers the UTC calendar month of the service's clock,
-    from its first instant to the first instant of the next month."""
+    """Without since and until, top spenders cover the UTC calendar month of the service's
+    clock, from its first instant to the first instant of the next month; the spend series
+    covers the same month only up to the day (or hour) holding now, listing no future bucket."""
     agent = await books.fleet.agent("month default")
     await books.charge(agent, at("2045-08-31T23:59:59"), amount="0.5")
+    await books.charge(agent, at("2045-08-17T12:30:00"), amount="0.25")
     books.clock.now = at("2045-08-17T12:34:56")
     report = await books.get("/v1/reports/top-spenders")
     assert (report["since"], report["until"]) == ("2045-08-01T00:00:00Z", "2045-09-01T00:00:00Z")
-    assert ranking(report) == [(agent["id"], Decimal("0.5"), 1)]
+    assert ranking(report) == [(agent["id"], Decimal("0.75"), 2)]
     series = await books.get("/v1/reports/spend", agent_id=agent["id"])
-    assert len(series["items"]) == 31 and series["items"][-1]["spent"] == "0.5"
+    assert (series["since"], series["until"]) == ("2045-08-01T00:00:00Z", "2045-08-18T00:00:00Z")
+    assert len(series["items"]) == 17
+    assert series["items"][-1] == {"start": "2045-08-17T00:00:00Z", "spent": "0.25", "charges": 1}
+    hourly = await books.get("/v1/reports/spend", agent_id=agent["id"], granularity="hour")
+    assert hourly["until"] == "2045-08-17T13:00:00Z"
+    assert len(hourly["items"]) == 16 * 24 + 13
+    assert hourly["items"][-1]["start"] == "2045-08-17T12:00:00Z"
+    assert hourly["items"][-1]["spent"] == "0.25"
 
 
 async def test_rollups_equal_the_ledger_after_a_concurrent_burst(

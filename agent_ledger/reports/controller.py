@@ -23,6 +23,13 @@ Until = Annotated[
     datetime | None,
     QueryParameter(description="End of the range, exclusive (default: next UTC month's start)."),
 ]
+SpendUntil = Annotated[
+    datetime | None,
+    QueryParameter(
+        description="End of the range, exclusive (default: the end of the day or hour holding "
+        "now, so no future bucket is listed)."
+    ),
+]
 TopLimit = Annotated[int, QueryParameter(ge=1, le=1000, description="How many to list.")]
 Currency = Annotated[
     str | None,
@@ -73,7 +80,7 @@ class ReportController(Controller):
         agent_id: FromQuery[str | None] = None,
         team_id: FromQuery[str | None] = None,
         since: Since = None,
-        until: Until = None,
+        until: SpendUntil = None,
         currency: Currency = None,
     ) -> SpendSeries:
         return await service.spend_series(

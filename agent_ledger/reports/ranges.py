@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 
 import msgspec
 
-__all__ = ["Pieces", "month_of", "split_range", "to_utc"]
+__all__ = ["Pieces", "ceil_to", "month_of", "split_range", "to_utc"]
 
 HOUR = timedelta(hours=1)
 DAY = timedelta(days=1)
@@ -48,7 +48,8 @@ def _floor(moment: datetime, unit: timedelta) -> datetime:
     return moment.replace(minute=0, second=0, microsecond=0)
 
 
-def _ceil(moment: datetime, unit: timedelta) -> datetime:
+def ceil_to(moment: datetime, unit: timedelta) -> datetime:
+    """The first whole ``unit`` (DAY or HOUR) boundary at or after ``moment``."""
     floor = _floor(moment, unit)
     return floor if floor == moment else floor + unit
 
@@ -57,14 +58,14 @@ def split_range(since: datetime, until: datetime, *, use_days: bool = True) -> P
     """Cut [since, until) into whole days (if ``use_days``), whole hours and partial hours."""
     since, until = to_utc(since), to_utc(until)
     empty = (since, since)
-    first_hour, last_hour = _ceil(since, HOUR), _floor(until, HOUR)
+    first_hour, last_hour = ceil_to(since, HOUR), _floor(until, HOUR)
     if since >= until:
         return Pieces(days=empty, hours=(empty, empty), partial=(empty, empty))
     if first_hour >= last_hour:
         # No whole hour inside: the ledger answers the whole range.
         return Pieces(days=empty, hours=(empty, empty), partial=((since, until), empty))
     partial = ((since, first_hour), (last_hour, until))
-    first_day, last_day = _ceil(first_hour, DAY), _floor(last_hour, DAY)
+    first_day, last_day = ceil_to(first_hour, DAY), _floor(last_hour, DAY)
     if not use_days or first_day >= last_day:
         return Pieces(
             days=empty, hours=((first_hour, last_hour), (last_hour, last_hour)), partial=partial

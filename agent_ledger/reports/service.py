@@ -20,7 +20,15 @@ import asyncpg
 from agent_ledger.errors import InvalidInput, NotFound, Refusal
 from agent_ledger.money import format_amount
 from agent_ledger.reports import queries
-from agent_ledger.reports.ranges import DAY, HOUR, Pieces, month_of, split_range
+from agent_ledger.reports.ranges import (
+    DAY,
+    HOUR,
+    Pieces,
+    ceil_to,
+    month_of,
+    split_range,
+    to_utc,
+)
 from agent_ledger.reports.schemas import (
     Granularity,
     GroupBy,
@@ -45,10 +53,20 @@ _CURRENCY = re.compile(r"^[A-Z]{3}$")
 
 
 def resolve_range(
-    since: datetime | None, until: datetime | None, now: datetime
+    since: datetime | None,
+    until: datetime | None,
+    now: datetime,
+    *,
+    up_to_now: timedelta | None = None,
 ) -> tuple[datetime, datetime]:
-    """Missing bounds default to the UTC calendar month of ``now``; an inverted range is 422."""
+    """Missing bounds default to the UTC calendar month of ``now``; an inverted range is 422.
+
+    With ``up_to_now`` (a bucket size), a missing ``until`` is the end of the bucket holding
+    ``now`` instead of the month's end: a series lists no bucket of the future.
+    """
     month_start, month_end = month_of(now)
+    if until is None and up_to_now is not None:
+        until = min(month_end, ceil_to(to_utc(now), up_to_now))
     since = month_start if since is None else checked_time(since, "since")
     until = month_end if until is None else checked_time(until, "until")
     if since > until:
@@ -188,9 +206,11 @@ async def spend_series(
     team_id: str | None = None,
     currency: str | None = None,
 ) -> SpendSeries:
-    """Spend and charges per UTC day or hour of [since, until), every bucket listed."""
-    since, until = resolve_range(since, until, now)
-    starts = _bucket_starts(since, until, DAY if granularity == "day" else HOUR)
+    """Spend and charges per UTC day or hour of [since, until), every bucket listed; without
+    ``until``, up to the bucket holding ``now`` (the future has no spending to show)."""
+    unit = DAY if granularity == "day" else HOUR
+    since, until = resolve_range(since, until, now, up_to_now=unit)
+    starts = _bucket_starts(since, until, unit)
     pieces = split_range(since, until, use_days=granularity == "day")
     async with _reading(db) as conn:
         scope, scope_arg, currency = await _scope(conn, agent_id, team_id, currency)
