@@ -7,6 +7,7 @@ answers, else an embedded one (pgserver) in a temporary directory.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import os
 import secrets
@@ -15,7 +16,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -87,27 +88,51 @@ def database_url(server_url: str) -> Iterator[str]:
         asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
-@contextlib.contextmanager
-def scratch_database(server_url: str, revision: str | None = "head") -> Iterator[str]:
-    """A database of a test's own on the test server, migrated to ``revision`` (None: left
-    empty), dropped afterwards. For tests that tamper with a ledger or compare schemas."""
-    name = f"agent_ledger_scratch_{secrets.token_hex(4)}"
+def _run_sql(server_url: str, sql: str) -> None:
+    """One maintenance statement, from sync or async tests alike (its own thread and loop)."""
 
-    async def admin(sql: str) -> None:
+    async def execute() -> None:
         conn = await asyncpg.connect(server_url)
         try:
             await conn.execute(sql)
         finally:
             await conn.close()
 
-    asyncio.run(admin(f'CREATE DATABASE "{name}"'))
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        pool.submit(asyncio.run, execute()).result()
+
+
+@contextlib.contextmanager
+def scratch_database(server_url: str, revision: str | None = "head") -> Iterator[str]:
+    """A database of a test's own on the test server, migrated to ``revision`` (None: left
+    empty), dropped afterwards. For tests that tamper with a ledger or compare schemas."""
+    name = f"agent_ledger_scratch_{secrets.token_hex(4)}"
+    _run_sql(server_url, f'CREATE DATABASE "{name}"')
     url = _with_database(server_url, name)
     try:
         if revision is not None:
             migrate(url, revision)
         yield url
     finally:
-        asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        _run_sql(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def new_database(server_url: str) -> Iterator[Callable[[], str]]:
+    """Makes empty databases (no schema) on the test server; all are dropped after the test."""
+    made: list[str] = []
+
+    def make() -> str:
+        name = f"agent_ledger_tmp_{secrets.token_hex(4)}"
+        _run_sql(server_url, f'CREATE DATABASE "{name}"')
+        made.append(name)
+        return _with_database(server_url, name)
+
+    try:
+        yield make
+    finally:
+        for name in made:
+            _run_sql(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture(scope="session")
@@ -160,6 +185,12 @@ async def admin_key(database_url: str) -> str:
 @pytest.fixture(scope="session")
 async def auditor_key(database_url: str) -> str:
     return await issue_staff_key(database_url, "auditor")
+
+
+def unique_name(prefix: str) -> str:
+    """A team or agent name no other test uses: names are unique (per team, for agents), and
+    every test of a session shares one database."""
+    return f"{prefix}-{secrets.token_hex(4)}"
 
 
 def bearer(key: str) -> dict[str, str]:
@@ -251,6 +282,11 @@ class ServerProcess:
                 pass
             time.sleep(0.1)
         raise TimeoutError(f"server on port {self.port} not ready")
+
+    def output(self) -> str:
+        """What the server printed so far (stdout and stderr)."""
+        self.log.seek(0)
+        return self.log.read().decode(errors="replace")
 
     def stop(self) -> None:
         self.process.terminate()

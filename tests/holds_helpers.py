@@ -19,6 +19,7 @@ from litestar.testing import AsyncTestClient
 
 from agent_ledger.app import create_app
 from agent_ledger.config import Settings
+from tests.conftest import unique_name
 
 NANOS = 10**9
 # Far enough ahead of the real clock that no sweeper running on the database's clock (the
@@ -148,7 +149,7 @@ async def new_agent(
     fleet: Any, admin_key: str, *, team_id: str | None = None, **limits: str | None
 ) -> tuple[str, dict[str, str]]:
     """A fresh agent (optionally in a team, optionally with limits) and its key's headers."""
-    agent = await fleet.agent("holds-agent", team_id=team_id)
+    agent = await fleet.agent(unique_name("holds-agent"), team_id=team_id)
     if limits:
         await set_budget(fleet.client, admin_key, "agents", agent["id"], **limits)
     created = await fleet.agent_key(agent["id"])

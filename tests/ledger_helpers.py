@@ -7,7 +7,7 @@ from typing import Any
 import asyncpg
 import msgspec
 
-from tests.conftest import Fleet, bearer
+from tests.conftest import Fleet, bearer, unique_name
 
 
 class Spender(msgspec.Struct):
@@ -25,9 +25,9 @@ async def spender(
     *,
     limits: dict[str, str] | None = None,
     team_id: str | None = None,
-    name: str = "spender",
+    name: str | None = None,
 ) -> Spender:
-    agent = await fleet.agent(name, team_id=team_id)
+    agent = await fleet.agent(name or unique_name("spender"), team_id=team_id)
     if limits is not None:
         response = await fleet.client.put(
             f"/v1/agents/{agent['id']}/budget", json={"limits": limits}, headers=fleet.admin

@@ -23,7 +23,7 @@ from agent_ledger.auth import hash_key
 from agent_ledger.config import Settings
 from agent_ledger.db import init_connection
 from agent_ledger.ledger import decisions
-from tests.conftest import TEST_PEPPER, Fleet, bearer
+from tests.conftest import TEST_PEPPER, Fleet, bearer, unique_name
 from tests.ledger_helpers import spender
 
 T = TypeVar("T")
@@ -219,7 +219,7 @@ async def test_paging_while_writes_happen_yields_each_entry_exactly_once(
         if windowed
         else {}
     )
-    team = await fleet.team("busy")
+    team = await fleet.team(unique_name("busy"))
     agents = [await fleet.agent(f"busy-{i}", team_id=team["id"]) for i in range(4)]
     done = asyncio.Event()
 

@@ -32,6 +32,7 @@ from hypothesis.stateful import run_state_machine_as_test as run_machine
 from litestar.testing import TestClient
 
 from agent_ledger.config import Settings
+from tests.conftest import unique_name
 from tests.holds_helpers import FakeClock, bearer, clocked_app, money, to_nanos
 
 UNIT = 10**9
@@ -216,7 +217,8 @@ class HoldsMachine(RuleBasedStateMachine):
         ]
         team_limits = Limits(total=team_total, month=team_month)
         team = self._ok(
-            self.client.post("/v1/teams", json={"name": "model"}, headers=self.admin), 201
+            self.client.post("/v1/teams", json={"name": unique_name("model")}, headers=self.admin),
+            201,
         )
         self.team_id = team["id"]
         self._ok(

@@ -14,7 +14,7 @@ import httpx
 import pytest
 from litestar.testing import AsyncTestClient
 
-from tests.conftest import Fleet, ServerProcess, bearer
+from tests.conftest import Fleet, ServerProcess, bearer, unique_name
 
 KEY_PATTERN = re.compile(r"^al_(adm|aud|agt)_[0-9A-Za-z]{38}$")
 CREATED_FIELDS = {"id", "key", "prefix", "role", "agent_id", "name", "created_at", "expires_at"}
@@ -189,7 +189,7 @@ async def test_an_agent_key_cannot_call_staff_routes(
     fleet: Fleet, method: str, path: str, body: dict | None
 ) -> None:
     """An agent key on an admin route gets 403 ``forbidden``, even on its own agent or key."""
-    agent = await fleet.agent("not-staff")
+    agent = await fleet.agent(unique_name("not-staff"))
     key = await fleet.agent_key(agent["id"])
     url = path.format(own=agent["id"], own_key=key["id"])
     response = await fleet.client.request(method, url, json=body, headers=bearer(key["key"]))

@@ -10,7 +10,7 @@ import httpx
 
 from agent_ledger.ledger.chain import verify_ledger
 from agent_ledger.money import format_amount
-from tests.conftest import ServerProcess, bearer
+from tests.conftest import ServerProcess, bearer, unique_name
 
 CHARGE = "0.01"
 CHARGE_NANOS = 10_000_000
@@ -19,12 +19,12 @@ CHARGE_NANOS = 10_000_000
 async def _setup(client: httpx.AsyncClient, admin: dict, *, team: bool, agents: int) -> tuple:
     team_id = None
     if team:
-        team_id = (await client.post("/v1/teams", json={"name": "racers"}, headers=admin)).json()[
-            "id"
-        ]
+        team_id = (
+            await client.post("/v1/teams", json={"name": unique_name("racers")}, headers=admin)
+        ).json()["id"]
     keys = []
     for i in range(agents):
-        body = {"name": f"racer-{i}", **({"team_id": team_id} if team_id else {})}
+        body = {"name": unique_name(f"racer-{i}"), **({"team_id": team_id} if team_id else {})}
         agent = (await client.post("/v1/agents", json=body, headers=admin)).json()
         key = (await client.post(f"/v1/agents/{agent['id']}/keys", json={}, headers=admin)).json()
         keys.append((agent["id"], key["key"]))

@@ -13,7 +13,7 @@ import pytest
 from litestar.testing import AsyncTestClient
 
 from agent_ledger.ids import new_id
-from tests.conftest import Fleet
+from tests.conftest import Fleet, unique_name
 
 TEAM_FIELDS = {"id", "name", "created_at"}
 AGENT_FIELDS = {"id", "name", "team_id", "status", "metadata", "created_at"}
@@ -233,8 +233,8 @@ async def test_unknown_team_id_is_422(fleet: Fleet) -> None:
 )
 async def test_unknown_fields_are_refused(fleet: Fleet, method: str, path: str, body: dict) -> None:
     """A body member the endpoint does not know is 400 ``validation-error``, never ignored."""
-    team = await fleet.team("strict")
-    agent = await fleet.agent("strict")
+    team = await fleet.team(unique_name("strict"))
+    agent = await fleet.agent(unique_name("strict"))
     url = path.format(team=team["id"], agent=agent["id"])
     response = await fleet.client.request(method, url, json=body, headers=fleet.admin)
     assert_validation_error(response)
@@ -243,8 +243,8 @@ async def test_unknown_fields_are_refused(fleet: Fleet, method: str, path: str, 
 @pytest.mark.parametrize("name", ["", "x" * 201])
 async def test_names_must_be_1_to_200_characters(fleet: Fleet, name: str) -> None:
     """An empty name or one over 200 characters is a validation error, for teams and agents."""
-    team = await fleet.team("names")
-    agent = await fleet.agent("names")
+    team = await fleet.team(unique_name("names"))
+    agent = await fleet.agent(unique_name("names"))
     for method, path in (
         ("POST", "/v1/teams"),
         ("POST", "/v1/agents"),
@@ -342,7 +342,7 @@ async def test_pagination_is_stable_while_rows_are_written(fleet: Fleet) -> None
         if cursor is None:
             break
         if len(seen) % 4 == 0:
-            await fleet.team("written during the walk")
+            await fleet.team(unique_name("written during the walk"))
     assert len(seen) == len(set(seen)), "a team was served twice"
     assert set(created) <= set(seen)
 
@@ -582,7 +582,9 @@ async def test_audit_events_are_append_only_in_the_database(
     """The database itself refuses UPDATE, DELETE and TRUNCATE on audit_events, even to a
     superuser issuing plain statements."""
     rid = request_id()
-    await fleet.client.post("/v1/teams", json={"name": "evidence"}, headers=fleet.admin | rid)
+    await fleet.client.post(
+        "/v1/teams", json={"name": unique_name("evidence")}, headers=fleet.admin | rid
+    )
     event = await audit_event(db, rid, "team.created")
     args = [event["id"]] if "$1" in statement else []
 

@@ -32,3 +32,8 @@ RETURNING {AGENT_COLUMNS}
 """
 
 TEAM_EXISTS = "SELECT EXISTS (SELECT 1 FROM teams WHERE id = $1)"
+
+# The unique index agents_team_name_key (0007): per team ('' for none), names ignoring case.
+FIND_AGENT_BY_NAME = """
+SELECT id FROM agents WHERE coalesce(team_id, '') = coalesce($1, '') AND lower(name) = lower($2)
+"""

@@ -1,4 +1,9 @@
-"""Rules for agents: creation, changes (suspension included), listing."""
+"""Rules for agents: creation, changes (suspension included), listing.
+
+Agent names are unique within a team, and among agents without one, ignoring case (migration
+0007): a create, rename or move that would repeat one is 409 ``conflict`` naming the agent that
+has the name.
+"""
 
 from __future__ import annotations
 
@@ -32,12 +37,41 @@ async def _check_team(conn: asyncpg.Connection, team_id: str | None) -> None:
         raise InvalidInput(f"No team with id {team_id!r}.", field="team_id")
 
 
+async def _name_taken(conn: asyncpg.Connection, team_id: str | None, name: str) -> Conflict:
+    existing = await conn.fetchval(queries.FIND_AGENT_BY_NAME, team_id, name)
+    where = f"in team {team_id}" if team_id else "among the agents without a team"
+    return Conflict(
+        f"An agent named {name!r} already exists {where} ({existing}); agent names are unique "
+        "within a team, ignoring case.",
+        existing_id=existing,
+    )
+
+
+async def _write(
+    conn: asyncpg.Connection, team_id: str | None, name: str, query: str, *args: object
+) -> asyncpg.Record:
+    """Run an insert or an update; a name in use in the team becomes a Conflict (the savepoint
+    keeps the transaction usable to look up who has it)."""
+    try:
+        async with conn.transaction():
+            return await conn.fetchrow(query, *args)
+    except asyncpg.UniqueViolationError:
+        raise await _name_taken(conn, team_id, name) from None
+
+
 async def create_agent(pool: asyncpg.Pool, ctx: AuditContext, data: AgentCreate) -> Agent:
     check_metadata_size(data.metadata)
     async with pool.acquire() as conn, conn.transaction():
         await _check_team(conn, data.team_id)
-        row = await conn.fetchrow(
-            queries.INSERT_AGENT, new_id("agt"), data.name, data.team_id, data.metadata
+        row = await _write(
+            conn,
+            data.team_id,
+            data.name,
+            queries.INSERT_AGENT,
+            new_id("agt"),
+            data.name,
+            data.team_id,
+            data.metadata,
         )
         agent = _agent(row)
         await record_event(
@@ -70,7 +104,10 @@ async def update_agent(
             await _check_team(conn, changes["team_id"])
         merged = msgspec.structs.replace(before, **changes)
         try:
-            row = await conn.fetchrow(
+            row = await _write(
+                conn,
+                merged.team_id,
+                merged.name,
                 queries.UPDATE_AGENT,
                 agent_id,
                 merged.name,

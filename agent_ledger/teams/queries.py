@@ -26,3 +26,6 @@ RENAME_TEAM = """
 UPDATE teams SET name = $2, updated_at = now() WHERE id = $1
 RETURNING id, name, created_at
 """
+
+# The unique index teams_name_key (0007) compares names ignoring case; so does this.
+FIND_TEAM_BY_NAME = "SELECT id FROM teams WHERE lower(name) = lower($1)"

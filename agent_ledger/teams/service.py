@@ -1,4 +1,8 @@
-"""Rules for teams: creation, renaming, listing; every change leaves an audit event."""
+"""Rules for teams: creation, renaming, listing; every change leaves an audit event.
+
+Team names are unique, ignoring case (migration 0007): a second "research" is 409 ``conflict``
+naming the team that has the name, whether it comes from a create or a rename.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,7 @@ import asyncpg
 
 from agent_ledger.audit.recorder import AuditContext, record_event
 from agent_ledger.db import from_row
-from agent_ledger.errors import NotFound
+from agent_ledger.errors import Conflict, NotFound
 from agent_ledger.ids import new_id
 from agent_ledger.keyset import read_page
 from agent_ledger.teams import queries
@@ -19,9 +23,27 @@ def _team(row: asyncpg.Record) -> Team:
     return from_row(row, Team)
 
 
+async def _name_taken(conn: asyncpg.Connection, name: str) -> Conflict:
+    existing = await conn.fetchval(queries.FIND_TEAM_BY_NAME, name)
+    return Conflict(
+        f"A team named {name!r} already exists ({existing}); team names are unique, ignoring case.",
+        existing_id=existing,
+    )
+
+
+async def _write(conn: asyncpg.Connection, name: str, query: str, *args: object) -> asyncpg.Record:
+    """Run an insert or a rename; a name in use becomes a Conflict (the savepoint keeps the
+    transaction usable to look up who has it)."""
+    try:
+        async with conn.transaction():
+            return await conn.fetchrow(query, *args)
+    except asyncpg.UniqueViolationError:
+        raise await _name_taken(conn, name) from None
+
+
 async def create_team(pool: asyncpg.Pool, ctx: AuditContext, name: str) -> Team:
     async with pool.acquire() as conn, conn.transaction():
-        team = _team(await conn.fetchrow(queries.INSERT_TEAM, new_id("team"), name))
+        team = _team(await _write(conn, name, queries.INSERT_TEAM, new_id("team"), name))
         await record_event(
             conn, ctx, "team.created", target_type="team", target_id=team.id, after=team
         )
@@ -41,7 +63,7 @@ async def rename_team(pool: asyncpg.Pool, ctx: AuditContext, team_id: str, name:
         if row is None:
             raise NotFound(f"No team with id {team_id!r}.")
         before = _team(row)
-        after = _team(await conn.fetchrow(queries.RENAME_TEAM, team_id, name))
+        after = _team(await _write(conn, name, queries.RENAME_TEAM, team_id, name))
         await record_event(
             conn,
             ctx,
