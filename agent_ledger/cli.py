@@ -1,135 +1,69 @@
-"""The ``agent-ledger`` command line."""
+"""The ``agent-ledger`` command line.
+
+Every command but ``serve``, ``migrate`` and ``openapi`` works on a database that ``serve`` (or
+``migrate``) has set up, found as ``cli_database`` says; a mistake of the operator's (no database
+there, a wrong URL, a schema to migrate) is one line on stderr and exit status 2, never a
+traceback.
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
-import os
-import signal
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from agent_ledger.config import Settings, load_settings
-from agent_ledger.embedded import EmbeddedPostgres
-from agent_ledger.logs import configure_logging
+from alembic.util.exc import CommandError
+
+from agent_ledger import __version__
+from agent_ledger.checkpoints.cli import register as register_checkpoint_commands
+from agent_ledger.cli_database import (
+    CONNECTION_ERRORS,
+    CliError,
+    connect,
+    database_url,
+    describe_connection_error,
+    open_database,
+)
+from agent_ledger.config import Settings, SettingsError, load_settings
+from agent_ledger.errors import DomainError
+from agent_ledger.exports.cli import register as register_export_commands
+from agent_ledger.keys.cli import register as register_key_commands
+from agent_ledger.reports.cli import register as register_report_commands
+from agent_ledger.serve import cmd_serve
 
 if TYPE_CHECKING:
     from agent_ledger.ledger.chain import Mismatch
 
-__all__ = ["main"]
+__all__ = ["build_parser", "main"]
 
+DESCRIPTION = """\
+agent-ledger: per-agent credentials, exact budgets and a tamper-evident spend ledger for AI agents.
 
-@contextlib.contextmanager
-def database_url(settings: Settings) -> Iterator[str]:
-    """DATABASE_URL when set, else the embedded Postgres in LEDGER_DATA_DIR (stopped on exit)."""
-    if settings.database_url:
-        yield settings.database_url
-        return
-    embedded = EmbeddedPostgres(settings.data_dir)
-    try:
-        yield embedded.start()
-    finally:
-        embedded.stop()
+Start with `agent-ledger serve`; it prints where it listens, its API docs and where its data is.
+Settings come from environment variables (DATABASE_URL, LEDGER_DATA_DIR, LEDGER_PORT, ...;
+README.md lists them all)."""
 
-
-async def _connect(url: str):
-    import asyncpg
-
-    from agent_ledger.db import init_connection
-
-    conn = await asyncpg.connect(url, server_settings={"timezone": "UTC"})
-    await init_connection(conn)
-    return conn
-
-
-async def _issue_staff_key(
-    url: str, role: str, name: str | None, pepper: str, *, only_if_none: bool
-) -> str | None:
-    from agent_ledger.audit.recorder import AuditContext
-    from agent_ledger.keys.service import count_keys, create_staff_key
-
-    conn = await _connect(url)
-    try:
-        if only_if_none and await count_keys(conn) > 0:
-            return None
-        ctx = AuditContext(actor_key_id=None, actor_role="cli", request_id=None, client_ip=None)
-        created = await create_staff_key(conn, ctx, role=role, name=name, pepper=pepper)
-        return created.key
-    finally:
-        await conn.close()
-
-
-def _exit_quietly(signum: int, frame: object) -> None:
-    raise SystemExit(0)
-
-
-def cmd_serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
-    from agent_ledger.migrate import migrate
-
-    settings = load_settings()
-    configure_logging(settings.log_format, settings.log_level)
-    with database_url(settings) as url:
-        migrate(url)
-        first_key = asyncio.run(
-            _issue_staff_key(url, "admin", "first admin", settings.key_pepper, only_if_none=True)
-        )
-        if first_key:
-            print(
-                "agent-ledger: first start, created an admin key. It is shown only now:\n"
-                f"{first_key}",
-                flush=True,
-            )
-        # Worker processes read their settings from the environment.
-        os.environ["DATABASE_URL"] = url
-        # uvicorn re-raises SIGTERM after its graceful shutdown; turning it into SystemExit lets
-        # the embedded Postgres stop cleanly on the way out instead of being orphaned.
-        signal.signal(signal.SIGTERM, _exit_quietly)
-        uvicorn.run(
-            "agent_ledger.app:app_from_environment",
-            factory=True,
-            host=args.host or settings.host,
-            port=args.port or settings.port,
-            workers=args.workers,
-            log_config=None,
-            access_log=False,
-        )
-    return 0
+EPILOG = """\
+Without DATABASE_URL, commands use the embedded Postgres in LEDGER_DATA_DIR or, when that is
+unset, in the nearest .agent-ledger directory of the current directory or its parents."""
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
-    from agent_ledger.migrate import migrate
+    from agent_ledger.migrate import head_revision, migrate
 
-    settings = load_settings()
-    with database_url(settings) as url:
-        migrate(url)
-    print("agent-ledger: schema is up to date")
-    return 0
-
-
-def cmd_keys_create(args: argparse.Namespace) -> int:
-    from agent_ledger.migrate import migrate
-
-    settings = load_settings()
-    with database_url(settings) as url:
-        migrate(url)
-        key = asyncio.run(
-            _issue_staff_key(url, args.role, args.name, settings.key_pepper, only_if_none=False)
-        )
-    print(f"agent-ledger: created a {args.role} key; it is shown only now:", file=sys.stderr)
-    print(key)
+    with open_database(load_settings(), require_schema=False) as target:
+        migrate(target.url)
+    print(f"agent-ledger: schema is up to date (revision {head_revision()})")
     return 0
 
 
 async def _verify(url: str, agent_id: str | None) -> int:
     from agent_ledger.ledger.chain import verify_ledger
 
-    conn = await _connect(url)
+    conn = await connect(url)
     try:
         report = await verify_ledger(conn, agent_id)
     finally:
@@ -156,8 +90,7 @@ def _where(mismatch: Mismatch) -> str:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    settings = load_settings()
-    with database_url(settings) as url:
+    with database_url(load_settings()) as url:
         return asyncio.run(_verify(url, args.agent_id))
 
 
@@ -195,10 +128,18 @@ def cmd_mcp(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="agent-ledger", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
+    parser = argparse.ArgumentParser(
+        prog="agent-ledger",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    serve = commands.add_parser("serve", help="serve the API")
+    serve = commands.add_parser(
+        "serve", help="serve the API (and an embedded Postgres, if need be)"
+    )
     serve.add_argument("--host", default=None, help="default 127.0.0.1 (LEDGER_HOST)")
     serve.add_argument("--port", type=int, default=None, help="default 8000 (LEDGER_PORT)")
     serve.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
@@ -207,24 +148,14 @@ def build_parser() -> argparse.ArgumentParser:
     migrate = commands.add_parser("migrate", help="bring the database to the latest schema")
     migrate.set_defaults(func=cmd_migrate)
 
-    keys = commands.add_parser("keys", help="manage staff keys").add_subparsers(
-        dest="keys_command", required=True
-    )
-    create = keys.add_parser("create", help="create a staff key; prints it on the last line")
-    create.add_argument("--role", choices=["admin", "auditor"], required=True)
-    create.add_argument("--name", default=None)
-    create.set_defaults(func=cmd_keys_create)
+    register_key_commands(commands)
 
     verify = commands.add_parser("verify", help="re-compute the ledger's hash chains")
     verify.add_argument("--agent-id", default=None, help="check one agent only")
     verify.set_defaults(func=cmd_verify)
 
-    # After verify: the checkpoint commands add --checkpoint to it.
-    from agent_ledger.checkpoints.cli import register as register_checkpoint_commands
-    from agent_ledger.exports.cli import register as register_export_commands
-    from agent_ledger.reports.cli import register as register_report_commands
-
     register_export_commands(commands)
+    # After verify: the checkpoint commands add --checkpoint to it.
     register_checkpoint_commands(commands)
     register_report_commands(commands)
 
@@ -239,9 +170,31 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _refusal(exc: BaseException) -> str | None:
+    """The one line for an error the operator can fix, or None for a bug (keep its traceback)."""
+    if isinstance(exc, CliError | SettingsError | CommandError):
+        return str(exc)
+    if isinstance(exc, DomainError):
+        return exc.detail
+    if isinstance(exc, OSError) and exc.filename is not None:
+        return f"{exc.strerror or exc}: {exc.filename}"
+    if isinstance(exc, CONNECTION_ERRORS):
+        return describe_connection_error(exc, "the configured database")
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:
+        message = _refusal(exc)
+        if message is None:
+            raise
+        print(f"agent-ledger: {message}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

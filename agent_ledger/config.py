@@ -8,12 +8,13 @@ of the wrong type is refused with the variable's name instead of failing later.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from typing import Literal
 
 import msgspec
 
-__all__ = ["ENVIRONMENT", "Settings", "SettingsError", "load_settings"]
+__all__ = ["ENVIRONMENT", "Settings", "SettingsError", "cors_origins", "load_settings"]
 
 
 class SettingsError(ValueError):
@@ -22,7 +23,8 @@ class SettingsError(ValueError):
 
 class Settings(msgspec.Struct, frozen=True, kw_only=True):
     database_url: str | None = None
-    data_dir: str = ".agent-ledger"
+    # None: the nearest .agent-ledger in the current directory or a parent (embedded.py).
+    data_dir: str | None = None
     host: str = "127.0.0.1"
     port: int = 8000
     log_format: Literal["json", "console", "auto"] = "auto"  # auto: console on a terminal
@@ -37,6 +39,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     checkpoint_interval_seconds: float = 3600.0
     auth_events_per_ip_per_minute: int = 10
     auth_events_per_minute: int = 100
+    # Origins allowed to call the API from a browser, comma-separated; empty: CORS is off.
+    cors_origins: str = ""
+    # Proxies whose X-Forwarded-For and -Proto headers are believed (uvicorn's option).
+    forwarded_allow_ips: str = "127.0.0.1"
 
 
 # The environment variable behind each setting.
@@ -57,6 +63,8 @@ ENVIRONMENT: Mapping[str, str] = {
     "checkpoint_interval_seconds": "LEDGER_CHECKPOINT_INTERVAL_SECONDS",
     "auth_events_per_ip_per_minute": "LEDGER_AUTH_EVENTS_PER_IP_PER_MINUTE",
     "auth_events_per_minute": "LEDGER_AUTH_EVENTS_PER_MINUTE",
+    "cors_origins": "LEDGER_CORS_ORIGINS",
+    "forwarded_allow_ips": "LEDGER_FORWARDED_ALLOW_IPS",
 }
 
 # Case-insensitive settings, normalised before conversion.
@@ -82,9 +90,28 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         values[field] = raw
     try:
         # strict=False lets msgspec read "8000" as an int and "1.5" as a float.
-        return msgspec.convert(values, Settings, strict=False)
+        settings = msgspec.convert(values, Settings, strict=False)
     except msgspec.ValidationError as exc:
         raise SettingsError(_explain(exc, values)) from None
+    cors_origins(settings)  # refused now, naming the variable, rather than never matching later
+    return settings
+
+
+# An origin as a browser sends it: scheme://host[:port], no path, no trailing slash. A '*' may
+# stand for any part (Litestar's CORSConfig matches it as a wildcard), or for every origin.
+_ORIGIN = re.compile(r"^(\*|https?://[^/\s]+)$")
+
+
+def cors_origins(settings: Settings) -> list[str]:
+    """The origins in LEDGER_CORS_ORIGINS (comma-separated); empty when CORS is off."""
+    origins = [o.strip() for o in settings.cors_origins.split(",") if o.strip()]
+    for origin in origins:
+        if not _ORIGIN.match(origin):
+            raise SettingsError(
+                f"LEDGER_CORS_ORIGINS holds {origin!r}, which is not an origin: write it as a "
+                "browser sends it, scheme://host[:port] with no path or trailing slash"
+            )
+    return origins
 
 
 def _explain(exc: msgspec.ValidationError, values: Mapping[str, str]) -> str:

@@ -11,6 +11,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -22,7 +23,9 @@ import httpx
 import psutil
 from litestar.testing import AsyncTestClient
 
-from tests.conftest import TEST_PEPPER, bearer, free_port
+from agent_ledger.cli_database import DatabaseTarget, mask_url
+from agent_ledger.serve import startup_banner
+from tests.conftest import TEST_PEPPER, ServerProcess, bearer, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 KEY_PATTERN = re.compile(r"^al_(adm|aud|agt)_[0-9A-Za-z]{38}$")
@@ -53,9 +56,17 @@ def cli_env(**changes: str | None) -> dict[str, str]:
     return env
 
 
-def run_cli(*args: str, env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess:
+def run_cli(
+    *args: str, env: dict[str, str], timeout: float = 60, cwd: Path | None = None
+) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [*cli(), *args], env=env, capture_output=True, text=True, timeout=timeout, check=False
+        [*cli(), *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        cwd=cwd,
     )
 
 
@@ -97,13 +108,74 @@ def test_openapi_writes_the_document(tmp_path: Path) -> None:
     assert {"/v1/teams", "/v1/agents", "/v1/keys", "/v1/me"} <= set(document["paths"])
 
 
+def test_version_and_help_read_well() -> None:
+    """``--version`` prints the version; ``--help`` opens with a sentence, not a docstring
+    with reStructuredText markup, and lists every command."""
+    from agent_ledger import __version__
+
+    version = run_cli("--version", env=cli_env())
+    assert version.returncode == 0
+    assert version.stdout.strip() == f"agent-ledger {__version__}"
+    shown = run_cli("--help", env=cli_env())
+    assert shown.returncode == 0
+    assert "``" not in shown.stdout
+    description = shown.stdout.split("\n\n")[1]
+    assert description.startswith("agent-ledger: per-agent credentials, exact budgets")
+    for command in ("serve", "migrate", "keys", "verify", "export", "checkpoint", "report"):
+        assert f"    {command}" in shown.stdout
+
+
+def test_serve_refuses_a_port_in_use_in_one_line(database_url: str) -> None:
+    """A taken port is refused at once, in one line that says how to pick another, before any
+    database is touched."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run_cli("serve", "--port", str(port), env=cli_env(DATABASE_URL=database_url))
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    assert f"cannot listen on 127.0.0.1:{port}" in result.stderr
+    assert "--port" in result.stderr
+
+
+def test_serve_says_where_it_is_on_every_start(database_url: str) -> None:
+    """With DATABASE_URL set, each start prints the URL it listens on, the docs URL, that the
+    data is in that database, and the database (password masked); no key after the first."""
+    for _ in range(2):
+        server = ServerProcess(database_url)
+        try:
+            server.wait_ready()
+            output = server.output()
+        finally:
+            server.stop()
+        assert f"  listening on  {server.base_url}" in output, output
+        assert f"  API docs      {server.base_url}/docs" in output
+        assert "  data          in the database below (DATABASE_URL)" in output
+        assert f"  database      {mask_url(database_url)}" in output
+        assert "with the same DATABASE_URL" in output
+        assert not ANY_KEY.search(output)  # the session database has keys already
+
+
+def test_the_banner_masks_the_database_password() -> None:
+    """The start banner never shows a database password, and shows a browsable URL when the
+    service listens on every interface."""
+    target = DatabaseTarget("postgresql://ledger:hunter2@db.internal:5432/agent_ledger", None)
+    banner = startup_banner("0.0.0.0", 8000, target)
+    assert "hunter2" not in banner
+    assert "postgresql://ledger:***@db.internal:5432/agent_ledger" in banner
+    assert "http://0.0.0.0:8000 (every interface; here: http://127.0.0.1:8000)" in banner
+    assert "API docs      http://127.0.0.1:8000/docs" in banner
+
+
 # --- embedded Postgres -------------------------------------------------------------------------
 
 
 class Serve:
-    """``agent-ledger serve`` with no DATABASE_URL, in a child process on a free port."""
+    """``agent-ledger serve`` with no DATABASE_URL nor LEDGER_DATA_DIR, run in ``cwd``, in a child
+    process on a free port: its data goes to ``cwd/.agent-ledger``."""
 
-    def __init__(self, data_dir: Path, logs: Path) -> None:
+    def __init__(self, cwd: Path, logs: Path) -> None:
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.stdout_path = logs / f"serve-{self.port}.out"
@@ -111,10 +183,10 @@ class Serve:
         with self.stdout_path.open("wb") as out, self.stderr_path.open("wb") as err:
             self.process = subprocess.Popen(
                 [*cli(), "serve", "--port", str(self.port)],
-                env=cli_env(DATABASE_URL=None, LEDGER_DATA_DIR=str(data_dir)),
+                env=cli_env(DATABASE_URL=None, LEDGER_DATA_DIR=None),
                 stdout=out,
                 stderr=err,
-                cwd=logs,
+                cwd=cwd,
             )
 
     @property
@@ -175,9 +247,11 @@ def wait_gone(pid: int, timeout: float = 10) -> bool:
 
 
 @contextmanager
-def serving(data_dir: Path, logs: Path) -> Iterator[Serve]:
-    """A serve process that is always stopped, with its embedded Postgres, however the test ends."""
-    server = Serve(data_dir, logs)
+def serving(project: Path, logs: Path) -> Iterator[Serve]:
+    """A serve process in ``project`` that is always stopped, with its embedded Postgres, however
+    the test ends."""
+    data_dir = project / ".agent-ledger"
+    server = Serve(project, logs)
     try:
         server.wait_ready()
         yield server
@@ -195,46 +269,72 @@ def serving(data_dir: Path, logs: Path) -> Iterator[Serve]:
                     process.terminate()
 
 
-def test_serve_without_database_url_runs_an_embedded_postgres(tmp_path: Path) -> None:
-    """With DATABASE_URL unset, ``serve`` starts a private Postgres in LEDGER_DATA_DIR, prints an
-    admin key on the first start only, keeps the data across restarts, and stops that Postgres
-    on SIGTERM."""
-    data_dir, logs = tmp_path / "data", tmp_path / "logs"
-    logs.mkdir()
+def banner_of(server: Serve, data_dir: Path) -> list[str]:
+    """The lines every start prints: where it listens, its docs, its data and database."""
+    lines = server.stdout.splitlines()
+    assert f"  listening on  {server.base_url}" in lines, server.diagnostics()
+    assert f"  API docs      {server.base_url}/docs" in lines, server.diagnostics()
+    assert f"  data          {data_dir} (embedded Postgres)" in lines, server.diagnostics()
+    database = [line for line in lines if line.startswith("  database      postgresql://")]
+    assert len(database) == 1, server.diagnostics()
+    assert f"host={data_dir}" in database[0]
+    hint = f"  lost the admin key? run `agent-ledger keys create --role admin` in {data_dir.parent}"
+    assert hint in lines, server.diagnostics()
+    return lines
 
-    with serving(data_dir, logs) as first:
+
+def test_serve_without_database_url_runs_an_embedded_postgres(tmp_path: Path) -> None:
+    """With DATABASE_URL and LEDGER_DATA_DIR unset, ``serve`` starts a private Postgres in
+    ./.agent-ledger, prints an admin key on the first start only and where it listens, its docs
+    and its data on every start, keeps the data across restarts, and stops that Postgres on
+    SIGTERM. ``keys create`` run in a subdirectory finds the same data, whether the server runs
+    (it leaves that Postgres running) or not (it starts and stops it)."""
+    project, logs = tmp_path / "project", tmp_path / "logs"
+    subdirectory = project / "notes" / "deeper"
+    subdirectory.mkdir(parents=True)
+    logs.mkdir()
+    data_dir = project / ".agent-ledger"
+    no_settings = cli_env(DATABASE_URL=None, LEDGER_DATA_DIR=None)
+
+    with serving(project, logs) as first:
         keys = ANY_KEY.findall(first.stdout)
         printed = [line for line in first.stdout.splitlines() if KEY_PATTERN.match(line)]
         assert len(printed) == 1 and len(keys) == 1, first.diagnostics()
         admin = printed[0]
         assert admin.startswith("al_adm_")
+        banner_of(first, data_dir)
         assert first.get("/v1/me", admin).json()["role"] == "admin"
         team = first.post("/v1/teams", admin, {"name": "survives restarts"})
         assert team.status_code == 201
         postgres = postmaster_pid(data_dir)
         assert is_running(postgres)
         assert str(data_dir) in " ".join(psutil.Process(postgres).cmdline())
+
+        beside = run_cli("keys", "create", "--role", "admin", env=no_settings, cwd=subdirectory)
+        assert beside.returncode == 0, beside.stderr
+        second_admin = beside.stdout.splitlines()[-1]
+        assert first.get("/v1/me", second_admin).json()["role"] == "admin"
+        assert is_running(postgres), "the CLI stopped the Postgres the server uses"
+        assert not (subdirectory / ".agent-ledger").exists()
+
         assert first.terminate() == 0, first.diagnostics()
         assert wait_gone(postgres), "the embedded Postgres outlived serve"
         assert not (data_dir / "pgdata" / "postmaster.pid").exists()
 
-    with serving(data_dir, logs) as second:
+    offline = run_cli("keys", "create", "--role", "auditor", env=no_settings, cwd=subdirectory)
+    assert offline.returncode == 0, offline.stderr
+    assert "created an auditor key" in offline.stderr
+    auditor = offline.stdout.splitlines()[-1]
+    assert not (data_dir / "pgdata" / "postmaster.pid").exists(), "Postgres left running"
+
+    with serving(project, logs) as second:
         assert not ANY_KEY.search(second.stdout), second.diagnostics()
-        assert second.get("/v1/me", admin).status_code == 200
+        banner_of(second, data_dir)
+        for key, role in ((admin, "admin"), (second_admin, "admin"), (auditor, "auditor")):
+            assert second.get("/v1/me", key).json()["role"] == role
         fetched = second.get(f"/v1/teams/{team.json()['id']}", admin)
         assert fetched.status_code == 200
         assert fetched.json()["name"] == "survives restarts"
         postgres = postmaster_pid(data_dir)
         assert second.terminate() == 0, second.diagnostics()
         assert wait_gone(postgres), "the embedded Postgres outlived serve"
-
-
-def test_keys_create_without_database_url_uses_the_embedded_postgres(tmp_path: Path) -> None:
-    """Other commands fall back to the embedded Postgres too, and stop it when they finish."""
-    data_dir = tmp_path / "data"
-    env = cli_env(DATABASE_URL=None, LEDGER_DATA_DIR=str(data_dir))
-    result = run_cli("keys", "create", "--role", "admin", env=env)
-    assert result.returncode == 0, result.stderr
-    assert KEY_PATTERN.match(result.stdout.splitlines()[-1])
-    assert (data_dir / "pgdata" / "PG_VERSION").exists()
-    assert not (data_dir / "pgdata" / "postmaster.pid").exists(), "Postgres left running"

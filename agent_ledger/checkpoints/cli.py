@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import functools
+import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -12,7 +13,13 @@ from typing import Any
 
 import msgspec
 
+from agent_ledger.cli_database import CliError, connect, database_url
+from agent_ledger.config import load_settings
+from agent_ledger.errors import DomainError
+
 __all__ = ["register"]
+
+_DIGEST = re.compile(r"^(?:sha256:)?[0-9a-f]{64}$")
 
 
 def register(commands: Any) -> None:
@@ -40,22 +47,12 @@ def register(commands: Any) -> None:
         )
 
 
-async def _connect(url: str) -> Any:
-    import asyncpg
-
-    from agent_ledger.db import init_connection
-
-    conn = await asyncpg.connect(url, server_settings={"timezone": "UTC"})
-    await init_connection(conn)
-    return conn
-
-
 async def _take(url: str) -> Any:
     from agent_ledger.audit.recorder import AuditContext
     from agent_ledger.checkpoints.service import take_checkpoint
 
     ctx = AuditContext(actor_key_id=None, actor_role="cli", request_id=None, client_ip=None)
-    conn = await _connect(url)
+    conn = await connect(url)
     try:
         return await take_checkpoint(conn, source="cli", ctx=ctx)
     finally:
@@ -63,9 +60,9 @@ async def _take(url: str) -> Any:
 
 
 def cmd_checkpoint(args: argparse.Namespace) -> int:
-    from agent_ledger.cli import database_url
-    from agent_ledger.config import load_settings
-
+    # A bad --output refuses before a checkpoint is recorded, not after.
+    if args.output and not Path(args.output).absolute().parent.is_dir():
+        raise CliError(f"no directory to write {args.output} in")
     with database_url(load_settings()) as url:
         checkpoint = asyncio.run(_take(url))
     document = msgspec.json.format(msgspec.json.encode(checkpoint), indent=2) + b"\n"
@@ -85,23 +82,31 @@ def cmd_checkpoint(args: argparse.Namespace) -> int:
 async def _verify_reference(url: str, reference: str) -> Any:
     from agent_ledger.checkpoints.service import verify_reference
 
-    conn = await _connect(url)
+    conn = await connect(url)
     try:
         return await verify_reference(conn, reference)
     finally:
         await conn.close()
 
 
+def _check_reference(reference: str) -> None:
+    """A mistyped file name is the likely mistake; say that, not that it is malformed JSON."""
+    text = reference.strip()
+    if _DIGEST.match(text.lower()) or text.startswith("{") or Path(reference).is_file():
+        return
+    raise CliError(
+        f"{reference!r} is neither a checkpoint digest (64 hex digits) nor a checkpoint file"
+    )
+
+
 def cmd_verify_with_checkpoint(
     args: argparse.Namespace, *, plain: Callable[[argparse.Namespace], int]
 ) -> int:
+    if args.checkpoint is not None:
+        _check_reference(args.checkpoint)
     status = plain(args)
     if args.checkpoint is None:
         return status
-    from agent_ledger.cli import database_url
-    from agent_ledger.config import load_settings
-    from agent_ledger.errors import DomainError
-
     try:
         with database_url(load_settings()) as url:
             report = asyncio.run(_verify_reference(url, args.checkpoint))

@@ -9,6 +9,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from agent_ledger.cli_database import database_url
+from agent_ledger.config import load_settings
+
 __all__ = ["register"]
 
 
@@ -53,8 +56,6 @@ async def _export(url: str, args: argparse.Namespace, sink: BinaryIO) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from agent_ledger.cli import database_url
-    from agent_ledger.config import load_settings
 
     settings = load_settings()
     with database_url(settings) as url:

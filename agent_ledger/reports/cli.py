@@ -6,6 +6,9 @@ import argparse
 import asyncio
 from datetime import UTC, datetime
 
+from agent_ledger.cli_database import connect, database_url
+from agent_ledger.config import load_settings
+from agent_ledger.errors import DomainError
 from agent_ledger.reports.schemas import SpendSeries, TopSpenders
 
 __all__ = ["format_spend", "format_top_spenders", "register"]
@@ -71,10 +74,9 @@ def format_spend(series: SpendSeries) -> str:
 
 
 async def _run(url: str, args: argparse.Namespace) -> str:
-    from agent_ledger.cli import _connect
     from agent_ledger.reports import service
 
-    conn = await _connect(url)
+    conn = await connect(url)
     try:
         now = datetime.now(UTC)
         if args.report_command == "top-spenders":
@@ -105,10 +107,6 @@ async def _run(url: str, args: argparse.Namespace) -> str:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    # Imported here: agent_ledger.cli imports this module to register the command.
-    from agent_ledger.cli import database_url
-    from agent_ledger.config import load_settings
-    from agent_ledger.errors import DomainError
 
     settings = load_settings()
     with database_url(settings) as url:
@@ -120,9 +118,11 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
-def _range_arguments(parser: argparse.ArgumentParser) -> None:
+def _range_arguments(parser: argparse.ArgumentParser, until_default: str) -> None:
     parser.add_argument("--since", type=_moment, default=None, help="default: this UTC month")
-    parser.add_argument("--until", type=_moment, default=None, help="exclusive; default: month end")
+    parser.add_argument(
+        "--until", type=_moment, default=None, help=f"exclusive; default: {until_default}"
+    )
     parser.add_argument("--currency", default=None, help="fleet-wide reports: default USD")
     parser.add_argument("--team-id", default=None, help="only this team's spending")
 
@@ -135,11 +135,11 @@ def register(commands: argparse._SubParsersAction) -> None:
     top = report.add_parser("top-spenders", help="who spent the most")
     top.add_argument("--by", choices=["agent", "team", "model"], default="agent")
     top.add_argument("--limit", type=int, default=10)
-    _range_arguments(top)
+    _range_arguments(top, "the month's end")
     top.set_defaults(func=cmd_report)
 
     spend = report.add_parser("spend", help="spend per day or hour")
     spend.add_argument("--granularity", choices=["day", "hour"], default="day")
     spend.add_argument("--agent-id", default=None, help="only this agent's spending")
-    _range_arguments(spend)
+    _range_arguments(spend, "the end of today (or of this hour)")
     spend.set_defaults(func=cmd_report)
