@@ -10,25 +10,27 @@ from datetime import datetime
 import asyncpg
 import structlog
 from litestar import Litestar, Router
+from litestar.config.cors import CORSConfig
 from litestar.datastructures import State
 from litestar.openapi import OpenAPIConfig
-from litestar.openapi.plugins import SwaggerRenderPlugin
 
 from agent_ledger import __version__
 from agent_ledger.agents.controller import AgentController
+from agent_ledger.apidocs.controller import DocsController, swagger_plugin
 from agent_ledger.audit.controller import AuditEventController
 from agent_ledger.audit.security import record_auth_refusal
 from agent_ledger.auth import LastUsedTracker, authorize
 from agent_ledger.budgets.controller import BudgetController
 from agent_ledger.checkpoints.controller import CheckpointController
 from agent_ledger.checkpoints.service import run_checkpointer
-from agent_ledger.config import Settings, load_settings
+from agent_ledger.config import Settings, cors_origins, load_settings
 from agent_ledger.db import create_pool
 from agent_ledger.deps import providers
 from agent_ledger.entries.controller import EntryController
 from agent_ledger.errors import exception_handlers
 from agent_ledger.exports.controller import ExportController
 from agent_ledger.health.controller import HealthController
+from agent_ledger.http_methods import HttpMethodsLayer, allowed_methods
 from agent_ledger.keys.controller import AgentKeyController, KeyController
 from agent_ledger.ledger.controller import AdjustmentController, ChargeController, HoldController
 from agent_ledger.ledger.decisions import Decider
@@ -45,6 +47,7 @@ __all__ = ["app_from_environment", "create_app"]
 
 ROUTE_HANDLERS = [
     HealthController,
+    DocsController,
     MeController,
     TeamController,
     AgentController,
@@ -64,6 +67,26 @@ ROUTE_HANDLERS = [
 ]
 
 log = structlog.get_logger("agent_ledger.app")
+
+# What a browser client sends and may read, beyond the CORS-safelisted headers.
+CORS_REQUEST_HEADERS = ["authorization", "content-type", "idempotency-key", "x-request-id"]
+CORS_RESPONSE_HEADERS = ["idempotent-replayed", "retry-after", "x-request-id", "location"]
+
+
+def _cors(settings: Settings) -> CORSConfig | None:
+    """Off unless LEDGER_CORS_ORIGINS names origins. Keys travel in a header, never a cookie,
+    so credentials (cookies) are not allowed."""
+    origins = cors_origins(settings)
+    if not origins:
+        return None
+    return CORSConfig(
+        allow_origins=origins,
+        allow_methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"],
+        allow_headers=CORS_REQUEST_HEADERS,
+        expose_headers=CORS_RESPONSE_HEADERS,
+        allow_credentials=False,
+        max_age=600,
+    )
 
 
 @contextlib.asynccontextmanager
@@ -125,20 +148,23 @@ def create_app(settings: Settings, *, clock: Callable[[], datetime] | None = Non
             }
         ),
         request_max_body_size=settings.max_body_bytes,
+        cors_config=_cors(settings),
         openapi_config=OpenAPIConfig(
             title="agent-ledger",
             version=__version__,
             description="Per-agent credentials, exact budgets and a tamper-evident spend ledger.",
             path="/schema",
-            render_plugins=[SwaggerRenderPlugin()],
+            render_plugins=[swagger_plugin()],
             # The schema and its viewers are public; every other route names its roles.
             openapi_router=Router(path="/schema", route_handlers=[], opt={"public": True}),
         ),
         logging_config=None,
         debug=False,
     )
-    # Outermost layer, so the access log also sees requests that never reach a route.
-    app.asgi_handler = RequestLogMiddleware(app.asgi_handler)
+    # Outermost layer, so the access log also sees requests that never reach a route (and logs
+    # a HEAD as HEAD, though the routes see a GET).
+    methods = HttpMethodsLayer(app.asgi_handler, allowed_methods(app.routes))
+    app.asgi_handler = RequestLogMiddleware(methods)
     return app
 
 

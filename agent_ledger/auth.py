@@ -37,6 +37,7 @@ __all__ = [
     "authorize",
     "generate_key",
     "hash_key",
+    "is_generated_options",
     "key_is_well_formed",
     "provide_presented_key",
     "provide_principal",
@@ -169,6 +170,13 @@ async def authenticate(connection: ASGIConnection[Any, Any, Any, Any]) -> Princi
     return Principal(key_id=row["id"], role=row["role"], agent_id=row["agent_id"])
 
 
+def is_generated_options(handler: BaseRouteHandler) -> bool:
+    """Litestar's own OPTIONS handler (a 204 with Allow): it says which methods a path has and
+    nothing else, so it needs no key, like any HTTP server's OPTIONS."""
+    generated = handler.fn.__qualname__.startswith("HTTPRoute.create_options_handler")
+    return generated and getattr(handler, "http_methods", None) == {"OPTIONS"}
+
+
 def route_roles(handler: BaseRouteHandler) -> Iterable[str] | None:
     return handler.opt.get("roles")
 
@@ -226,7 +234,7 @@ async def authorize(
     A route with neither is refused for everyone, so forgetting a rule fails closed (and the
     role-matrix test, which walks the route table, fails loudly).
     """
-    if handler.opt.get("public"):
+    if handler.opt.get("public") or is_generated_options(handler):
         return
     roles = route_roles(handler)
     try:

@@ -17,7 +17,7 @@ from litestar.testing import AsyncTestClient
 
 from agent_ledger.app import create_app
 from agent_ledger.config import Settings
-from tests.conftest import Fleet, bearer
+from tests.conftest import Fleet, bearer, unique_name
 
 ROLES = ("admin", "auditor", "agent")
 BODY_METHODS = {"POST", "PUT", "PATCH"}
@@ -130,7 +130,9 @@ def test_only_probes_and_schema_are_public() -> None:
     assert public, "expected at least the health probes to be public"
     for path in public:
         assert not path.startswith("/v1"), path
-        assert path in {"/healthz", "/readyz", "/docs"} or path.startswith("/schema"), path
+        assert path in {"/healthz", "/readyz", "/docs"} or path.startswith(("/schema", "/docs/")), (
+            path
+        )
 
 
 @dataclass
@@ -148,7 +150,7 @@ class Actors:
 async def actors(fleet: Fleet, admin_key: str, auditor_key: str) -> Actors:
     """One key per role, and ids to fill path parameters: the agent key's own agent and team (so
     an agent-admitted route is not refused for being someone else's), and a spare key to act on."""
-    team = await fleet.team("matrix")
+    team = await fleet.team(unique_name("matrix"))
     agent = await fleet.agent("matrix", team_id=team["id"])
     agent_key = await fleet.agent_key(agent["id"], name="matrix caller")
     spare = await fleet.agent_key(agent["id"], name="matrix target")
@@ -188,16 +190,46 @@ async def test_role_matrix(client: AsyncTestClient, actors: Actors, endpoint: En
         assert status not in (401, 403), f"{endpoint} as {role}: {status} {problem}"
 
 
-@pytest.mark.parametrize("path", sorted({e.path for e in ENDPOINTS}), ids=lambda p: f"OPTIONS {p}")
-async def test_generated_options_handlers_need_a_key(
-    client: AsyncTestClient, actors: Actors, path: str
+def methods_by_path(endpoints: list[Endpoint]) -> dict[str, set[str]]:
+    found: dict[str, set[str]] = {}
+    for endpoint in endpoints:
+        found.setdefault(endpoint.path, {"OPTIONS"}).add(endpoint.method)
+        if endpoint.method == "GET":
+            found[endpoint.path].add("HEAD")
+    return found
+
+
+@pytest.mark.parametrize(
+    ("path", "methods"), sorted(methods_by_path(ENDPOINTS).items()), ids=lambda p: f"OPTIONS {p}"
+)
+async def test_options_answers_with_the_methods_of_the_path(
+    client: AsyncTestClient, actors: Actors, path: str, methods: set[str]
 ) -> None:
-    """Litestar's automatic OPTIONS handlers carry no role rule, so they fail closed: no key
-    gets 401 and no role is admitted."""
-    endpoint = Endpoint(path=path, method="OPTIONS", roles=frozenset(), handler_name="options")
+    """OPTIONS on any route answers 204 with an Allow header listing every method of the path
+    (HEAD wherever GET is), with or without a key: it says which methods exist, never data."""
+    url = actors.url(Endpoint(path=path, method="OPTIONS", roles=frozenset(), handler_name=""))
+    for headers in ({}, bearer(actors.keys["agent"])):
+        response = await client.options(url, headers=headers)
+        assert response.status_code == 204, response.text
+        allowed = {m.strip() for m in response.headers["allow"].split(",")}
+        assert allowed == methods, f"OPTIONS {path}: {allowed}"
+        assert response.content == b""
+
+
+GET_ENDPOINTS = [e for e in ENDPOINTS if e.method == "GET"]
+
+
+@pytest.mark.parametrize("endpoint", GET_ENDPOINTS, ids=lambda e: f"HEAD {e.path}")
+async def test_head_is_answered_like_get_without_a_body(
+    client: AsyncTestClient, actors: Actors, endpoint: Endpoint
+) -> None:
+    """HEAD on a GET route gets GET's status and headers for every caller (no key: 401, a role
+    the route refuses: 403, an admitted one: GET's answer) and never a body."""
     url = actors.url(endpoint)
-    assert (await call(client, endpoint, url, {}))[0] == 401
-    for role in ROLES:
-        status, problem = await call(client, endpoint, url, bearer(actors.keys[role]))
-        assert status == 403, f"OPTIONS {path} as {role}: {status}"
-        assert problem.get("code") == "forbidden"
+    callers = {"no key": {}} | {role: bearer(key) for role, key in actors.keys.items()}
+    for caller, headers in callers.items():
+        get = await client.get(url, headers=headers)
+        head = await client.head(url, headers=headers)
+        assert head.status_code == get.status_code, f"HEAD {endpoint.path} as {caller}"
+        assert head.content == b"", f"HEAD {endpoint.path} as {caller} sent a body"
+        assert head.headers.get("content-type") == get.headers.get("content-type")

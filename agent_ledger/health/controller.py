@@ -6,7 +6,6 @@ from typing import Any
 
 import msgspec
 from litestar import Controller, Request, Response, get
-from litestar.response import Redirect
 
 from agent_ledger.migrate import applied_functions_digest, current_revision
 
@@ -53,7 +52,3 @@ class HealthController(Controller):
                 Readiness("unavailable", "not-migrated", revision, expected), status_code=503
             )
         return Response(Readiness("ok", "ok", revision, expected), status_code=200)
-
-    @get("/docs", operation_id="docs", opt={"public": True}, include_in_schema=False)
-    async def docs(self) -> Redirect:
-        return Redirect("/schema/swagger")

@@ -1,0 +1,1 @@
+"""``/docs``: the interactive API documentation, served with its own assets so it works offline."""
