@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import asyncpg
 import httpx
 import psutil
 from litestar.testing import AsyncTestClient
@@ -155,6 +156,31 @@ def test_serve_says_where_it_is_on_every_start(database_url: str) -> None:
         assert f"  database      {mask_url(database_url)}" in output
         assert "with the same DATABASE_URL" in output
         assert not ANY_KEY.search(output)  # the session database has keys already
+
+
+async def test_a_trusted_proxy_s_forwarded_address_is_the_client(
+    database_url: str, db: asyncpg.Connection
+) -> None:
+    """Behind a reverse proxy the audit log records the client's address from X-Forwarded-For,
+    but only when the proxy is trusted (LEDGER_FORWARDED_ALLOW_IPS, default 127.0.0.1)."""
+    recorded = {}
+    for trusted in ("127.0.0.1", "192.0.2.1"):
+        server = ServerProcess(database_url, env={"LEDGER_FORWARDED_ALLOW_IPS": trusted})
+        try:
+            server.wait_ready()
+            async with httpx.AsyncClient(base_url=server.base_url) as http:
+                response = await http.get(
+                    "/v1/me",
+                    headers={"Authorization": "Bearer nope", "X-Forwarded-For": "203.0.113.9"},
+                )
+        finally:
+            server.stop()
+        assert response.status_code == 401
+        recorded[trusted] = await db.fetchval(
+            "SELECT client_ip FROM audit_events WHERE request_id = $1",
+            response.headers["x-request-id"],
+        )
+    assert recorded == {"127.0.0.1": "203.0.113.9", "192.0.2.1": "127.0.0.1"}
 
 
 def test_the_banner_masks_the_database_password() -> None:
