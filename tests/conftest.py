@@ -242,6 +242,7 @@ class ServerProcess:
     ) -> None:
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
+        self.database_url = database_url
         environment = {
             **os.environ,
             "DATABASE_URL": database_url,
