@@ -27,6 +27,7 @@ from litestar.testing import AsyncTestClient
 from agent_ledger.cli_database import DatabaseTarget, mask_url
 from agent_ledger.serve import startup_banner
 from tests.conftest import TEST_PEPPER, ServerProcess, bearer, free_port
+from tests.test_readme import README, readme_blocks
 
 ROOT = Path(__file__).resolve().parent.parent
 KEY_PATTERN = re.compile(r"^al_(adm|aud|agt)_[0-9A-Za-z]{38}$")
@@ -309,12 +310,28 @@ def banner_of(server: Serve, data_dir: Path) -> list[str]:
     return lines
 
 
+def run_readme_block(marker: str, cwd: Path) -> subprocess.CompletedProcess:
+    """The README's sh block containing ``marker``, run by bash in ``cwd`` as a reader would."""
+    (block,) = [b for b in readme_blocks(README.read_text()) if marker in b.code]
+    return subprocess.run(
+        ["bash", "-c", "set -eo pipefail\n" + block.code],
+        cwd=cwd,
+        env=cli_env(DATABASE_URL=None, LEDGER_DATA_DIR=None)
+        | {"PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ["PATH"]])},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
 def test_serve_without_database_url_runs_an_embedded_postgres(tmp_path: Path) -> None:
     """With DATABASE_URL and LEDGER_DATA_DIR unset, ``serve`` starts a private Postgres in
     ./.agent-ledger, prints an admin key on the first start only and where it listens, its docs
     and its data on every start, keeps the data across restarts, and stops that Postgres on
     SIGTERM. ``keys create`` run in a subdirectory finds the same data, whether the server runs
-    (it leaves that Postgres running) or not (it starts and stops it)."""
+    (it leaves that Postgres running) or not (it starts and stops it). The README's backup of
+    the stopped server's directory restores and verifies."""
     project, logs = tmp_path / "project", tmp_path / "logs"
     subdirectory = project / "notes" / "deeper"
     subdirectory.mkdir(parents=True)
@@ -347,6 +364,10 @@ def test_serve_without_database_url_runs_an_embedded_postgres(tmp_path: Path) ->
         assert wait_gone(postgres), "the embedded Postgres outlived serve"
         assert not (data_dir / "pgdata" / "postmaster.pid").exists()
 
+    # The README's backup of a stopped server's data directory, its very command.
+    backup = run_readme_block("tar -czf", cwd=project)
+    assert backup.returncode == 0, backup.stderr
+
     offline = run_cli("keys", "create", "--role", "auditor", env=no_settings, cwd=subdirectory)
     assert offline.returncode == 0, offline.stderr
     assert "created an auditor key" in offline.stderr
@@ -364,3 +385,11 @@ def test_serve_without_database_url_runs_an_embedded_postgres(tmp_path: Path) ->
         postgres = postmaster_pid(data_dir)
         assert second.terminate() == 0, second.diagnostics()
         assert wait_gone(postgres), "the embedded Postgres outlived serve"
+
+    # The README's restore of the backup taken after the first start, its very commands: the
+    # restored directory starts and verifies.
+    restored = run_readme_block("tar -xzf", cwd=project)
+    assert restored.returncode == 0, restored.stderr
+    assert ": intact" in restored.stdout
+    assert (project / ".agent-ledger.old").is_dir()
+    assert not (data_dir / "pgdata" / "postmaster.pid").exists()
