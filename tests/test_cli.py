@@ -14,6 +14,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -22,6 +23,7 @@ from pathlib import Path
 import asyncpg
 import httpx
 import psutil
+import pytest
 from litestar.testing import AsyncTestClient
 
 from agent_ledger.cli_database import DatabaseTarget, mask_url
@@ -325,14 +327,23 @@ def run_readme_block(marker: str, cwd: Path) -> subprocess.CompletedProcess:
     )
 
 
-def test_serve_without_database_url_runs_an_embedded_postgres(tmp_path: Path) -> None:
+@pytest.fixture
+def own_tmp() -> Iterator[Path]:
+    """A temporary directory outside pytest's: the embedded Postgres runs as another user when
+    we are root, and a pytest session starting meanwhile (any on this machine) makes pytest's
+    shared base directory private again, locking that user out of a data directory inside."""
+    with tempfile.TemporaryDirectory(prefix="agent-ledger-cli-") as directory:
+        yield Path(directory)
+
+
+def test_serve_without_database_url_runs_an_embedded_postgres(own_tmp: Path) -> None:
     """With DATABASE_URL and LEDGER_DATA_DIR unset, ``serve`` starts a private Postgres in
     ./.agent-ledger, prints an admin key on the first start only and where it listens, its docs
     and its data on every start, keeps the data across restarts, and stops that Postgres on
     SIGTERM. ``keys create`` run in a subdirectory finds the same data, whether the server runs
     (it leaves that Postgres running) or not (it starts and stops it). The README's backup of
     the stopped server's directory restores and verifies."""
-    project, logs = tmp_path / "project", tmp_path / "logs"
+    project, logs = own_tmp / "project", own_tmp / "logs"
     subdirectory = project / "notes" / "deeper"
     subdirectory.mkdir(parents=True)
     logs.mkdir()
