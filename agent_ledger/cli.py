@@ -15,8 +15,6 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from alembic.util.exc import CommandError
-
 from agent_ledger import __version__
 from agent_ledger.checkpoints.cli import register as register_checkpoint_commands
 from agent_ledger.cli_database import (
@@ -28,7 +26,6 @@ from agent_ledger.cli_database import (
     open_database,
 )
 from agent_ledger.config import Settings, SettingsError, load_settings
-from agent_ledger.errors import DomainError
 from agent_ledger.exports.cli import register as register_export_commands
 from agent_ledger.keys.cli import register as register_key_commands
 from agent_ledger.reports.cli import register as register_report_commands
@@ -172,6 +169,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _refusal(exc: BaseException) -> str | None:
     """The one line for an error the operator can fix, or None for a bug (keep its traceback)."""
+    # Imported here, as each command imports its own machinery: --help and --version need
+    # neither the web framework nor alembic, and start in a fraction of the time.
+    from alembic.util.exc import CommandError
+
+    from agent_ledger.errors import DomainError
+
     if isinstance(exc, CliError | SettingsError | CommandError):
         return str(exc)
     if isinstance(exc, DomainError):

@@ -12,7 +12,6 @@ from agent_ledger import __version__
 from agent_ledger.cli_database import CliError, DatabaseTarget, open_database
 from agent_ledger.config import Settings, load_settings
 from agent_ledger.keys.cli import issue_staff_key
-from agent_ledger.logs import configure_logging
 
 __all__ = ["cmd_serve", "startup_banner"]
 
@@ -80,6 +79,7 @@ async def _first_admin_key(url: str, pepper: str) -> str | None:
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from agent_ledger.logs import configure_logging
     from agent_ledger.migrate import migrate
 
     settings: Settings = load_settings()

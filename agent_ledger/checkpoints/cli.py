@@ -15,7 +15,6 @@ import msgspec
 
 from agent_ledger.cli_database import CliError, connect, database_url
 from agent_ledger.config import load_settings
-from agent_ledger.errors import DomainError
 
 __all__ = ["register"]
 
@@ -107,6 +106,8 @@ def cmd_verify_with_checkpoint(
     status = plain(args)
     if args.checkpoint is None:
         return status
+    from agent_ledger.errors import DomainError  # imported when used: --help stays instant
+
     try:
         with database_url(load_settings()) as url:
             report = asyncio.run(_verify_reference(url, args.checkpoint))

@@ -7,10 +7,8 @@ import asyncio
 import sys
 from typing import Any
 
-from agent_ledger.audit.recorder import AuditContext
 from agent_ledger.cli_database import connect, database_url
 from agent_ledger.config import load_settings
-from agent_ledger.keys.service import count_keys, create_staff_key
 
 __all__ = ["issue_staff_key", "register"]
 
@@ -19,6 +17,10 @@ async def issue_staff_key(
     url: str, role: str, name: str | None, pepper: str, *, only_if_none: bool
 ) -> str | None:
     """A new staff key (None when ``only_if_none`` and some key exists), audited as the CLI's."""
+    # Imported when used, like every command's own machinery: --help stays instant.
+    from agent_ledger.audit.recorder import AuditContext
+    from agent_ledger.keys.service import count_keys, create_staff_key
+
     conn = await connect(url)
     try:
         if only_if_none and await count_keys(conn) > 0:

@@ -8,7 +8,6 @@ from datetime import UTC, datetime
 
 from agent_ledger.cli_database import connect, database_url
 from agent_ledger.config import load_settings
-from agent_ledger.errors import DomainError
 from agent_ledger.reports.schemas import SpendSeries, TopSpenders
 
 __all__ = ["format_spend", "format_top_spenders", "register"]
@@ -107,6 +106,7 @@ async def _run(url: str, args: argparse.Namespace) -> str:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    from agent_ledger.errors import DomainError  # imported when used: --help stays instant
 
     settings = load_settings()
     with database_url(settings) as url:
