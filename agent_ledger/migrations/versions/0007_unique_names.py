@@ -12,7 +12,7 @@ to be renamed (PATCH) before migrating again; renaming by itself would change na
 know and audit events already recorded.
 
 Revision ID: 0007
-Revises: 0005
+Revises: 0006
 Create Date: 2026-12-01
 """
 
@@ -21,7 +21,7 @@ from alembic import op
 from alembic.util import CommandError
 
 revision = "0007"
-down_revision = "0005"
+down_revision = "0006"
 branch_labels = None
 depends_on = None
 
