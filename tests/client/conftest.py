@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import ServerProcess, bearer
+from tests.conftest import ServerProcess, bearer, unique_name
 
 CLIENT_DIR = Path(__file__).resolve().parents[2] / "client"
 if str(CLIENT_DIR) not in sys.path:
@@ -81,6 +81,7 @@ def make_agent(base_url: str, admin_key: str, name: str = "client-test") -> Agen
         assert response.status_code == 201, response.text
         return response.json()
 
+    name = unique_name(name)  # names are unique, and every test shares the server's database
     team = post("/v1/teams", {"name": f"{name} team"})
     agent = post("/v1/agents", {"name": name, "team_id": team["id"]})
     key = post(f"/v1/agents/{agent['id']}/keys", {"name": "client tests"})["key"]

@@ -68,7 +68,7 @@ def _run(block: str, env: dict[str, str]) -> str:
 
 def test_shell_block_installs_the_client_and_exports_the_walkthrough_key() -> None:
     """The section starts by installing the client and exporting the two variables."""
-    (setup,) = _blocks("sh")
+    setup = "".join(_blocks("sh"))
     assert "pip install './client" in setup
     assert "AGENT_LEDGER_URL=$API" in setup and "AGENT_LEDGER_KEY=$KEY" in setup
 
