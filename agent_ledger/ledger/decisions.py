@@ -127,6 +127,8 @@ class Decider:
         self.clock = clock
         self.routes = Routes()
         self.batcher: Batcher[Request, Decision] = Batcher(self._run, max_batch)
+        # Called with every request and its decision (metrics, traces); must not raise.
+        self.observers: list[Callable[[Request, Decision], None]] = []
 
     async def _run(self, requests: Sequence[Request]) -> list[Decision]:
         at = self.clock() if self.clock is not None else None
@@ -140,7 +142,12 @@ class Decider:
         if decision.agent_id is not None:
             key_agent = decision.agent_id if agent_key else None
             self.routes.learn(request.key_hash, key_agent, decision.agent_id, decision.team_id)
+        self.observe(request, decision)
         return decision
+
+    def observe(self, request: Request, decision: Decision) -> None:
+        for observer in self.observers:
+            observer(request, decision)
 
 
 async def sweep_agent(conn: asyncpg.Connection, agent_id: str, at: datetime | None) -> int:

@@ -267,6 +267,7 @@ async def adjust(
             return decision, result
 
     decision, result = await decisions.retrying(pool, adjust_and_audit)
+    decider.observe(request, decision)
     key.identified(decision.key_id, decision.agent_id)
     render.raise_refusal(decision.problem, replayed=decision.replayed)
     return Outcome(decision.status, result, decision.replayed)
