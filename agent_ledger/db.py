@@ -66,5 +66,16 @@ async def create_pool(
         min_size=min_size,
         max_size=max_size,
         init=init_connection,
+        reset=_keep_session,
         server_settings={"application_name": application_name, "timezone": "UTC"},
     )
+
+
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """No reset query when a connection goes back to the pool.
+
+    asyncpg's default sends ``RESET ALL; UNLISTEN *; CLOSE ALL; pg_advisory_unlock_all()`` on
+    every release: a round trip per request for state this service never leaves behind (its
+    settings are SET LOCAL, its advisory locks transaction-scoped, it neither listens nor keeps
+    cursors). asyncpg still rolls back a transaction left open before calling this.
+    """

@@ -175,6 +175,10 @@ def rehash_chain(agent_id: str, extra_spent: int) -> str:
         WHERE agent_id = '{agent_id}' AND hour = (
             SELECT date_trunc('hour', created_at, 'UTC') FROM ledger_entries
             WHERE agent_id = '{agent_id}' ORDER BY seq LIMIT 1);
+        UPDATE spend_rollups_daily SET spent = spent + {extra_spent}
+        WHERE agent_id = '{agent_id}' AND day = (
+            SELECT date_trunc('day', created_at, 'UTC') FROM ledger_entries
+            WHERE agent_id = '{agent_id}' ORDER BY seq LIMIT 1);
     END $$
     """
 
@@ -384,6 +388,9 @@ async def test_removing_the_newest_entries_is_caught_by_the_checkpoint(
         f"""UPDATE spend_rollups SET spent = spent - 300000000, charges = charges - 1
             WHERE agent_id = '{newest["agent_id"]}'
               AND hour = date_trunc('hour', '{newest["created_at"]}'::timestamptz, 'UTC')""",
+        f"""UPDATE spend_rollups_daily SET spent = spent - 300000000, charges = charges - 1
+            WHERE agent_id = '{newest["agent_id"]}'
+              AND day = date_trunc('day', '{newest["created_at"]}'::timestamptz, 'UTC')""",
     )
     assert (await verify(client, fleet))["ok"]
     report = await verify(client, fleet, checkpoint["id"])

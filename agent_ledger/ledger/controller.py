@@ -9,7 +9,7 @@ from litestar.params import FromPath, FromQuery, HeaderParameter, JSONBody
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED
 
 from agent_ledger.auth import ADMIN, ANY_ROLE, DECISION
-from agent_ledger.deps import Audit, Caller, Decisions, Key, Now, Pool
+from agent_ledger.deps import Audit, Caller, Now, Pool, Spending
 from agent_ledger.errors import InvalidInput
 from agent_ledger.ledger import service
 from agent_ledger.ledger.schemas import (
@@ -53,12 +53,14 @@ class ChargeController(Controller):
     async def create_charge(
         self,
         data: JSONBody[ChargeRequest],
-        decider: Decisions,
-        key: Key,
+        spending: Spending,
         idempotency_key: IdempotencyKey = None,
     ) -> Response[SpendResult]:
         outcome = await service.charge(
-            decider, key, data, idempotency_key=service.validate_idempotency_key(idempotency_key)
+            spending.decider,
+            spending.key,
+            data,
+            idempotency_key=service.validate_idempotency_key(idempotency_key),
         )
         return _respond(outcome)
 
@@ -72,15 +74,14 @@ class AdjustmentController(Controller):
         self,
         data: JSONBody[AdjustmentRequest],
         pool: Pool,
-        decider: Decisions,
-        key: Key,
+        spending: Spending,
         audit: Audit,
         idempotency_key: IdempotencyKey = None,
     ) -> Response[SpendResult]:
         outcome = await service.adjust(
             pool,
-            decider,
-            key,
+            spending.decider,
+            spending.key,
             audit,
             data,
             idempotency_key=service.validate_idempotency_key(idempotency_key),
@@ -96,12 +97,14 @@ class HoldController(Controller):
     async def create_hold(
         self,
         data: JSONBody[HoldRequest],
-        decider: Decisions,
-        key: Key,
+        spending: Spending,
         idempotency_key: IdempotencyKey = None,
     ) -> Response[HoldCreated]:
         outcome = await service.create_hold(
-            decider, key, data, idempotency_key=service.validate_idempotency_key(idempotency_key)
+            spending.decider,
+            spending.key,
+            data,
+            idempotency_key=service.validate_idempotency_key(idempotency_key),
         )
         return _respond(outcome)
 
@@ -136,14 +139,13 @@ class HoldController(Controller):
     async def capture_hold(
         self,
         hold_id: FromPath[str],
-        decider: Decisions,
-        key: Key,
+        spending: Spending,
         data: JSONBody[CaptureRequest | None] = None,
         idempotency_key: IdempotencyKey = None,
     ) -> Response[SpendResult]:
         outcome = await service.capture_hold(
-            decider,
-            key,
+            spending.decider,
+            spending.key,
             hold_id,
             data or CaptureRequest(),
             idempotency_key=service.validate_idempotency_key(idempotency_key),
@@ -156,7 +158,5 @@ class HoldController(Controller):
         opt=SPENDING,
         status_code=HTTP_200_OK,
     )
-    async def release_hold(
-        self, hold_id: FromPath[str], decider: Decisions, key: Key
-    ) -> HoldResolved:
-        return await service.release_hold(decider, key, hold_id)
+    async def release_hold(self, hold_id: FromPath[str], spending: Spending) -> HoldResolved:
+        return await service.release_hold(spending.decider, spending.key, hold_id)

@@ -8,48 +8,40 @@
 --
 -- PL/pgSQL rather than SQL functions: a SQL function taking a row is not inlined into the
 -- PL/pgSQL that calls it and is planned again in every transaction; PL/pgSQL caches its plan
--- per connection (about 0.03 ms a call against 0.26 ms).
+-- per connection (about 0.03 ms a call against 0.26 ms). Each field is written out as
+-- coalesce(octet_length(v) || ':' || v, '-') rather than through a helper function: a helper
+-- that uses its argument three times is not inlined either, and costs a call per field.
 
-CREATE OR REPLACE FUNCTION ledger.field(p_value text)
-RETURNS text
-LANGUAGE sql IMMUTABLE PARALLEL SAFE
-AS $$
-    SELECT CASE WHEN p_value IS NULL THEN '-' ELSE octet_length(p_value)::text || ':' || p_value END
-$$;
-
--- Microseconds since the epoch: the exact, zone-free text of a timestamptz.
-CREATE OR REPLACE FUNCTION ledger.micros(p_at timestamptz)
-RETURNS text
-LANGUAGE sql IMMUTABLE PARALLEL SAFE
-AS $$
-    SELECT (extract(epoch FROM p_at) * 1000000)::bigint::text
-$$;
-
--- The hash of a ledger entry, over its fields and e.prev_hash.
+-- The hash of a ledger entry, over its fields and e.prev_hash (created_at as microseconds since
+-- the epoch: exact and zone-free).
 CREATE OR REPLACE FUNCTION ledger.entry_digest(e ledger_entries)
 RETURNS bytea
 LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
 AS $$
+DECLARE
+    v_at    text := (extract(epoch FROM e.created_at) * 1000000)::bigint::text;
+    v_prev  text := encode(e.prev_hash, 'hex');
+    v_meta  text := e.metadata::text;
 BEGIN
     RETURN sha256(convert_to(concat_ws('|',
         'ledger-entry-v1',
-        ledger.field(e.id),
-        ledger.field(e.seq::text),
-        ledger.field(e.agent_id),
-        ledger.field(e.team_id),
-        ledger.field(e.kind),
-        ledger.field(e.amount::text),
-        ledger.field(e.currency),
-        ledger.field(e.model),
-        ledger.field(e.input_tokens::text),
-        ledger.field(e.output_tokens::text),
-        ledger.field(e.hold_id),
-        ledger.field(e.idempotency_key),
-        ledger.field(e.description),
-        ledger.field(e.metadata::text),
-        ledger.field(e.key_id),
-        ledger.field(ledger.micros(e.created_at)),
-        ledger.field(encode(e.prev_hash, 'hex'))
+        coalesce(octet_length(e.id)::text || ':' || e.id, '-'),
+        coalesce(octet_length(e.seq::text)::text || ':' || e.seq::text, '-'),
+        coalesce(octet_length(e.agent_id)::text || ':' || e.agent_id, '-'),
+        coalesce(octet_length(e.team_id)::text || ':' || e.team_id, '-'),
+        coalesce(octet_length(e.kind)::text || ':' || e.kind, '-'),
+        coalesce(octet_length(e.amount::text)::text || ':' || e.amount::text, '-'),
+        coalesce(octet_length(e.currency)::text || ':' || e.currency, '-'),
+        coalesce(octet_length(e.model)::text || ':' || e.model, '-'),
+        coalesce(octet_length(e.input_tokens::text)::text || ':' || e.input_tokens::text, '-'),
+        coalesce(octet_length(e.output_tokens::text)::text || ':' || e.output_tokens::text, '-'),
+        coalesce(octet_length(e.hold_id)::text || ':' || e.hold_id, '-'),
+        coalesce(octet_length(e.idempotency_key)::text || ':' || e.idempotency_key, '-'),
+        coalesce(octet_length(e.description)::text || ':' || e.description, '-'),
+        coalesce(octet_length(v_meta)::text || ':' || v_meta, '-'),
+        coalesce(octet_length(e.key_id)::text || ':' || e.key_id, '-'),
+        coalesce(octet_length(v_at)::text || ':' || v_at, '-'),
+        coalesce(octet_length(v_prev)::text || ':' || v_prev, '-')
     ), 'UTF8'));
 END;
 $$;
@@ -60,23 +52,26 @@ CREATE OR REPLACE FUNCTION ledger.audit_event_digest(ev audit_events)
 RETURNS bytea
 LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
 AS $$
+DECLARE
+    v_at    text := (extract(epoch FROM ev.at) * 1000000)::bigint::text;
+    v_prev  text := encode(ev.prev_hash, 'hex');
 BEGIN
     RETURN sha256(convert_to(concat_ws('|',
         'audit-event-v1',
-        ledger.field(ev.id),
-        ledger.field(ev.seq::text),
-        ledger.field(ev.chain_seq::text),
-        ledger.field(ledger.micros(ev.at)),
-        ledger.field(ev.actor_key_id),
-        ledger.field(ev.actor_role),
-        ledger.field(ev.action),
-        ledger.field(ev.target_type),
-        ledger.field(ev.target_id),
-        ledger.field(ev.before::text),
-        ledger.field(ev.after::text),
-        ledger.field(ev.request_id),
-        ledger.field(ev.client_ip),
-        ledger.field(encode(ev.prev_hash, 'hex'))
+        coalesce(octet_length(ev.id)::text || ':' || ev.id, '-'),
+        coalesce(octet_length(ev.seq::text)::text || ':' || ev.seq::text, '-'),
+        coalesce(octet_length(ev.chain_seq::text)::text || ':' || ev.chain_seq::text, '-'),
+        coalesce(octet_length(v_at)::text || ':' || v_at, '-'),
+        coalesce(octet_length(ev.actor_key_id)::text || ':' || ev.actor_key_id, '-'),
+        coalesce(octet_length(ev.actor_role)::text || ':' || ev.actor_role, '-'),
+        coalesce(octet_length(ev.action)::text || ':' || ev.action, '-'),
+        coalesce(octet_length(ev.target_type)::text || ':' || ev.target_type, '-'),
+        coalesce(octet_length(ev.target_id)::text || ':' || ev.target_id, '-'),
+        coalesce(octet_length(ev.before::text)::text || ':' || ev.before::text, '-'),
+        coalesce(octet_length(ev.after::text)::text || ':' || ev.after::text, '-'),
+        coalesce(octet_length(ev.request_id)::text || ':' || ev.request_id, '-'),
+        coalesce(octet_length(ev.client_ip)::text || ':' || ev.client_ip, '-'),
+        coalesce(octet_length(v_prev)::text || ':' || v_prev, '-')
     ), 'UTF8'));
 END;
 $$;

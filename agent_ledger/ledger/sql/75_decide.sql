@@ -50,6 +50,7 @@ DECLARE
     v_targets    text[] := '{}';
     v_problems   jsonb[] := '{}';
     v_hold_ids   text[] := '{}';
+    v_team_ids   text[] := '{}';
     v_agents     balances[];
     v_teams      balances[];
     v_changed_a  boolean[] := '{}';
@@ -73,21 +74,47 @@ BEGIN
         v_problems[i] := x.problem;
     END LOOP;
 
-    -- 2. Lock every row the batch may touch, in the one order.
-    SELECT array_agg(b ORDER BY b.owner_id) INTO v_agents FROM (
-        SELECT * FROM balances
-        WHERE owner_type = 'agent' AND owner_id = ANY (v_targets)
-        ORDER BY owner_id
-        FOR UPDATE) AS b;
-    SELECT array_agg(b ORDER BY b.owner_id) INTO v_teams FROM (
-        SELECT * FROM balances
-        WHERE owner_type = 'team' AND owner_id IN (
-            SELECT ag.team_id FROM unnest(v_agents) AS ag
-            UNION
-            SELECT hl.team_id FROM holds AS hl WHERE hl.id = ANY (v_hold_ids))
-        ORDER BY owner_id
-        FOR UPDATE) AS b;
-    PERFORM 1 FROM holds WHERE id = ANY (v_hold_ids) ORDER BY id FOR UPDATE;
+    -- 2. Lock every row the batch may touch, in the one order. (A batch of one, the most
+    --    common, takes the plain single-row lock.)
+    IF n = 1 THEN
+        SELECT * INTO a FROM balances
+        WHERE owner_type = 'agent' AND owner_id = v_targets[1]
+        FOR UPDATE;
+        IF FOUND THEN
+            v_agents := ARRAY[a];
+        END IF;
+    ELSE
+        SELECT array_agg(b ORDER BY b.owner_id) INTO v_agents FROM (
+            SELECT * FROM balances
+            WHERE owner_type = 'agent' AND owner_id = ANY (v_targets)
+            ORDER BY owner_id
+            FOR UPDATE) AS b;
+    END IF;
+    FOR i IN 1 .. coalesce(array_length(v_agents, 1), 0) LOOP
+        IF (v_agents[i]).team_id IS NOT NULL THEN
+            v_team_ids := v_team_ids || (v_agents[i]).team_id;
+        END IF;
+    END LOOP;
+    IF cardinality(v_hold_ids) > 0 THEN
+        -- A hold counts against the team it was taken under (the agent may have moved since).
+        v_team_ids := v_team_ids || ARRAY(
+            SELECT hl.team_id FROM holds AS hl
+            WHERE hl.id = ANY (v_hold_ids) AND hl.team_id IS NOT NULL);
+    END IF;
+    IF cardinality(v_team_ids) = 1 THEN
+        SELECT * INTO t FROM balances WHERE owner_type = 'team' AND owner_id = v_team_ids[1]
+        FOR UPDATE;
+        v_teams := ARRAY[t];
+    ELSIF cardinality(v_team_ids) > 1 THEN
+        SELECT array_agg(b ORDER BY b.owner_id) INTO v_teams FROM (
+            SELECT * FROM balances
+            WHERE owner_type = 'team' AND owner_id = ANY (v_team_ids)
+            ORDER BY owner_id
+            FOR UPDATE) AS b;
+    END IF;
+    IF cardinality(v_hold_ids) > 0 THEN
+        PERFORM 1 FROM holds WHERE id = ANY (v_hold_ids) ORDER BY id FOR UPDATE;
+    END IF;
 
     -- 3. Each request in turn, on the locked rows as the requests before it left them.
     FOR i IN 1 .. n LOOP
