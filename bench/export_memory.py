@@ -39,12 +39,12 @@ CHUNK = 100_000
 LOAD = """
 INSERT INTO ledger_entries (id, seq, agent_id, team_id, kind, amount, currency, model,
                             input_tokens, output_tokens, description, metadata, created_at,
-                            prev_hash, hash)
+                            prev_hash, hash, home_id)
 SELECT 'ent_bench_' || g, g, 'agt_bench_' || (g % $3), 'team_bench', 'charge',
        (g % 1000 + 1) * 1000, 'USD', 'gpt-4o', g % 5000, g % 700,
        'bench entry ' || g, jsonb_build_object('n', g),
        timestamptz '2026-01-01 00:00:00+00' + g * interval '1 millisecond',
-       NULL, sha256(convert_to(g::text, 'UTF8'))
+       NULL, sha256(convert_to(g::text, 'UTF8')), 'team_bench'
 FROM generate_series($1::bigint, $2::bigint) AS g
 """
 
@@ -77,6 +77,11 @@ async def load(url: str, rows: int) -> float:
             "INSERT INTO agents (id, name, team_id) SELECT 'agt_bench_' || g, 'bench ' || g,"
             " 'team_bench' FROM generate_series(0, $1 - 1) AS g",
             AGENTS,
+        )
+        await conn.execute(
+            "INSERT INTO balances (home_id, owner_id, owner_type, team_id, agent_status)"
+            " SELECT 'team_bench', id, 'agent', 'team_bench', 'active' FROM agents"
+            " WHERE team_id = 'team_bench'"
         )
         # In chunks, each its own transaction: a single long one would hold back the xmin that
         # listings on the same Postgres wait for.

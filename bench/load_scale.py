@@ -56,13 +56,13 @@ REFUND_REASONS = ["refund: duplicate tool call", "refund: provider outage", "cre
 ENTRY_COLUMNS = [
     "id", "seq", "agent_id", "team_id", "kind", "amount", "currency", "model", "input_tokens",
     "output_tokens", "hold_id", "idempotency_key", "description", "metadata", "key_id",
-    "created_at", "prev_hash", "hash",
+    "created_at", "prev_hash", "hash", "home_id",
 ]  # fmt: skip
 HOLD_COLUMNS = [
     "id", "agent_id", "team_id", "amount", "currency", "status", "captured_amount", "model",
-    "description", "metadata", "key_id", "created_at", "expires_at", "resolved_at",
+    "description", "metadata", "key_id", "created_at", "expires_at", "resolved_at", "home_id",
 ]  # fmt: skip
-ROLLUP_COLUMNS = ["agent_id", "team_id", "model", "hour", "spent", "charges"]
+ROLLUP_COLUMNS = ["agent_id", "team_id", "model", "hour", "spent", "charges", "home_id"]
 HOLD_TTL_US = 300_000_000
 ROWS_PER_COPY = 250_000
 # Mix of requests: (upper bound of the roll, what it becomes).
@@ -225,6 +225,7 @@ class Generator:
             digest = _digest(row, micros, metadata, prev)
             row += [_timestamp(micros), None if prev is None else "\\x" + prev.hex()]
             row.append("\\x" + digest.hex())
+            row.append(agent["team_id"] or agent["id"])  # its home (0009)
             rows.append(row)
             self.prev[a], self.count[a], self.head_seq[a] = digest, self.count[a] + 1, self.seq
             if kind in ("charge", "capture", "adjustment"):
@@ -238,7 +239,15 @@ class Generator:
                 self.close_hold(holds, open_holds.pop(hold_id), kind, amount, micros)
         entries.writerows(rows)
         rollups.writerows(
-            [self.agents[a]["id"], self.agents[a]["team_id"], model, hour.isoformat(), s, c]
+            [
+                self.agents[a]["id"],
+                self.agents[a]["team_id"],
+                model,
+                hour.isoformat(),
+                s,
+                c,
+                self.agents[a]["team_id"] or self.agents[a]["id"],
+            ]
             for (a, model), (s, c) in sums.items()
         )
 
@@ -250,6 +259,7 @@ class Generator:
                 row[10], row[2], row[3], row[5], "USD", status,
                 amount if kind == "capture" else None, row[7], row[12], row[13], row[14],
                 _timestamp(created), _timestamp(created + HOLD_TTL_US), _timestamp(micros),
+                row[3] or row[2],
             ]
         )  # fmt: skip
 
@@ -351,7 +361,7 @@ def _weighted(options: list[tuple[str, float]], rng: random.Random) -> str:
 
 
 async def create_fleet(conn: asyncpg.Connection, args: argparse.Namespace) -> dict[str, Any]:
-    """Teams, agents (balance rows follow by trigger), one key per agent and an admin key."""
+    """Teams, agents and their balance rows, one key per agent and an admin key."""
     rng = random.Random(args.seed + 1)
     teams = [(_new_id("team", rng), f"team-{i:02d}") for i in range(args.teams)]
     await conn.executemany("INSERT INTO teams (id, name) VALUES ($1, $2)", teams)
@@ -373,6 +383,16 @@ async def create_fleet(conn: asyncpg.Connection, args: argparse.Namespace) -> di
     await conn.executemany(
         "INSERT INTO agents (id, name, team_id) VALUES ($1, $2, $3)",
         [(a["id"], a["name"], a["team_id"]) for a in agents],
+    )
+    # Balance rows, each in its home (0009): the team's, or the agent's own without a team.
+    await conn.executemany(
+        "INSERT INTO balances (home_id, owner_id, owner_type) VALUES ($1, $1, 'team')",
+        [(team_id,) for team_id, _ in teams],
+    )
+    await conn.executemany(
+        "INSERT INTO balances (home_id, owner_id, owner_type, team_id, agent_status)"
+        " VALUES (coalesce($2, $1), $1, 'agent', $2, 'active')",
+        [(a["id"], a["team_id"]) for a in agents],
     )
     admin_key_id = _new_id("key", rng)
     keys = [(admin_key_id, rng.randbytes(32), "al_adm_bench", "admin", None, "bench admin")]
@@ -590,9 +610,9 @@ async def load(args: argparse.Namespace) -> int:
         await build_indexes(url, creates, constraints)
         _log(f"rebuilt {len(creates)} indexes", started)
         await conn.execute(
-            "INSERT INTO spend_rollups_daily (agent_id, team_id, model, day, spent, charges)"
-            " SELECT agent_id, team_id, model, date_trunc('day', hour, 'UTC'), sum(spent),"
-            " sum(charges) FROM spend_rollups GROUP BY 1, 2, 3, 4"
+            "INSERT INTO spend_rollups_daily (home_id, agent_id, team_id, model, day, spent,"
+            " charges) SELECT home_id, agent_id, team_id, model, date_trunc('day', hour, 'UTC'),"
+            " sum(spent), sum(charges) FROM spend_rollups GROUP BY 1, 2, 3, 4, 5"
         )
         await conn.execute("SET session_replication_role = origin")
         state = json.loads(await asyncio.to_thread(Path(config["state_path"]).read_text))

@@ -36,9 +36,9 @@ class Sizes:
         self.sizes: list[int] = []
         run = decider.batcher.run
 
-        async def counting(requests):
+        async def counting(home_id, requests):
             self.sizes.append(len(requests))
-            return await run(requests)
+            return await run(home_id, requests)
 
         decider.batcher.run = counting
 
@@ -153,7 +153,7 @@ async def test_a_failed_batch_fails_every_request_of_it() -> None:
     request is left waiting, and none is decided twice."""
     calls: list[int] = []
 
-    async def run(requests):
+    async def run(route, requests):
         calls.append(len(requests))
         await asyncio.sleep(0.01)
         raise ConnectionError("connection lost")

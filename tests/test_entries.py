@@ -147,6 +147,7 @@ async def test_an_entry_committed_late_is_not_skipped(
         admin_key = fleet.admin["Authorization"].removeprefix("Bearer ")
         [answer] = await decisions.decide(
             slow,
+            slow_agent["id"],  # its home: it has no team
             [
                 decisions.Request(
                     action="charge",

@@ -409,7 +409,11 @@ class HoldsMachine(RuleBasedStateMachine):
                 if h.agent == agent and h.status == "open" and h.expires_at <= self.now
             ]
             swept = self.client.blocking_portal.call(
-                pool.fetchval, "SELECT ledger.sweep_agent($1, $2)", agent_id, self.now
+                pool.fetchval,
+                "SELECT ledger.sweep_agent($1, $2, $3)",
+                self.team_id,  # the agents' home: their team
+                agent_id,
+                self.now,
             )
             assert swept == len(lapsed)
             for hold in lapsed:

@@ -160,7 +160,7 @@ async def test_suspending_an_agent_mid_charge_does_not_deadlock(
                 await db.execute("SELECT pg_stat_clear_snapshot()")
                 waiting = await db.fetchval(
                     "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
-                    " AND wait_event_type = 'Lock' AND query LIKE '%UPDATE agents SET%'"
+                    " AND wait_event_type = 'Lock' AND query LIKE '%FROM balances%FOR UPDATE%'"
                 )
                 if waiting:
                     break

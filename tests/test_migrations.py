@@ -188,6 +188,7 @@ def test_the_upgrade_keeps_old_answers_and_chains(upgraded_url: str) -> None:
             )
             [replay] = await decide(
                 conn,
+                "team_old",  # the agent's home: its team
                 [
                     Request(
                         action="charge",

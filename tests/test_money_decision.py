@@ -265,3 +265,38 @@ async def test_a_refund_of_more_than_was_ever_spent_is_refused(
     exact = await client.post("/v1/adjustments", json=dict(body, amount="-0.3"), headers=admin)
     assert exact.status_code == 201, exact.text
     assert (await budget(client, admin_key, "agents", agent_id))["remaining"]["total"] == "1"
+
+
+# --- homes: an agent's money lives with its team ------------------------------------------------
+
+
+async def test_an_agent_moving_team_keeps_its_answers_and_chain(
+    fleet: Fleet, admin_key: str, client: AsyncTestClient, db: asyncpg.Connection
+) -> None:
+    """Moving an agent moves its balance row and stored answers to the new team's home: a
+    retry of a charge made before the move is replayed there (not charged twice), the next
+    charge (routed first to the old home the process remembered) lands in the new one, and
+    the agent's chain still verifies across both homes."""
+    first, second = await fleet.team("home-a"), await fleet.team("home-b")
+    agent_id, headers = await new_agent(fleet, admin_key, team_id=first["id"])
+    keyed = {**headers, "Idempotency-Key": "before-the-move"}
+    charged = await client.post("/v1/charges", json={"amount": "0.25"}, headers=keyed)
+    assert charged.status_code == 201, charged.text
+    moved = await client.patch(
+        f"/v1/agents/{agent_id}",
+        json={"team_id": second["id"]},
+        headers={"Authorization": f"Bearer {admin_key}"},
+    )
+    assert moved.status_code == 200, moved.text
+    replay = await client.post("/v1/charges", json={"amount": "0.25"}, headers=keyed)
+    assert replay.status_code == 201 and replay.headers["idempotent-replayed"] == "true"
+    assert replay.json()["id"] == charged.json()["id"]
+    after = await client.post("/v1/charges", json={"amount": "0.5"}, headers=headers)
+    assert after.status_code == 201, after.text
+    assert after.json()["team_id"] == second["id"]
+    homes = await db.fetch("SELECT home_id, owner_id FROM balances WHERE owner_id = $1", agent_id)
+    assert [tuple(r) for r in homes] == [(second["id"], agent_id)]
+    assert [k for k, _ in await kinds(db, agent_id)] == ["charge", "charge"]
+    assert (await balance_of(db, second["id"]))["spent_total"] == 500_000_000
+    assert (await balance_of(db, first["id"]))["spent_total"] == 250_000_000
+    await assert_verified(client, admin_key, agent_id)

@@ -12,7 +12,7 @@ RETURNING {AGENT_COLUMNS}
 GET_AGENT = f"SELECT {AGENT_COLUMNS} FROM agents WHERE id = $1"
 
 # NO KEY UPDATE: a concurrent charge's foreign-key check on this agent must not wait on us, or
-# the charge (holding the balance row our trigger needs) and this change would deadlock.
+# the charge (holding the balance row this change needs) and this change would deadlock.
 GET_AGENT_FOR_UPDATE = f"SELECT {AGENT_COLUMNS} FROM agents WHERE id = $1 FOR NO KEY UPDATE"
 
 # Listed in commit order (agent_ledger/keyset.py): an agent created during a walk is never skipped.
@@ -37,3 +37,47 @@ TEAM_EXISTS = "SELECT EXISTS (SELECT 1 FROM teams WHERE id = $1)"
 FIND_AGENT_BY_NAME = """
 SELECT id FROM agents WHERE coalesce(team_id, '') = coalesce($1, '') AND lower(name) = lower($2)
 """
+
+# An agent's balance row lives in its home: its team, or the agent itself without one (0009).
+INSERT_BALANCE = """
+INSERT INTO balances (home_id, owner_id, owner_type, team_id, agent_status)
+VALUES (coalesce($2, $1), $1, 'agent', $2, 'active')
+"""
+
+LOCK_BALANCE = """
+SELECT * FROM balances WHERE home_id = coalesce($2, $1) AND owner_id = $1 FOR UPDATE
+"""
+
+HAS_OPEN_HOLDS = """
+SELECT EXISTS (
+    SELECT 1 FROM holds WHERE home_id = coalesce($2, $1) AND agent_id = $1 AND status = 'open'
+)
+"""
+
+SET_BALANCE_STATUS = """
+UPDATE balances SET agent_status = $3 WHERE home_id = coalesce($2, $1) AND owner_id = $1
+"""
+
+# Moving an agent to another team moves its balance row and its stored idempotent answers to
+# the new home, as plain statements: on Citus the two homes may be on different nodes, and the
+# transaction spans them. Its entries stay where they were written (each records its team).
+DELETE_BALANCE = "DELETE FROM balances WHERE home_id = coalesce($2, $1) AND owner_id = $1"
+
+INSERT_MOVED_BALANCE = """
+INSERT INTO balances (home_id, owner_id, owner_type, team_id, agent_status, currency,
+                      limit_total, limit_month, limit_day, limit_per_charge, spent_total,
+                      spent_month, month_start, spent_day, day_start, held, head_hash, head_seq,
+                      entry_count)
+VALUES (coalesce($2, $1), $1, 'agent', $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14,
+        $15, $16, $17)
+"""
+
+COPY_ANSWERS = """
+INSERT INTO idempotency_keys (home_id, agent_id, key, request_hash, status, created_at, problem,
+                              entry_id, hold_id, budget)
+SELECT coalesce($3, $1), agent_id, key, request_hash, status, created_at, problem, entry_id,
+       hold_id, budget
+FROM idempotency_keys WHERE home_id = coalesce($2, $1) AND agent_id = $1
+"""
+
+DELETE_ANSWERS = "DELETE FROM idempotency_keys WHERE home_id = coalesce($2, $1) AND agent_id = $1"

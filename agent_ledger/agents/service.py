@@ -74,6 +74,7 @@ async def create_agent(pool: asyncpg.Pool, ctx: AuditContext, data: AgentCreate)
             data.metadata,
         )
         agent = _agent(row)
+        await conn.execute(queries.INSERT_BALANCE, agent.id, agent.team_id)
         await record_event(
             conn, ctx, "agent.created", target_type="agent", target_id=agent.id, after=agent
         )
@@ -103,23 +104,31 @@ async def update_agent(
         if "team_id" in changes:
             await _check_team(conn, changes["team_id"])
         merged = msgspec.structs.replace(before, **changes)
-        try:
-            row = await _write(
-                conn,
-                merged.team_id,
-                merged.name,
-                queries.UPDATE_AGENT,
-                agent_id,
-                merged.name,
-                merged.team_id,
-                merged.status,
-                merged.metadata,
-            )
-        except asyncpg.ObjectInUseError as exc:  # raised by the balance trigger (0002)
+        # The balance row, locked before anything is checked against it: no decision of the
+        # agent's can slip in between.
+        balance = await conn.fetchrow(queries.LOCK_BALANCE, agent_id, before.team_id)
+        moving = merged.team_id != before.team_id
+        if moving and await conn.fetchval(queries.HAS_OPEN_HOLDS, agent_id, before.team_id):
             raise Conflict(
                 "This agent has open holds reserved against its team; capture or release them "
-                "before moving it to another team."
-            ) from exc
+                "before moving it to another team (a lapsed hold is closed by the sweeper "
+                "within seconds)."
+            )
+        row = await _write(
+            conn,
+            merged.team_id,
+            merged.name,
+            queries.UPDATE_AGENT,
+            agent_id,
+            merged.name,
+            merged.team_id,
+            merged.status,
+            merged.metadata,
+        )
+        if moving:
+            await _move_balance(conn, balance, merged.team_id, merged.status)
+        elif merged.status != before.status:
+            await conn.execute(queries.SET_BALANCE_STATUS, agent_id, before.team_id, merged.status)
         after = _agent(row)
         await record_event(
             conn,
@@ -131,6 +140,30 @@ async def update_agent(
             after=after,
         )
     return after
+
+
+async def _move_balance(
+    conn: asyncpg.Connection, balance: asyncpg.Record, team_id: str | None, status: str
+) -> None:
+    """Move an agent's balance row and stored answers to the home of ``team_id``."""
+    agent_id, old_team = balance["owner_id"], balance["team_id"]
+    await conn.execute(queries.DELETE_BALANCE, agent_id, old_team)
+    await conn.execute(
+        queries.INSERT_MOVED_BALANCE,
+        agent_id,
+        team_id,
+        status,
+        *(
+            balance[column]
+            for column in (
+                "currency", "limit_total", "limit_month", "limit_day", "limit_per_charge",
+                "spent_total", "spent_month", "month_start", "spent_day", "day_start", "held",
+                "head_hash", "head_seq", "entry_count",
+            )
+        ),
+    )  # fmt: skip
+    await conn.execute(queries.COPY_ANSWERS, agent_id, old_team, team_id)
+    await conn.execute(queries.DELETE_ANSWERS, agent_id, old_team)
 
 
 async def list_agents(

@@ -16,9 +16,10 @@ If a batch fails with an error that a request could have caused (a value the dat
 say), its requests are decided again one by one, so that the one at fault fails alone and the
 others get their answers. Errors of the connection or the database as a whole fail the batch.
 
-Routing only needs to be right most of the time: it groups requests by the team the process
-last saw their key's agent in. A request with a stale or unknown route is still decided
-exactly (the decision locks whatever its rows are); it just batches less.
+A route is a home: the team an agent's money lives with, or the agent itself when it has none;
+every row a decision touches is in its agent's home, and a batch is one home's requests.
+Routing only needs to be right most of the time: a request whose agent moved meanwhile is
+answered 'wrong-home' by the decision and asked again in the right one.
 """
 
 from __future__ import annotations
@@ -41,37 +42,37 @@ _REQUEST_ERRORS = (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError,
 
 
 class Routes:
-    """Which team each key's agent and each agent was last seen in: a routing hint only.
+    """Where each key's agent and each agent was last seen living: a routing hint only.
 
-    Bounded: when full, it starts over (a miss only costs batching, never correctness).
+    A home is where an agent's money lives: its team, or the agent itself when it has none.
+    Bounded: when full, it starts over (a miss costs a lookup, never correctness).
     """
 
     def __init__(self, capacity: int = 100_000) -> None:
         self.capacity = capacity
         self._agent_of_key: dict[bytes, str] = {}
-        self._team_of_agent: dict[str, str | None] = {}
+        self._home_of_agent: dict[str, str] = {}
 
-    def route(self, key_hash: bytes, agent_id: str | None) -> str | None:
-        """The batch a request joins: its team, or its agent when teamless; None: unknown."""
+    def home(self, key_hash: bytes, agent_id: str | None) -> str | None:
+        """The home of the agent a request is for (named, or the key's); None: unknown."""
         agent = agent_id or self._agent_of_key.get(key_hash)
-        if agent is None or agent not in self._team_of_agent:
-            return None
-        team = self._team_of_agent[agent]
-        return f"team:{team}" if team is not None else f"agent:{agent}"
+        return None if agent is None else self._home_of_agent.get(agent)
 
-    def learn(self, key_hash: bytes, key_agent: str | None, agent: str, team: str | None) -> None:
-        if len(self._team_of_agent) >= self.capacity:
+    def learn(self, key_hash: bytes | None, key_agent: str | None, agent: str, home: str) -> None:
+        if len(self._home_of_agent) >= self.capacity:
             self._agent_of_key.clear()
-            self._team_of_agent.clear()
-        if key_agent is not None:
+            self._home_of_agent.clear()
+        if key_hash is not None and key_agent is not None:
             self._agent_of_key[key_hash] = key_agent
-        self._team_of_agent[agent] = team
+        self._home_of_agent[agent] = home
 
 
 class Batcher(Generic[R, D]):
     """Coalesces requests per route; ``run`` decides a list of requests in one call."""
 
-    def __init__(self, run: Callable[[Sequence[R]], Awaitable[list[D]]], max_batch: int = 32):
+    def __init__(
+        self, run: Callable[[str | None, Sequence[R]], Awaitable[list[D]]], max_batch: int = 32
+    ):
         self.run = run
         self.max_batch = max_batch
         self._queues: dict[str, list[tuple[R, asyncio.Future[D]]]] = {}
@@ -80,7 +81,7 @@ class Batcher(Generic[R, D]):
     async def decide(self, route: str | None, request: R) -> D:
         """Decide ``request`` with whatever else of its route is waiting."""
         if route is None:
-            return (await self.run([request]))[0]
+            return (await self.run(None, [request]))[0]
         future: asyncio.Future[D] = asyncio.get_running_loop().create_future()
         queue = self._queues.get(route)
         if queue is not None:  # a call of this route is in flight: wait for the next one
@@ -98,22 +99,22 @@ class Batcher(Generic[R, D]):
         try:
             while queue:
                 batch, queue[:] = queue[: self.max_batch], queue[self.max_batch :]
-                await self._settle(batch)
+                await self._settle(route, batch)
         finally:
             del self._queues[route]
             for _, future in queue:  # only when cancelled (the process is stopping)
                 future.cancel()
 
-    async def _settle(self, batch: list[tuple[R, asyncio.Future[D]]]) -> None:
+    async def _settle(self, route: str, batch: list[tuple[R, asyncio.Future[D]]]) -> None:
         try:
-            results = await self.run([request for request, _ in batch])
+            results = await self.run(route, [request for request, _ in batch])
         except _REQUEST_ERRORS as exc:
             if len(batch) == 1:
                 _fail(batch[0][1], exc)
                 return
             log.info("batch_split", size=len(batch), error=type(exc).__name__)
             for item in batch:
-                await self._settle([item])
+                await self._settle(route, [item])
             return
         except BaseException as exc:
             for _, future in batch:

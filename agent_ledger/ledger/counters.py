@@ -36,7 +36,8 @@ SELECT h.team_id, sum(h.amount) AS held
 FROM ledger_entries AS h
 WHERE h.kind = 'hold' AND h.team_id IS NOT NULL
   AND NOT EXISTS (SELECT 1 FROM ledger_entries AS c
-                  WHERE c.hold_id = h.hold_id AND c.kind IN ('capture', 'release', 'expire'))
+                  WHERE c.home_id = h.home_id AND c.hold_id = h.hold_id
+                    AND c.kind IN ('capture', 'release', 'expire'))
 GROUP BY h.team_id
 """
 

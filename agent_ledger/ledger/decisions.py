@@ -26,6 +26,7 @@ from agent_ledger.ledger import queries
 from agent_ledger.ledger.batching import Batcher, Routes
 
 __all__ = [
+    "AgentMoved",
     "Decider",
     "Decision",
     "Request",
@@ -35,7 +36,13 @@ __all__ = [
     "sweep_agent",
 ]
 
-_RETRYABLE = (asyncpg.DeadlockDetectedError, asyncpg.SerializationError)
+
+class AgentMoved(Exception):
+    """The agent moved to another home (team) while its request was on the way: running the
+    transaction again, in the new home, is safe (nothing of it was committed)."""
+
+
+_RETRYABLE = (asyncpg.DeadlockDetectedError, asyncpg.SerializationError, AgentMoved)
 _ATTEMPTS = 5
 T = TypeVar("T")
 
@@ -102,16 +109,24 @@ async def retrying(pool: asyncpg.Pool, work: Callable[[asyncpg.Connection], Awai
 
 
 async def decide(
-    conn: asyncpg.Connection, requests: Sequence[Request], at: datetime | None
+    conn: asyncpg.Connection,
+    home_id: str | None,
+    requests: Sequence[Request],
+    at: datetime | None,
 ) -> list[Decision]:
-    """Decide ``requests`` in order, in one call (one transaction unless the caller has one
-    open); one Decision per request, in the same order."""
-    rows = await conn.fetch(queries.DECIDE, [r.as_tuple() for r in requests], at)
+    """Decide ``requests`` (all for agents of home ``home_id``) in order, in one call (one
+    transaction unless the caller has one open); one Decision per request, in order."""
+    rows = await conn.fetch(queries.DECIDE, home_id, [r.as_tuple() for r in requests], at)
     return [Decision(**row) for row in rows]
 
 
+# A request asked in a stale home is answered this, with the right home; asked again there.
+_WRONG_HOME = "wrong-home"
+_HOME_ATTEMPTS = 3
+
+
 class Decider:
-    """The process's way to ``ledger.decide``: requests of one team in flight together are
+    """The process's way to ``ledger.decide``: requests of one home in flight together are
     decided together (agent_ledger/ledger/batching.py), every call retried as above.
 
     ``clock`` replaces the database's clock (tests cross day and month boundaries with it).
@@ -130,18 +145,38 @@ class Decider:
         # Called with every request and its decision (metrics, traces); must not raise.
         self.observers: list[Callable[[Request, Decision], None]] = []
 
-    async def _run(self, requests: Sequence[Request]) -> list[Decision]:
+    async def _run(self, home_id: str | None, requests: Sequence[Request]) -> list[Decision]:
         at = self.clock() if self.clock is not None else None
-        return await retrying(self.pool, lambda conn: decide(conn, requests, at))
+        return await retrying(self.pool, lambda conn: decide(conn, home_id, requests, at))
+
+    async def home_of(self, request: Request) -> str | None:
+        """Where the request's agent lives, from the cache or the database; None when there
+        is no such key, agent or hold (the decision then answers why)."""
+        home = self.routes.home(request.key_hash, request.agent_id)
+        if home is not None:
+            return home
+        if request.agent_id is not None:
+            row = await self.pool.fetchrow(queries.HOME_OF_AGENT, request.agent_id)
+        elif request.hold_id is not None:
+            row = await self.pool.fetchrow(queries.HOME_OF_HOLD, request.hold_id)
+        else:
+            row = await self.pool.fetchrow(queries.HOME_OF_KEY, request.key_hash)
+        return None if row is None else row["home_id"]
 
     async def decide(self, request: Request, *, agent_key: bool) -> Decision:
-        """Decide one request (batched with its team's); ``agent_key``: the caller's key
-        belongs to an agent (so its agent is the key's, for routing the next ones)."""
-        route = self.routes.route(request.key_hash, request.agent_id)
-        decision = await self.batcher.decide(route, request)
+        """Decide one request, batched with its home's; ``agent_key``: the caller's key
+        belongs to an agent (whose home then routes the key's next requests)."""
+        home = await self.home_of(request)
+        for _ in range(_HOME_ATTEMPTS):
+            decision = await self.batcher.decide(home, request)
+            problem = decision.problem
+            if problem is None or problem.get("code") != _WRONG_HOME:
+                break
+            home = problem["home_id"]  # the agent moved team meanwhile
         if decision.agent_id is not None:
+            agent_home = coalesce_home(decision.team_id, decision.agent_id)
             key_agent = decision.agent_id if agent_key else None
-            self.routes.learn(request.key_hash, key_agent, decision.agent_id, decision.team_id)
+            self.routes.learn(request.key_hash, key_agent, decision.agent_id, agent_home)
         self.observe(request, decision)
         return decision
 
@@ -150,13 +185,21 @@ class Decider:
             observer(request, decision)
 
 
-async def sweep_agent(conn: asyncpg.Connection, agent_id: str, at: datetime | None) -> int:
+def coalesce_home(team_id: str | None, agent_id: str) -> str:
+    """An agent's home: its team, or itself when it has none."""
+    return team_id if team_id is not None else agent_id
+
+
+async def sweep_agent(
+    conn: asyncpg.Connection, home_id: str, agent_id: str, at: datetime | None
+) -> int:
     """Close one idle agent's lapsed holds; 0 when a decision of its own holds its row."""
-    return await conn.fetchval(queries.SWEEP_AGENT, agent_id, at)
+    return await conn.fetchval(queries.SWEEP_AGENT, home_id, agent_id, at)
 
 
 async def agents_with_lapsed_holds(
     conn: asyncpg.Pool | asyncpg.Connection, after: str, limit: int, at: datetime | None
-) -> list[str]:
+) -> list[tuple[str, str]]:
+    """Up to ``limit`` (home, agent) pairs after agent ``after``, in agent id order."""
     rows = await conn.fetch(queries.AGENTS_WITH_LAPSED_HOLDS, after, limit, at)
-    return [r["agent_id"] for r in rows]
+    return [(r["home_id"], r["agent_id"]) for r in rows]

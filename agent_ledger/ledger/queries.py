@@ -3,13 +3,23 @@
 is the only module that runs these."""
 
 # A batch of requests (ledger.request[]) decided in order; one ledger.outcome each.
-DECIDE = "SELECT * FROM ledger.decide(p_requests => $1, p_at => $2)"
+DECIDE = "SELECT * FROM ledger.decide(p_home_id => $1, p_requests => $2, p_at => $3)"
 
-SWEEP_AGENT = "SELECT ledger.sweep_agent(p_agent_id => $1, p_at => $2)"
+# Where a request's money lives (its agent's home: the team, or the agent itself), for routing
+# it to its batch (and, on Citus, to its node). Keys, agents and holds by their own indexes.
+HOME_OF_KEY = """
+SELECT a.id AS agent_id, coalesce(a.team_id, a.id) AS home_id
+FROM api_keys AS k JOIN agents AS a ON a.id = k.agent_id
+WHERE k.key_hash = $1
+"""
+HOME_OF_AGENT = "SELECT id AS agent_id, coalesce(team_id, id) AS home_id FROM agents WHERE id = $1"
+HOME_OF_HOLD = "SELECT agent_id, home_id FROM holds WHERE id = $1"
+
+SWEEP_AGENT = "SELECT ledger.sweep_agent(p_home_id => $1, p_agent_id => $2, p_at => $3)"
 
 AGENTS_WITH_LAPSED_HOLDS = """
-SELECT ledger.agents_with_lapsed_holds(p_after => $1, p_limit => $2,
-                                       p_at => coalesce($3, now())) AS agent_id
+SELECT home_id, agent_id
+FROM ledger.agents_with_lapsed_holds(p_after => $1, p_limit => $2, p_at => coalesce($3, now()))
 """
 
 # A hold and the time it is read at (an open hold past its time reads as expired).

@@ -250,9 +250,13 @@ async def adjust(
     at = decider.clock() if decider.clock is not None else None
 
     async def adjust_and_audit(conn: asyncpg.Connection) -> tuple[Decision, SpendResult | None]:
+        home = await decider.home_of(request)
         async with conn.transaction():
-            [decision] = await decisions.decide(conn, [request], at)
+            [decision] = await decisions.decide(conn, home, [request], at)
             if decision.problem is not None:
+                if decision.problem.get("code") == "wrong-home":  # it moved team meanwhile
+                    decider.routes.learn(None, None, data.agent_id, decision.problem["home_id"])
+                    raise decisions.AgentMoved(decision.problem["home_id"])
                 return decision, None
             result = _spend_result(decision)
             if not decision.replayed:

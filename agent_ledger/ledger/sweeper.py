@@ -35,11 +35,14 @@ class Sweeper:
         """One pass over the next batch of agents; returns how many holds it closed."""
         agents = await decisions.agents_with_lapsed_holds(pool, self.after, self.batch, now)
         # Fewer than a batch: the end of the id order; the next pass starts over.
-        self.after = agents[-1] if len(agents) == self.batch else ""
+        self.after = agents[-1][1] if len(agents) == self.batch else ""
         swept = 0
-        for agent_id in agents:  # each agent is its own transaction
+        for home_id, agent_id in agents:  # each agent is its own transaction
             swept += await decisions.retrying(
-                pool, lambda conn, agent_id=agent_id: decisions.sweep_agent(conn, agent_id, now)
+                pool,
+                lambda conn, home_id=home_id, agent_id=agent_id: decisions.sweep_agent(
+                    conn, home_id, agent_id, now
+                ),
             )
         return swept
 

@@ -29,3 +29,6 @@ RETURNING id, name, created_at
 
 # The unique index teams_name_key (0007) compares names ignoring case; so does this.
 FIND_TEAM_BY_NAME = "SELECT id FROM teams WHERE lower(name) = lower($1)"
+
+# A team's balance row lives in the team's own home (0009).
+INSERT_BALANCE = "INSERT INTO balances (home_id, owner_id, owner_type) VALUES ($1, $1, 'team')"

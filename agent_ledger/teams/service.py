@@ -44,6 +44,7 @@ async def _write(conn: asyncpg.Connection, name: str, query: str, *args: object)
 async def create_team(pool: asyncpg.Pool, ctx: AuditContext, name: str) -> Team:
     async with pool.acquire() as conn, conn.transaction():
         team = _team(await _write(conn, name, queries.INSERT_TEAM, new_id("team"), name))
+        await conn.execute(queries.INSERT_BALANCE, team.id)
         await record_event(
             conn, ctx, "team.created", target_type="team", target_id=team.id, after=team
         )

@@ -106,6 +106,7 @@ DECLARE
     e ledger_entries;
 BEGIN
     e.id := ledger.new_id('ent');
+    e.home_id := coalesce(p_team_id, a.owner_id);
     e.seq := nextval('ledger_entries_seq');
     e.agent_id := a.owner_id;
     e.team_id := p_team_id;

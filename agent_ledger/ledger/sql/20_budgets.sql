@@ -35,10 +35,12 @@ BEGIN
     END IF;
     IF b.owner_type = 'agent' THEN
         SELECT coalesce(sum(amount), 0) INTO v_lapsed FROM holds
-        WHERE agent_id = b.owner_id AND status = 'open' AND expires_at <= p_at;
+        WHERE home_id = b.home_id AND agent_id = b.owner_id AND status = 'open'
+          AND expires_at <= p_at;
     ELSE
         SELECT coalesce(sum(amount), 0) INTO v_lapsed FROM holds
-        WHERE team_id = b.owner_id AND status = 'open' AND expires_at <= p_at;
+        WHERE home_id = b.home_id AND team_id = b.owner_id AND status = 'open'
+          AND expires_at <= p_at;
     END IF;
     RETURN b.held - v_lapsed;
 END;
@@ -190,6 +192,6 @@ BEGIN
         spent_total = b.spent_total, spent_month = b.spent_month, month_start = b.month_start,
         spent_day = b.spent_day, day_start = b.day_start, held = b.held,
         head_hash = b.head_hash, head_seq = b.head_seq, entry_count = b.entry_count
-    WHERE owner_id = b.owner_id;
+    WHERE home_id = b.home_id AND owner_id = b.owner_id;
 END;
 $$;

@@ -9,7 +9,8 @@
 
 -- The answer stored for p_key, as a replay; a 422 when the key came with another request;
 -- NULL when the key is new. The caller holds the agent's row lock.
-CREATE OR REPLACE FUNCTION ledger.replay(p_agent_id text, p_key text, p_request_hash bytea)
+CREATE OR REPLACE FUNCTION ledger.replay(p_home_id text, p_agent_id text, p_key text,
+                                         p_request_hash bytea)
 RETURNS ledger.outcome
 LANGUAGE plpgsql STABLE
 AS $$
@@ -19,7 +20,8 @@ DECLARE
     h  holds;
     o  ledger.outcome;
 BEGIN
-    SELECT * INTO k FROM idempotency_keys WHERE agent_id = p_agent_id AND key = p_key;
+    SELECT * INTO k FROM idempotency_keys
+    WHERE home_id = p_home_id AND agent_id = p_agent_id AND key = p_key;
     IF NOT FOUND THEN
         RETURN NULL;
     END IF;
@@ -33,6 +35,7 @@ BEGIN
     o.problem := k.problem;
     o.budget := k.budget;
     IF k.entry_id IS NOT NULL THEN
+        -- by id alone: an agent that moved team keeps its answers, not its old entries' home
         SELECT * INTO e FROM ledger_entries WHERE id = k.entry_id;
         o.entry := e;
     END IF;
@@ -48,16 +51,16 @@ END;
 $$;
 
 -- Stores outcome o as the answer to p_key (nothing without a key) and returns it.
-CREATE OR REPLACE FUNCTION ledger.remember(p_agent_id text, p_key text, p_request_hash bytea,
-                                o ledger.outcome)
+CREATE OR REPLACE FUNCTION ledger.remember(p_home_id text, p_agent_id text, p_key text,
+                                           p_request_hash bytea, o ledger.outcome)
 RETURNS ledger.outcome
 LANGUAGE plpgsql VOLATILE
 AS $$
 BEGIN
     IF p_key IS NOT NULL THEN
-        INSERT INTO idempotency_keys (agent_id, key, request_hash, status, problem, entry_id,
-                                      hold_id, budget)
-        VALUES (p_agent_id, p_key, p_request_hash, o.status, o.problem, (o.entry).id,
+        INSERT INTO idempotency_keys (home_id, agent_id, key, request_hash, status, problem,
+                                      entry_id, hold_id, budget)
+        VALUES (p_home_id, p_agent_id, p_key, p_request_hash, o.status, o.problem, (o.entry).id,
                 (o.hold).id, o.budget);
     END IF;
     RETURN o;

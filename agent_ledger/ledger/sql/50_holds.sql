@@ -29,7 +29,7 @@ LANGUAGE plpgsql VOLATILE
 AS $$
 BEGIN
     UPDATE holds SET status = p_status, captured_amount = p_captured, resolved_at = p_at
-    WHERE id = h.id AND status = 'open'
+    WHERE home_id = h.home_id AND id = h.id AND status = 'open'
     RETURNING * INTO h;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'hold % is not open', h.id;
@@ -56,7 +56,8 @@ BEGIN
     END IF;
     FOR h IN
         SELECT * FROM holds
-        WHERE agent_id = a.owner_id AND status = 'open' AND expires_at <= p_at
+        WHERE home_id = a.home_id AND agent_id = a.owner_id AND status = 'open'
+          AND expires_at <= p_at
           AND team_id IS NOT DISTINCT FROM a.team_id
         ORDER BY expires_at, id
         FOR UPDATE

@@ -20,7 +20,7 @@ DECLARE
     v_refusal   jsonb;
 BEGIN
     IF r.idempotency_key IS NOT NULL THEN
-        o := ledger.replay(a.owner_id, r.idempotency_key, r.request_hash);
+        o := ledger.replay(a.home_id, a.owner_id, r.idempotency_key, r.request_hash);
         IF o.status IS NOT NULL THEN
             RETURN;
         END IF;
@@ -68,7 +68,7 @@ BEGIN
         ledger.range_refusal(t, CASE WHEN r.action = 'hold' THEN 0 ELSE v_amount END,
                              CASE WHEN r.action = 'hold' THEN v_amount ELSE 0 END, p_at));
     IF v_refusal IS NOT NULL THEN
-        o := ledger.remember(a.owner_id, r.idempotency_key, r.request_hash,
+        o := ledger.remember(a.home_id, a.owner_id, r.idempotency_key, r.request_hash,
                              ledger.refused(v_refusal));
         RETURN;
     END IF;
@@ -77,9 +77,9 @@ BEGIN
     a := x.a;
     t := x.t;
     IF r.action = 'hold' THEN
-        INSERT INTO holds (id, agent_id, team_id, amount, currency, model, description,
+        INSERT INTO holds (home_id, id, agent_id, team_id, amount, currency, model, description,
                            metadata, key_id, created_at, expires_at)
-        VALUES (ledger.new_id('hold'), a.owner_id, a.team_id, v_amount, v_currency, r.model,
+        VALUES (a.home_id, ledger.new_id('hold'), a.owner_id, a.team_id, v_amount, v_currency, r.model,
                 r.description, coalesce(r.metadata, '{}'::jsonb), p_key_id, p_at,
                 p_at + make_interval(secs => r.ttl_seconds))
         RETURNING * INTO h;
@@ -90,7 +90,8 @@ BEGIN
         IF t.owner_id IS NOT NULL THEN
             t := ledger.with_spent(t, v_amount, p_at);
         END IF;
-        PERFORM ledger.add_to_rollups(a.owner_id, a.team_id, r.model, r.action, v_amount, p_at);
+        PERFORM ledger.add_to_rollups(a.home_id, a.owner_id, a.team_id, r.model, r.action,
+                                      v_amount, p_at);
     END IF;
     e := ledger.next_entry(a, a.team_id, r.action, v_amount, v_currency, r.model,
                            r.input_tokens, r.output_tokens, h.id, r.idempotency_key,
@@ -102,14 +103,15 @@ BEGIN
     o.entry := e;
     o.hold := h;
     o.budget := ledger.snapshot(a, a.held, p_at);
-    o := ledger.remember(a.owner_id, r.idempotency_key, r.request_hash, o);
+    o := ledger.remember(a.home_id, a.owner_id, r.idempotency_key, r.request_hash, o);
 END;
 $$;
 
 -- The report rollups of a spending entry (charge, capture or adjustment): its hour's and its
 -- day's rows, in the decision's transaction. Charges and captures also count as charges.
-CREATE OR REPLACE FUNCTION ledger.add_to_rollups(p_agent_id text, p_team_id text, p_model text,
-                                                 p_kind text, p_amount bigint, p_at timestamptz)
+CREATE OR REPLACE FUNCTION ledger.add_to_rollups(p_home_id text, p_agent_id text,
+                                                 p_team_id text, p_model text, p_kind text,
+                                                 p_amount bigint, p_at timestamptz)
 RETURNS void
 LANGUAGE plpgsql VOLATILE
 AS $$
@@ -118,16 +120,16 @@ DECLARE
 BEGIN
     -- One statement for both rows: half the executor start-ups of two.
     WITH hourly AS (
-        INSERT INTO spend_rollups AS r (agent_id, team_id, model, hour, spent, charges)
-        VALUES (p_agent_id, coalesce(p_team_id, ''), coalesce(p_model, ''),
+        INSERT INTO spend_rollups AS r (home_id, agent_id, team_id, model, hour, spent, charges)
+        VALUES (p_home_id, p_agent_id, coalesce(p_team_id, ''), coalesce(p_model, ''),
                 date_trunc('hour', p_at, 'UTC'), p_amount, v_charges)
-        ON CONFLICT (agent_id, hour, team_id, model) DO UPDATE
+        ON CONFLICT (home_id, agent_id, hour, team_id, model) DO UPDATE
         SET spent = r.spent + EXCLUDED.spent, charges = r.charges + EXCLUDED.charges
     )
-    INSERT INTO spend_rollups_daily AS d (agent_id, team_id, model, day, spent, charges)
-    VALUES (p_agent_id, coalesce(p_team_id, ''), coalesce(p_model, ''),
+    INSERT INTO spend_rollups_daily AS d (home_id, agent_id, team_id, model, day, spent, charges)
+    VALUES (p_home_id, p_agent_id, coalesce(p_team_id, ''), coalesce(p_model, ''),
             date_trunc('day', p_at, 'UTC'), p_amount, v_charges)
-    ON CONFLICT (agent_id, day, team_id, model) DO UPDATE
+    ON CONFLICT (home_id, agent_id, day, team_id, model) DO UPDATE
     SET spent = d.spent + EXCLUDED.spent, charges = d.charges + EXCLUDED.charges;
 END;
 $$;

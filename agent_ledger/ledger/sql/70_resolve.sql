@@ -20,7 +20,7 @@ DECLARE
     v_refusal  jsonb;
 BEGIN
     IF r.idempotency_key IS NOT NULL THEN
-        o := ledger.replay(a.owner_id, r.idempotency_key, r.request_hash);
+        o := ledger.replay(a.home_id, a.owner_id, r.idempotency_key, r.request_hash);
         IF o.status IS NOT NULL THEN
             RETURN;
         END IF;
@@ -79,7 +79,7 @@ BEGIN
                               ledger.range_refusal(t, v_amount, 0, p_at));
     END IF;
     IF v_refusal IS NOT NULL THEN
-        o := ledger.remember(a.owner_id, r.idempotency_key, r.request_hash,
+        o := ledger.remember(a.home_id, a.owner_id, r.idempotency_key, r.request_hash,
                              ledger.refused(v_refusal));
         RETURN;
     END IF;
@@ -97,7 +97,8 @@ BEGIN
         IF t.owner_id IS NOT NULL THEN
             t := ledger.with_spent(t, v_amount, p_at);
         END IF;
-        PERFORM ledger.add_to_rollups(a.owner_id, h.team_id, v_model, 'capture', v_amount, p_at);
+        PERFORM ledger.add_to_rollups(h.home_id, a.owner_id, h.team_id, v_model, 'capture',
+                                      v_amount, p_at);
         e := ledger.next_entry(a, h.team_id, 'capture', v_amount, h.currency, v_model,
                                r.input_tokens, r.output_tokens, h.id, r.idempotency_key,
                                h.description, h.metadata, p_key_id, p_at);
@@ -112,6 +113,6 @@ BEGIN
     o.entry := e;
     o.hold := h;
     o.budget := ledger.snapshot(a, a.held, p_at);
-    o := ledger.remember(a.owner_id, r.idempotency_key, r.request_hash, o);
+    o := ledger.remember(a.home_id, a.owner_id, r.idempotency_key, r.request_hash, o);
 END;
 $$;

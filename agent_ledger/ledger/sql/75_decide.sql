@@ -8,9 +8,8 @@
 -- gets its own entry, hash link and idempotency record. What a batch saves is the round trips,
 -- the lock waits and the commits: each balance row is locked once and written once per batch.
 --
--- Lock order, everywhere: agents' balance rows in id order, then teams' in id order, then
--- holds. A single decision (one agent, one team) follows it too, so no two decisions can
--- deadlock. Under READ COMMITTED a waiting decision reads rows as the one before it left them,
+-- Lock order, everywhere: agents' balance rows in id order, then their team's, then holds. A
+-- single decision (one agent, one team) follows it too, so no two decisions can deadlock. Under READ COMMITTED a waiting decision reads rows as the one before it left them,
 -- so every limit is exact under any concurrency without SERIALIZABLE.
 
 -- Where the row of p_owner_id is in p_rows, or NULL.
@@ -28,10 +27,16 @@ BEGIN
 END;
 $$;
 
--- Decides p_requests in order and answers one outcome per request, in the same order. p_at
--- NULL means the database's clock, read for each request once its locks are held, so time
--- never runs backwards along a chain (tests pass a clock).
-CREATE OR REPLACE FUNCTION ledger.decide(p_requests ledger.request[], p_at timestamptz)
+-- Decides p_requests in order and answers one outcome per request, in the same order. Every
+-- request of a batch is for an agent of home p_home_id (its team, or itself when teamless):
+-- all the rows a decision touches live there, so on Citus this whole call runs on the one node
+-- that holds the home (agent_ledger/citus.py distributes it on this argument). A request whose
+-- agent lives elsewhere (it moved team meanwhile) is answered 'wrong-home' with the right home,
+-- and the service asks again there. p_at NULL means the database's clock, read for each
+-- request once its locks are held, so time never runs backwards along a chain (tests pass a
+-- clock).
+CREATE OR REPLACE FUNCTION ledger.decide(p_home_id text, p_requests ledger.request[],
+                                         p_at timestamptz)
 RETURNS SETOF ledger.outcome
 LANGUAGE plpgsql VOLATILE
 AS $$
@@ -45,16 +50,15 @@ DECLARE
     a            balances;
     t            balances;
     ai           integer;
-    ti           integer;
+    v_home       text;
     v_key_ids    text[] := '{}';
     v_targets    text[] := '{}';
     v_problems   jsonb[] := '{}';
     v_hold_ids   text[] := '{}';
-    v_team_ids   text[] := '{}';
     v_agents     balances[];
-    v_teams      balances[];
+    v_team       balances;
     v_changed_a  boolean[] := '{}';
-    v_changed_t  boolean[] := '{}';
+    v_changed_t  boolean := false;
 BEGIN
     -- 1. Who asks, and for which agent: the key is checked here, in the decision's own
     --    statement, so a revocation holds from the very next request in every process.
@@ -65,7 +69,7 @@ BEGIN
           AND (expires_at IS NULL OR expires_at > now());
         h := NULL;
         IF r.action IN ('capture', 'release') THEN
-            SELECT * INTO h FROM holds WHERE id = r.hold_id;
+            SELECT * INTO h FROM holds WHERE home_id = p_home_id AND id = r.hold_id;
             v_hold_ids := v_hold_ids || r.hold_id;
         END IF;
         x := ledger.target_agent(r, k, h);
@@ -74,11 +78,11 @@ BEGIN
         v_problems[i] := x.problem;
     END LOOP;
 
-    -- 2. Lock every row the batch may touch, in the one order. (A batch of one, the most
-    --    common, takes the plain single-row lock.)
+    -- 2. Lock every row the batch may touch, in the one order: agents, the team, holds. (A
+    --    batch of one, the most common, takes the plain single-row lock.)
     IF n = 1 THEN
         SELECT * INTO a FROM balances
-        WHERE owner_type = 'agent' AND owner_id = v_targets[1]
+        WHERE home_id = p_home_id AND owner_type = 'agent' AND owner_id = v_targets[1]
         FOR UPDATE;
         IF FOUND THEN
             v_agents := ARRAY[a];
@@ -86,34 +90,19 @@ BEGIN
     ELSE
         SELECT array_agg(b ORDER BY b.owner_id) INTO v_agents FROM (
             SELECT * FROM balances
-            WHERE owner_type = 'agent' AND owner_id = ANY (v_targets)
+            WHERE home_id = p_home_id AND owner_type = 'agent' AND owner_id = ANY (v_targets)
             ORDER BY owner_id
             FOR UPDATE) AS b;
     END IF;
-    FOR i IN 1 .. coalesce(array_length(v_agents, 1), 0) LOOP
-        IF (v_agents[i]).team_id IS NOT NULL THEN
-            v_team_ids := v_team_ids || (v_agents[i]).team_id;
-        END IF;
-    END LOOP;
-    IF cardinality(v_hold_ids) > 0 THEN
-        -- A hold counts against the team it was taken under (the agent may have moved since).
-        v_team_ids := v_team_ids || ARRAY(
-            SELECT hl.team_id FROM holds AS hl
-            WHERE hl.id = ANY (v_hold_ids) AND hl.team_id IS NOT NULL);
-    END IF;
-    IF cardinality(v_team_ids) = 1 THEN
-        SELECT * INTO t FROM balances WHERE owner_type = 'team' AND owner_id = v_team_ids[1]
+    IF EXISTS (SELECT 1 FROM unnest(v_agents) AS ag WHERE ag.team_id IS NOT NULL) THEN
+        -- A team's agents live in the team's home: its balance row is the home's own.
+        SELECT * INTO v_team FROM balances
+        WHERE home_id = p_home_id AND owner_type = 'team' AND owner_id = p_home_id
         FOR UPDATE;
-        v_teams := ARRAY[t];
-    ELSIF cardinality(v_team_ids) > 1 THEN
-        SELECT array_agg(b ORDER BY b.owner_id) INTO v_teams FROM (
-            SELECT * FROM balances
-            WHERE owner_type = 'team' AND owner_id = ANY (v_team_ids)
-            ORDER BY owner_id
-            FOR UPDATE) AS b;
     END IF;
     IF cardinality(v_hold_ids) > 0 THEN
-        PERFORM 1 FROM holds WHERE id = ANY (v_hold_ids) ORDER BY id FOR UPDATE;
+        PERFORM 1 FROM holds WHERE home_id = p_home_id AND id = ANY (v_hold_ids)
+        ORDER BY id FOR UPDATE;
     END IF;
 
     -- 3. Each request in turn, on the locked rows as the requests before it left them.
@@ -123,20 +112,23 @@ BEGIN
         IF v_problems[i] IS NOT NULL THEN
             o := ledger.refused(v_problems[i]);
         ELSIF ai IS NULL THEN
-            o := ledger.refused(ledger.problem(404, 'not-found',
-                format('No agent with id %L.', v_targets[i])));
+            SELECT coalesce(team_id, id) INTO v_home FROM agents WHERE id = v_targets[i];
+            IF v_home IS NULL THEN
+                o := ledger.refused(ledger.problem(404, 'not-found',
+                    format('No agent with id %L.', v_targets[i])));
+            ELSE
+                o := ledger.refused(ledger.problem(409, 'wrong-home',
+                    'The agent lives in another home; ask there.',
+                    jsonb_build_object('home_id', v_home)));
+            END IF;
         ELSE
             a := v_agents[ai];
+            t := CASE WHEN a.team_id IS NOT NULL THEN v_team END;
             h := NULL;
             IF r.action IN ('capture', 'release') THEN
-                SELECT * INTO h FROM holds WHERE id = r.hold_id;
-                ti := ledger.position_of(v_teams, h.team_id);
-            ELSE
-                ti := ledger.position_of(v_teams, a.team_id);
-            END IF;
-            t := CASE WHEN ti IS NOT NULL THEN v_teams[ti] END;
-            IF h.id IS NOT NULL THEN
-                x := ledger.resolve_one(a, t, h, r, v_key_ids[i], coalesce(p_at, clock_timestamp()));
+                SELECT * INTO h FROM holds WHERE home_id = p_home_id AND id = r.hold_id;
+                x := ledger.resolve_one(a, t, h, r, v_key_ids[i],
+                                        coalesce(p_at, clock_timestamp()));
             ELSE
                 x := ledger.spend_one(a, t, r, v_key_ids[i], coalesce(p_at, clock_timestamp()));
             END IF;
@@ -144,9 +136,9 @@ BEGIN
                 v_agents[ai] := x.a;
                 v_changed_a[ai] := true;
             END IF;
-            IF ti IS NOT NULL AND x.t IS DISTINCT FROM t THEN
-                v_teams[ti] := x.t;
-                v_changed_t[ti] := true;
+            IF t.owner_id IS NOT NULL AND x.t IS DISTINCT FROM t THEN
+                v_team := x.t;
+                v_changed_t := true;
             END IF;
             o := x.o;
             o.agent_id := a.owner_id;
@@ -162,10 +154,8 @@ BEGIN
             PERFORM ledger.save_balance(v_agents[i]);
         END IF;
     END LOOP;
-    FOR i IN 1 .. coalesce(array_length(v_teams, 1), 0) LOOP
-        IF v_changed_t[i] THEN
-            PERFORM ledger.save_balance(v_teams[i]);
-        END IF;
-    END LOOP;
+    IF v_changed_t THEN
+        PERFORM ledger.save_balance(v_team);
+    END IF;
 END;
 $$;

@@ -6,60 +6,67 @@
 -- order, a batch per pass, resuming where the last pass stopped, so every one is reached in
 -- turn however many there are.
 
--- Up to p_limit agents after p_after (in id order) that have open holds lapsed at p_at.
-CREATE OR REPLACE FUNCTION ledger.agents_with_lapsed_holds(p_after text, p_limit integer, p_at timestamptz)
-RETURNS SETOF text
+-- Up to p_limit agents (and their homes) after p_after, in id order, that have open holds
+-- lapsed at p_at.
+CREATE OR REPLACE FUNCTION ledger.agents_with_lapsed_holds(p_after text, p_limit integer,
+                                                           p_at timestamptz)
+RETURNS TABLE (home_id text, agent_id text)
 LANGUAGE sql STABLE
 AS $$
-    SELECT DISTINCT agent_id FROM holds
-    WHERE status = 'open' AND expires_at <= p_at AND agent_id > p_after
-    ORDER BY agent_id
+    SELECT DISTINCT h.home_id, h.agent_id FROM holds AS h
+    WHERE h.status = 'open' AND h.expires_at <= p_at AND h.agent_id > p_after
+    ORDER BY h.agent_id
     LIMIT p_limit
 $$;
 
 -- Closes one agent's lapsed holds, in expiry order; returns how many. An agent whose row
 -- another transaction holds is skipped (SKIP LOCKED): that transaction is a decision of the
 -- agent's, which closes its holds itself, or a later pass will. So any number of processes can
--- sweep side by side without waiting on each other or on the agents.
-CREATE OR REPLACE FUNCTION ledger.sweep_agent(p_agent_id text, p_at timestamptz)
+-- sweep side by side without waiting on each other or on the agents. All of an agent's holds
+-- live in its home (it cannot change team while it has any open), so this runs on one node.
+CREATE OR REPLACE FUNCTION ledger.sweep_agent(p_home_id text, p_agent_id text, p_at timestamptz)
 RETURNS integer
 LANGUAGE plpgsql VOLATILE
 AS $$
 DECLARE
     a        balances;
+    t        balances;
     h        holds;
     e        ledger_entries;
     v_at     timestamptz;
     v_swept  integer := 0;
 BEGIN
     SELECT * INTO a FROM balances
-    WHERE owner_id = p_agent_id AND owner_type = 'agent'
+    WHERE home_id = p_home_id AND owner_type = 'agent' AND owner_id = p_agent_id
     FOR UPDATE SKIP LOCKED;
     IF NOT FOUND THEN
         RETURN 0;
     END IF;
+    IF a.team_id IS NOT NULL THEN
+        SELECT * INTO t FROM balances
+        WHERE home_id = p_home_id AND owner_type = 'team' AND owner_id = a.team_id
+        FOR UPDATE;
+    END IF;
     v_at := coalesce(p_at, clock_timestamp());
-    -- Teams in id order: a fixed order, should the agent's holds span two teams (it moved).
-    PERFORM 1 FROM balances WHERE owner_id IN (
-        SELECT team_id FROM holds
-        WHERE agent_id = p_agent_id AND status = 'open' AND expires_at <= v_at)
-    ORDER BY owner_id
-    FOR UPDATE;
     FOR h IN
         SELECT * FROM holds
-        WHERE agent_id = p_agent_id AND status = 'open' AND expires_at <= v_at
+        WHERE home_id = p_home_id AND agent_id = p_agent_id AND status = 'open'
+          AND expires_at <= v_at
         ORDER BY expires_at, id
         FOR UPDATE
     LOOP
         h := ledger.close_hold(h, 'expired', NULL, v_at);
         a.held := a.held - h.amount;
-        UPDATE balances SET held = held - h.amount WHERE owner_id = h.team_id;
+        t.held := t.held - h.amount;
         e := ledger.next_entry(a, h.team_id, 'expire', h.amount, h.currency, h.model, NULL, NULL,
                                h.id, NULL, NULL, NULL, NULL, v_at);
         a := ledger.link(a, e);
         v_swept := v_swept + 1;
     END LOOP;
     PERFORM ledger.save_balance(a);
+    IF t.owner_id IS NOT NULL AND v_swept > 0 THEN
+        PERFORM ledger.save_balance(t);
+    END IF;
     RETURN v_swept;
 END;
 $$;
