@@ -18,6 +18,7 @@ from agent_ledger import __version__
 from agent_ledger.agents.controller import AgentController
 from agent_ledger.apidocs.controller import DocsController, swagger_plugin
 from agent_ledger.audit.controller import AuditEventController
+from agent_ledger.audit.outbox import run_publisher
 from agent_ledger.audit.security import record_auth_refusal
 from agent_ledger.auth import LastUsedTracker, authorize
 from agent_ledger.budgets.controller import BudgetController
@@ -104,6 +105,7 @@ async def _database(app: Litestar) -> AsyncIterator[None]:
     background = [
         asyncio.create_task(_flush_last_used(app)),
         asyncio.create_task(run_sweeper(app.state.pool, settings.sweep_interval_seconds)),
+        asyncio.create_task(run_publisher(app.state.pool, settings.sweep_interval_seconds)),
         asyncio.create_task(run_checkpointer(app.state.pool, settings.checkpoint_interval_seconds)),
     ]
     try:

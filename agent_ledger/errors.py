@@ -102,6 +102,7 @@ _TITLES = {
     "not-found": "Not found",
     "validation-error": "Invalid input",
     "amount-out-of-range": "Amount out of range",
+    "conflict": "Conflict",
 }
 
 

@@ -21,6 +21,8 @@ from alembic import command
 from alembic.config import Config
 from alembic.script import ScriptDirectory
 
+from agent_ledger import citus
+
 __all__ = [
     "alembic_config",
     "applied_functions_digest",
@@ -118,10 +120,17 @@ async def apply_functions(conn: asyncpg.Connection) -> bool:
     return True
 
 
-async def _apply_functions(database_url: str) -> bool:
+async def _finish(database_url: str) -> None:
+    """After the versioned migrations: on Citus, lay the tables out; then the function files,
+    and on Citus, delegate the decisions to the nodes (agent_ledger/citus.py)."""
     conn = await asyncpg.connect(database_url)
     try:
-        return await apply_functions(conn)
+        on_citus = await citus.is_citus(conn)
+        if on_citus:
+            await citus.distribute(conn)
+        await apply_functions(conn)
+        if on_citus:
+            await citus.distribute_functions(conn)
     finally:
         await conn.close()
 
@@ -131,7 +140,7 @@ def migrate(database_url: str, revision: str = "head") -> None:
     loop, so call it from sync code. Only the head revision gets the current functions."""
     command.upgrade(alembic_config(database_url), revision)
     if revision == "head":
-        asyncio.run(_apply_functions(database_url))
+        asyncio.run(_finish(database_url))
 
 
 def downgrade(database_url: str, revision: str) -> None:

@@ -31,6 +31,7 @@ from agent_ledger.config import Settings
 from agent_ledger.db import init_connection
 from agent_ledger.keys.service import create_staff_key
 from agent_ledger.migrate import migrate
+from tests import citus_support
 
 LOCAL_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 TEST_PEPPER = "test-pepper"
@@ -52,7 +53,10 @@ def _with_database(url: str, name: str) -> str:
 @pytest.fixture(scope="session")
 def server_url() -> Iterator[str]:
     """A maintenance URL on the Postgres server the tests use."""
-    if url := os.environ.get("TEST_DATABASE_URL"):
+    if citus_support.on_citus():
+        assert citus_support.CITUS_URL, "a Citus test run needs TEST_CITUS_URL"
+        yield citus_support.CITUS_URL
+    elif url := os.environ.get("TEST_DATABASE_URL"):
         yield url
     elif _local_server_answers():
         yield LOCAL_URL
@@ -69,8 +73,17 @@ def server_url() -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def database_url(server_url: str) -> Iterator[str]:
-    """A fresh, migrated database for this test session, dropped at the end."""
+    """A fresh, migrated database for this test session, dropped at the end (on the Citus
+    cluster, distributed, when this run is tests/test_citus.py's)."""
     name = f"agent_ledger_test_{secrets.token_hex(4)}"
+    if citus_support.on_citus():
+        url = citus_support.create_database(server_url, name)
+        migrate(url)
+        try:
+            yield url
+        finally:
+            citus_support.drop_database(server_url, name)
+        return
 
     async def admin(sql: str) -> None:
         conn = await asyncpg.connect(server_url)

@@ -1,22 +1,20 @@
-"""SQL owned by budgets. Limits change; counters and history never do."""
+"""SQL owned by budgets. Limits change; counters and history never do.
 
-# A budget as reported: limits, spent per window and live held (agent_ledger/ledger/render.py).
-_SNAPSHOT = "ledger.snapshot(b, ledger.live_held(b, coalesce($3, now())), coalesce($3, now()))"
-
-LOCK_BALANCE = f"""
-SELECT b.currency, b.spent_total, b.held, b.entry_count, {_SNAPSHOT} AS budget
-FROM balances AS b WHERE b.owner_id = $1 AND b.owner_type = $2
-FOR UPDATE
+Both statements call functions of agent_ledger/ledger/sql/85_budgets.sql with the balance row's
+home ($1: a team's own id, or an agent's team, or the agent itself without one; migration 0009),
+so that on Citus they go to the one node that holds the row.
 """
 
-SET_LIMITS = f"""
-UPDATE balances AS b
-SET currency = $4, limit_total = $5, limit_month = $6, limit_day = $7, limit_per_charge = $8
-WHERE b.owner_id = $1 AND b.owner_type = $2
-RETURNING {_SNAPSHOT} AS budget
+# An agent's home; a team is its own.
+AGENT_HOME = "SELECT coalesce(team_id, id) FROM agents WHERE id = $1"
+
+GET_STATUS = """
+SELECT ledger.budget_of(p_home_id => $1, p_owner_type => $2, p_owner_id => $3,
+                        p_at => coalesce($4, now()))
 """
 
-GET_STATUS = f"""
-SELECT {_SNAPSHOT} AS budget FROM balances AS b
-WHERE b.owner_id = $1 AND b.owner_type = $2
+SET_LIMITS = """
+SELECT before, after, problem FROM ledger.set_limits(
+    p_home_id => $1, p_owner_type => $2, p_owner_id => $3, p_currency => $4, p_total => $5,
+    p_month => $6, p_day => $7, p_per_charge => $8, p_at => coalesce($9, now()))
 """

@@ -10,7 +10,7 @@ import asyncpg
 from agent_ledger.audit.recorder import AuditContext, record_event
 from agent_ledger.budgets import queries
 from agent_ledger.budgets.schemas import BudgetUpdate
-from agent_ledger.errors import Conflict, InvalidInput, NotFound
+from agent_ledger.errors import InvalidInput, NotFound
 from agent_ledger.ledger import render
 from agent_ledger.ledger.schemas import BudgetStatus
 from agent_ledger.money import parse_amount
@@ -26,10 +26,18 @@ def _limit(text: str | None, field: str) -> int | None:
     return parse_amount(text, field=f"limits.{field}", allow_zero=True)
 
 
+async def _home(conn: asyncpg.Pool | asyncpg.Connection, owner_type: str, owner_id: str) -> str:
+    """Where the balance row lives: a team's own home, an agent's team (or itself)."""
+    if owner_type == "team":
+        return owner_id
+    return await conn.fetchval(queries.AGENT_HOME, owner_id) or owner_id
+
+
 async def budget_status(
     conn: asyncpg.Pool | asyncpg.Connection, owner_type: str, owner_id: str, now: datetime | None
 ) -> BudgetStatus:
-    raw = await conn.fetchval(queries.GET_STATUS, owner_id, owner_type, now)
+    home = await _home(conn, owner_type, owner_id)
+    raw = await conn.fetchval(queries.GET_STATUS, home, owner_type, owner_id, now)
     if raw is None:
         raise NotFound(f"No {owner_type} with id {owner_id!r}.")
     return render.budget_status(raw)
@@ -52,18 +60,15 @@ async def set_budget(
     if data.currency is not None and not _CURRENCY.match(data.currency):
         raise InvalidInput("currency must be a three-letter ISO 4217 code such as USD.")
     async with pool.acquire() as conn, conn.transaction():
-        row = await conn.fetchrow(queries.LOCK_BALANCE, owner_id, owner_type, now)
-        if row is None:
+        home = await _home(conn, owner_type, owner_id)
+        row = await conn.fetchrow(
+            queries.SET_LIMITS, home, owner_type, owner_id, data.currency, *limits, now
+        )
+        if row["problem"] is not None:
+            render.raise_refusal(row["problem"], replayed=False)
+        if row["after"] is None:
             raise NotFound(f"No {owner_type} with id {owner_id!r}.")
-        currency = data.currency or row["currency"]
-        if currency != row["currency"] and (
-            row["entry_count"] or row["spent_total"] or row["held"]
-        ):
-            raise Conflict(
-                f"This budget already has money in {row['currency']}; its currency cannot change."
-            )
-        raw = await conn.fetchval(queries.SET_LIMITS, owner_id, owner_type, now, currency, *limits)
-        before, after = render.budget_status(row["budget"]), render.budget_status(raw)
+        before, after = render.budget_status(row["before"]), render.budget_status(row["after"])
         await record_event(
             conn,
             ctx,

@@ -65,6 +65,7 @@ class Request(msgspec.Struct, frozen=True, array_like=True):
     idempotency_key: str | None = None
     request_hash: bytes | None = None
     ttl_seconds: int | None = None
+    context: dict[str, Any] | None = None
 
     def as_tuple(self) -> tuple:
         return tuple(getattr(self, f) for f in self.__struct_fields__)
@@ -108,6 +109,13 @@ async def retrying(pool: asyncpg.Pool, work: Callable[[asyncpg.Connection], Awai
     raise AssertionError("unreachable")
 
 
+# The home given for a request whose agent cannot be found (an unknown key, agent or hold):
+# no home has it, so the decision answers the refusal (401, 404) from the tables every node
+# has. Never NULL: Citus 13.2 crashes on a distributed function called with a NULL
+# distribution argument.
+NO_HOME = ""
+
+
 async def decide(
     conn: asyncpg.Connection,
     home_id: str | None,
@@ -116,7 +124,9 @@ async def decide(
 ) -> list[Decision]:
     """Decide ``requests`` (all for agents of home ``home_id``) in order, in one call (one
     transaction unless the caller has one open); one Decision per request, in order."""
-    rows = await conn.fetch(queries.DECIDE, home_id, [r.as_tuple() for r in requests], at)
+    rows = await conn.fetch(
+        queries.DECIDE, home_id or NO_HOME, [r.as_tuple() for r in requests], at
+    )
     return [Decision(**row) for row in rows]
 
 

@@ -17,9 +17,12 @@ HOME_OF_HOLD = "SELECT agent_id, home_id FROM holds WHERE id = $1"
 
 SWEEP_AGENT = "SELECT ledger.sweep_agent(p_home_id => $1, p_agent_id => $2, p_at => $3)"
 
+# Up to $2 agents (with their homes) after agent $1, in id order, with holds lapsed at $3.
 AGENTS_WITH_LAPSED_HOLDS = """
-SELECT home_id, agent_id
-FROM ledger.agents_with_lapsed_holds(p_after => $1, p_limit => $2, p_at => coalesce($3, now()))
+SELECT DISTINCT h.home_id, h.agent_id FROM holds AS h
+WHERE h.status = 'open' AND h.expires_at <= coalesce($3, now()) AND h.agent_id > $1
+ORDER BY h.agent_id
+LIMIT $2
 """
 
 # A hold and the time it is read at (an open hold past its time reads as expired).

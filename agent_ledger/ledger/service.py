@@ -16,11 +16,12 @@ import asyncpg
 import msgspec
 
 from agent_ledger.agents.service import check_metadata_size
-from agent_ledger.audit.recorder import AuditContext, record_event
+from agent_ledger.audit import outbox
+from agent_ledger.audit.recorder import AuditContext
 from agent_ledger.auth import PresentedKey
 from agent_ledger.errors import BadRequest, Forbidden, InvalidInput, NotFound
-from agent_ledger.ledger import decisions, queries, render
-from agent_ledger.ledger.decisions import Decider, Decision, Request
+from agent_ledger.ledger import queries, render
+from agent_ledger.ledger.decisions import Decider, Decision, Request, coalesce_home
 from agent_ledger.ledger.schemas import (
     AdjustmentRequest,
     CaptureRequest,
@@ -234,7 +235,8 @@ async def adjust(
 ) -> Outcome:
     """A correction by an admin: a new entry, never an edit; audited with the entry it wrote.
 
-    Not batched: the entry and its audit event commit together in a transaction of their own.
+    The decision writes the audit event to the outbox in its own transaction (DESIGN rule 10),
+    and it is published to the audit log before this answers.
     """
     _check_currency(data.currency)
     request = Request(
@@ -246,35 +248,13 @@ async def adjust(
         description=data.reason,
         idempotency_key=idempotency_key,
         request_hash=_request_hash("adjustment", msgspec.to_builtins(data)),
+        context={"request_id": ctx.request_id, "client_ip": ctx.client_ip},
     )
-    at = decider.clock() if decider.clock is not None else None
-
-    async def adjust_and_audit(conn: asyncpg.Connection) -> tuple[Decision, SpendResult | None]:
-        home = await decider.home_of(request)
-        async with conn.transaction():
-            [decision] = await decisions.decide(conn, home, [request], at)
-            if decision.problem is not None:
-                if decision.problem.get("code") == "wrong-home":  # it moved team meanwhile
-                    decider.routes.learn(None, None, data.agent_id, decision.problem["home_id"])
-                    raise decisions.AgentMoved(decision.problem["home_id"])
-                return decision, None
-            result = _spend_result(decision)
-            if not decision.replayed:
-                # The audit event is the last write of the transaction (the audit chain's lock
-                # is always taken last).
-                await record_event(
-                    conn,
-                    msgspec.structs.replace(ctx, actor_key_id=decision.key_id, actor_role="admin"),
-                    "adjustment.created", target_type="agent", target_id=data.agent_id,
-                    after=render.ledger_entry(decision.entry),
-                )  # fmt: skip
-            return decision, result
-
-    decision, result = await decisions.retrying(pool, adjust_and_audit)
-    decider.observe(request, decision)
-    key.identified(decision.key_id, decision.agent_id)
-    render.raise_refusal(decision.problem, replayed=decision.replayed)
-    return Outcome(decision.status, result, decision.replayed)
+    decision = await _decided(decider, key, request)
+    if decision.problem is None and not decision.replayed:
+        home = coalesce_home(decision.team_id, decision.agent_id)
+        await outbox.publish(pool, home)
+    return Outcome(decision.status, _spend_result(decision), decision.replayed)
 
 
 async def get_hold(

@@ -96,8 +96,21 @@ CREATE TYPE ledger.request AS (
     metadata         jsonb,
     idempotency_key  text,
     request_hash     bytea,
-    ttl_seconds      integer
+    ttl_seconds      integer,
+    context          jsonb
 );
+
+-- Nano-units as the shortest exact decimal string (as agent_ledger/money.py format_amount),
+-- for the few records written in SQL: 17500000 -> '0.0175'.
+CREATE OR REPLACE FUNCTION ledger.decimal_text(p_nanos bigint)
+RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $$
+    SELECT CASE WHEN p_nanos < 0 THEN '-' ELSE '' END
+        || (abs(p_nanos) / 1000000000)::text
+        || CASE WHEN abs(p_nanos) % 1000000000 = 0 THEN ''
+                ELSE '.' || rtrim(lpad((abs(p_nanos) % 1000000000)::text, 9, '0'), '0') END
+$$;
 
 -- What every money decision answers: an HTTP status; whether it is a replay of an answer
 -- given before under the same Idempotency-Key; the problem when refused; else the entry it

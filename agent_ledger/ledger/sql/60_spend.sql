@@ -98,12 +98,37 @@ BEGIN
                            r.description, r.metadata, p_key_id, p_at);
     a := ledger.link(a, e);
 
+    IF r.action = 'adjustment' THEN
+        -- A staff action: its audit event goes out with it, through the outbox.
+        PERFORM ledger.announce(a.home_id, 'audit', jsonb_build_object(
+            'actor_key_id', p_key_id, 'actor_role', 'admin', 'action', 'adjustment.created',
+            'target_type', 'agent', 'target_id', a.owner_id,
+            'after', jsonb_build_object(
+                'id', e.id, 'seq', e.seq, 'agent_id', e.agent_id, 'team_id', e.team_id,
+                'kind', e.kind, 'amount', ledger.decimal_text(e.amount),
+                'currency', e.currency, 'reason', e.description, 'key_id', e.key_id,
+                'created_at', e.created_at, 'hash', encode(e.hash, 'hex')),
+            'request_id', r.context ->> 'request_id', 'client_ip', r.context ->> 'client_ip'));
+    END IF;
+
     o.status := 201;
     o.replayed := false;
     o.entry := e;
     o.hold := h;
     o.budget := ledger.snapshot(a, a.held, p_at);
     o := ledger.remember(a.home_id, a.owner_id, r.idempotency_key, r.request_hash, o);
+END;
+$$;
+
+-- Writes an outbox row in the decision's transaction: published afterwards, at least once
+-- (agent_ledger/audit/outbox.py moves 'audit' rows to the staff audit log).
+CREATE OR REPLACE FUNCTION ledger.announce(p_home_id text, p_topic text, p_payload jsonb)
+RETURNS void
+LANGUAGE plpgsql VOLATILE
+AS $$
+BEGIN
+    INSERT INTO outbox (home_id, id, topic, payload)
+    VALUES (p_home_id, ledger.new_id('evt'), p_topic, p_payload);
 END;
 $$;
 

@@ -6,19 +6,6 @@
 -- order, a batch per pass, resuming where the last pass stopped, so every one is reached in
 -- turn however many there are.
 
--- Up to p_limit agents (and their homes) after p_after, in id order, that have open holds
--- lapsed at p_at.
-CREATE OR REPLACE FUNCTION ledger.agents_with_lapsed_holds(p_after text, p_limit integer,
-                                                           p_at timestamptz)
-RETURNS TABLE (home_id text, agent_id text)
-LANGUAGE sql STABLE
-AS $$
-    SELECT DISTINCT h.home_id, h.agent_id FROM holds AS h
-    WHERE h.status = 'open' AND h.expires_at <= p_at AND h.agent_id > p_after
-    ORDER BY h.agent_id
-    LIMIT p_limit
-$$;
-
 -- Closes one agent's lapsed holds, in expiry order; returns how many. An agent whose row
 -- another transaction holds is skipped (SKIP LOCKED): that transaction is a decision of the
 -- agent's, which closes its holds itself, or a later pass will. So any number of processes can

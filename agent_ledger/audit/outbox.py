@@ -1,0 +1,95 @@
+"""Publishing the outbox: audit events that money decisions wrote in their own transactions.
+
+A decision that a staff audit event must record (an adjustment) writes the event to ``outbox``
+in the decision's transaction, in its home (migration 0010; on Citus, on the home's node). This
+module moves each such row into ``audit_events``, whose trigger links it into the audit chain,
+and marks it published, both in one transaction: an event is in the audit log exactly once,
+whatever crashes in between. The service publishes right after the decision that wrote the row
+(so the audit log has it before the client has its answer), and a background task every
+second publishes whatever a crash left behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import asyncpg
+import structlog
+
+__all__ = ["publish", "run_publisher"]
+
+log = structlog.get_logger("agent_ledger.outbox")
+
+# Oldest first; $1 narrows to one home.
+UNPUBLISHED = """
+SELECT home_id, id FROM outbox
+WHERE published_at IS NULL AND ($1::text IS NULL OR home_id = $1)
+ORDER BY created_at
+LIMIT $2
+"""
+
+# One row at a time, by its home: a row another publisher holds is its to publish.
+CLAIM = """
+SELECT topic, payload, created_at FROM outbox
+WHERE home_id = $1 AND id = $2 AND published_at IS NULL
+FOR UPDATE SKIP LOCKED
+"""
+
+MARK_PUBLISHED = "UPDATE outbox SET published_at = now() WHERE home_id = $1 AND id = $2"
+
+INSERT_AUDIT_EVENT = """
+INSERT INTO audit_events (id, at, actor_key_id, actor_role, action, target_type, target_id,
+                          before, after, request_id, client_ip)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+"""
+
+BATCH = 200
+
+
+async def _publish_one(conn: asyncpg.Connection, home_id: str, event_id: str) -> bool:
+    async with conn.transaction():
+        row = await conn.fetchrow(CLAIM, home_id, event_id)
+        if row is None:
+            return False
+        event = row["payload"]
+        if row["topic"] == "audit":
+            # The audit chain's lock is the last one any transaction takes.
+            await conn.execute(
+                INSERT_AUDIT_EVENT,
+                event_id,
+                row["created_at"],
+                event.get("actor_key_id"),
+                event.get("actor_role"),
+                event["action"],
+                event.get("target_type"),
+                event.get("target_id"),
+                event.get("before"),
+                event.get("after"),
+                event.get("request_id"),
+                event.get("client_ip"),
+            )
+        await conn.execute(MARK_PUBLISHED, home_id, event_id)
+    return True
+
+
+async def publish(pool: asyncpg.Pool, home_id: str | None = None) -> int:
+    """Publish every unpublished outbox row (or one home's); returns how many this call did."""
+    published = 0
+    async with pool.acquire() as conn:
+        while True:
+            rows = await conn.fetch(UNPUBLISHED, home_id, BATCH)
+            done = [await _publish_one(conn, r["home_id"], r["id"]) for r in rows]
+            published += sum(done)
+            if len(rows) < BATCH or not any(done):
+                return published
+
+
+async def run_publisher(pool: asyncpg.Pool, interval_seconds: float) -> None:
+    """Background task: publish what decisions left (a crash between commit and publish)."""
+    while True:
+        try:
+            if count := await publish(pool):
+                log.info("outbox_published", count=count)
+        except (asyncpg.PostgresError, OSError) as exc:
+            log.warning("outbox_publish_failed", error=str(exc))
+        await asyncio.sleep(interval_seconds)

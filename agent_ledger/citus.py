@@ -1,0 +1,106 @@
+"""Scale-out on Citus: which tables are distributed, which replicated, and where decisions run.
+
+Plain Postgres (and the embedded one) is the default and nothing here runs on it. When the
+database `agent-ledger migrate` targets has the citus extension (a coordinator with workers),
+``distribute`` lays the schema out after the versioned migrations, idempotently:
+
+- money tables are distributed on ``home_id`` (an agent's team, or the agent itself without
+  one; migration 0009) and co-located, so that one home's balance rows, entries, holds,
+  idempotency answers, rollups and outbox rows live on one node;
+- small global tables (teams, agents, api_keys, prices) are reference tables: a copy on every
+  node, so a decision reads them locally;
+- the staff audit log, checkpoints and the migration bookkeeping stay on the coordinator (they
+  are written only there, and the audit chain's trigger must see one table);
+- ``ledger.decide`` and ``ledger.sweep_agent`` are distributed functions on their home argument:
+  Citus runs each call on the node that holds the home, as one local transaction, so a charge is
+  still one round trip from the service (to the coordinator, which delegates it).
+
+The append-only triggers go with the tables to every shard (citus.enable_unsafe_triggers: they
+touch nothing but their own row).
+"""
+
+from __future__ import annotations
+
+import asyncpg
+
+__all__ = ["DISTRIBUTED", "REFERENCE", "distribute", "distribute_functions", "is_citus"]
+
+REFERENCE = ("teams", "agents", "api_keys", "prices")
+# The first is the co-location anchor of the others.
+DISTRIBUTED = (
+    "balances",
+    "ledger_entries",
+    "holds",
+    "idempotency_keys",
+    "spend_rollups",
+    "spend_rollups_daily",
+    "outbox",
+)
+DISTRIBUTED_FUNCTIONS = (
+    "ledger.decide(text, ledger.request[], timestamptz)",
+    "ledger.sweep_agent(text, text, timestamptz)",
+)
+
+_PLACED = "SELECT partmethod FROM pg_dist_partition WHERE logicalrelid = $1::regclass"
+
+
+async def is_citus(conn: asyncpg.Connection) -> bool:
+    return await conn.fetchval("SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'citus')")
+
+
+# The foreign keys among the tables to place, as (table, name, definition).
+_FOREIGN_KEYS = """
+SELECT conrelid::regclass::text AS table_name, conname, pg_get_constraintdef(oid) AS definition
+FROM pg_constraint
+WHERE contype = 'f' AND conrelid = ANY ($1::regclass[])
+ORDER BY conrelid::regclass::text, conname
+"""
+
+
+async def distribute(conn: asyncpg.Connection) -> list[str]:
+    """Make the reference and distributed tables that are not yet; returns what it did.
+
+    Citus wants every table a foreign key points to placed before the key exists (else it
+    turns the referencing tables into coordinator-only tables), so the keys among these tables
+    are dropped, the tables placed, and the same keys created again, in one transaction.
+    """
+    tables = [*REFERENCE, *DISTRIBUTED]
+    missing = [t for t in tables if await conn.fetchval(_PLACED, t) is None]
+    if not missing:
+        return []
+    async with conn.transaction():
+        await conn.execute("SET LOCAL citus.enable_unsafe_triggers = on")
+        # Foreign keys to reference tables need one connection per node within a transaction.
+        await conn.execute("SET LOCAL citus.multi_shard_modify_mode = sequential")
+        keys = await conn.fetch(_FOREIGN_KEYS, tables)
+        for key in keys:
+            await conn.execute(
+                f'ALTER TABLE {key["table_name"]} DROP CONSTRAINT "{key["conname"]}"'
+            )
+        for table in REFERENCE:
+            if table in missing:
+                await conn.execute("SELECT create_reference_table($1)", table)
+        anchor = DISTRIBUTED[0]
+        for table in DISTRIBUTED:
+            if table in missing:
+                await conn.execute(
+                    "SELECT create_distributed_table($1, 'home_id', colocate_with => $2)",
+                    table,
+                    "none" if table == anchor else anchor,
+                )
+        for key in keys:
+            await conn.execute(
+                f'ALTER TABLE {key["table_name"]} ADD CONSTRAINT "{key["conname"]}" '
+                f"{key['definition']}"
+            )
+    return missing
+
+
+async def distribute_functions(conn: asyncpg.Connection) -> None:
+    """Delegate the money decisions to the node that holds their home (after every time the
+    function files are applied: recreating a function forgets that it was distributed)."""
+    for signature in DISTRIBUTED_FUNCTIONS:
+        await conn.execute(
+            "SELECT create_distributed_function($1, '$1', colocate_with => 'balances')",
+            signature,
+        )
