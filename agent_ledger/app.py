@@ -41,6 +41,7 @@ from agent_ledger.me.controller import MeController
 from agent_ledger.migrate import functions_digest, head_revision
 from agent_ledger.prices.controller import PriceController
 from agent_ledger.reports.controller import ReportController
+from agent_ledger.request_input import check_request_input
 from agent_ledger.teams.controller import TeamController
 from agent_ledger.verification.controller import VerifyController
 
@@ -137,6 +138,7 @@ def create_app(settings: Settings, *, clock: Callable[[], datetime] | None = Non
     app = Litestar(
         route_handlers=ROUTE_HANDLERS,
         guards=[authorize],
+        before_request=check_request_input,
         dependencies=providers(),
         exception_handlers=exception_handlers(record_refusal=record_auth_refusal),
         lifespan=[_database],

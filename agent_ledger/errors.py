@@ -7,7 +7,6 @@ large, anything unhandled), leaves through ``exception_handlers()`` below, so cl
 
 from __future__ import annotations
 
-import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -22,6 +21,8 @@ from litestar.exceptions import (
     ValidationException,
 )
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
+
+from agent_ledger.validation import explain
 
 __all__ = [
     "AgentSuspended",
@@ -183,36 +184,30 @@ def _domain_error(request: Request, exc: DomainError) -> Response[dict[str, Any]
 
 
 def _validation_error(request: Request, exc: ValidationException) -> Response[dict[str, Any]]:
-    errors = [_explain(e) for e in exc.extra] if isinstance(exc.extra, list) else []
+    """Litestar's own validation (what ``agent_ledger.request_input`` leaves to it: the bounds
+    and patterns of query parameters), sorted and worded by the same rule as ours."""
+    reported = exc.extra if isinstance(exc.extra, list) else []
+    explained = [
+        explain(str(e.get("message", "")), field=e.get("key"))
+        for e in reported
+        if isinstance(e, dict)
+    ]
+    if not explained:
+        explained = [explain(exc.detail or "The request is not valid.")]
+    status = 422 if all(e.status == 422 for e in explained) else 400
+    errors = [
+        {"message": e.detail, "key": e.field, "source": r.get("source")}
+        for e, r in zip(explained, reported or [{}] * len(explained), strict=False)
+    ]
     return problem_response(
-        status=exc.status_code,
+        status=status,
         code="validation-error",
-        title="Invalid request",
-        detail=_validation_detail(exc.detail, errors),
+        title="Invalid input" if status == 422 else "Invalid request",
+        detail=" ".join(e.detail for e in explained),
         request=request,
+        field=explained[0].field,
         errors=errors,
     )
-
-
-_NUMBER_FOR_STRING = re.compile(r"Expected `str(?: \| null)?`, got `(?:int|float)`")
-
-
-def _explain(error: Any) -> Any:
-    """Say plainly why a JSON number was refused where a decimal string belongs (money)."""
-    if isinstance(error, dict) and _NUMBER_FOR_STRING.search(str(error.get("message", ""))):
-        key = error.get("key") or "this field"
-        return error | {
-            "message": f'{key} must be a JSON string holding a decimal, such as "0.0175"; '
-            "JSON numbers are refused so that no amount ever passes through a float"
-        }
-    return error
-
-
-def _validation_detail(detail: str, errors: list[Any]) -> str:
-    messages = [e.get("message") for e in errors if isinstance(e, dict) and e.get("message")]
-    if messages:
-        return "; ".join(str(m) for m in messages)
-    return detail or "The request is not valid."
 
 
 def _http_error(request: Request, exc: HTTPException) -> Response[dict[str, Any]]:

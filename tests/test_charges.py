@@ -56,11 +56,11 @@ async def test_one_token_of_the_cheapest_model_is_exact(fleet: Fleet) -> None:
         ({"amount": "1", "currency": "usd"}, 422, "validation-error"),
         ({}, 422, "validation-error"),
         ({"model": "gpt-4o", "input_tokens": 10}, 422, "validation-error"),
-        ({"model": "gpt-4o", "input_tokens": 10**12, "output_tokens": 0}, 400, "validation-error"),
-        ({"model": "gpt-4o", "input_tokens": -1, "output_tokens": 0}, 400, "validation-error"),
+        ({"model": "gpt-4o", "input_tokens": 10**12, "output_tokens": 0}, 422, "validation-error"),
+        ({"model": "gpt-4o", "input_tokens": -1, "output_tokens": 0}, 422, "validation-error"),
         ({"model": "no-such-model", "input_tokens": 1, "output_tokens": 1}, 422, "unknown-model"),
         ({"model": "gpt-4o", "input_tokens": 0, "output_tokens": 0}, 422, "validation-error"),
-        ({"amount": "1", "description": "x" * 1001}, 400, "validation-error"),
+        ({"amount": "1", "description": "x" * 1001}, 422, "validation-error"),
     ],
 )
 async def test_bad_charges_are_refused_and_write_nothing(

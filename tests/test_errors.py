@@ -94,7 +94,7 @@ async def test_body_just_under_the_limit_is_read(client: AsyncTestClient, admin_
         content=body,
         headers={**bearer(admin_key), "Content-Type": "application/json"},
     )
-    assert_problem(response, 400, "validation-error")  # the name is over 200 characters
+    assert_problem(response, 422, "validation-error")  # the name is over 200 characters
 
 
 @pytest.mark.parametrize(

@@ -272,7 +272,7 @@ async def test_export_parameters_are_validated_before_streaming(
 ) -> None:
     """A bad format or period is a problem answer, not a broken stream."""
     for params, status in (
-        ({"format": "xlsx"}, 400),
+        ({"format": "xlsx"}, 422),
         ({"since": "2026-02-01T00:00:00Z", "until": "2026-01-01T00:00:00Z"}, 422),
         ({"until": "soon"}, 400),
     ):

@@ -401,14 +401,23 @@ async def _ids(fleet: Fleet, path: str, **params: Any) -> list[str]:
 
 @pytest.mark.parametrize("path", ["/v1/teams", "/v1/agents", "/v1/keys"])
 @pytest.mark.parametrize(
-    "params",
-    [{"limit": "0"}, {"limit": "1001"}, {"limit": "-1"}, {"limit": "ten"}],
-    ids=["limit0", "limit1001", "limit-1", "limit-text"],
+    ("params", "status"),
+    [
+        ({"limit": "0"}, 422),
+        ({"limit": "1001"}, 422),
+        ({"limit": "-1"}, 422),
+        ({"limit": "ten"}, 400),
+        ({"limit": "1e3"}, 400),
+        ({"limit": "5.0"}, 400),
+    ],
+    ids=["limit0", "limit1001", "limit-1", "limit-text", "limit-exponent", "limit-fraction"],
 )
-async def test_limit_must_be_between_1_and_1000(fleet: Fleet, path: str, params: dict) -> None:
-    """``limit`` outside 1..1000 is 400 ``validation-error``."""
+async def test_limit_must_be_between_1_and_1000(
+    fleet: Fleet, path: str, params: dict, status: int
+) -> None:
+    """``limit`` that is not an integer literal is 400; an integer outside 1..1000 is 422."""
     response = await fleet.client.get(path, params=params, headers=fleet.admin)
-    assert_validation_error(response)
+    assert_validation_error(response, (status,))
 
 
 @pytest.mark.parametrize("path", ["/v1/teams", "/v1/agents", "/v1/keys"])

@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 
 from agent_ledger.agents.schemas import Metadata
+from agent_ledger.patterns import AMOUNT_PATTERN, SIGNED_AMOUNT_PATTERN
 
 __all__ = [
     "AdjustmentRequest",
@@ -27,7 +28,14 @@ __all__ = [
 
 EntryKind = Literal["charge", "hold", "capture", "release", "expire", "adjustment"]
 HoldStatus = Literal["open", "captured", "released", "expired"]
-MoneyText = Annotated[str, msgspec.Meta(max_length=64, description='Decimal string, e.g. "0.0175"')]
+MoneyText = Annotated[
+    str,
+    msgspec.Meta(pattern=AMOUNT_PATTERN, description='Decimal string, e.g. "0.0175"'),
+]
+SignedMoneyText = Annotated[
+    str,
+    msgspec.Meta(pattern=SIGNED_AMOUNT_PATTERN, description='Decimal string, e.g. "-0.0175"'),
+]
 Currency = Annotated[str, msgspec.Meta(min_length=3, max_length=3, description="ISO 4217 code")]
 ModelName = Annotated[str, msgspec.Meta(min_length=1, max_length=100)]
 Tokens = Annotated[int, msgspec.Meta(ge=0, le=1_000_000_000)]
@@ -63,7 +71,7 @@ class CaptureRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
 class AdjustmentRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     agent_id: AgentRef
-    amount: MoneyText
+    amount: SignedMoneyText
     reason: Annotated[str, msgspec.Meta(min_length=1, max_length=1000)]
     currency: Currency | None = None
 

@@ -1,0 +1,38 @@
+"""What values look like on the wire, as JSON Schema patterns: one place for the validation of
+requests and the OpenAPI document that describes them.
+
+Money is ASCII digits with an optional fraction of at most 9 digits: no exponent, no sign except
+where money may flow back (adjustments), no float anywhere. Ids are opaque, but each kind carries
+its prefix; cursors are URL-safe base64.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AMOUNT_PATTERN",
+    "CURSOR_PATTERN",
+    "ID_PREFIXES",
+    "MONEY_OUT_PATTERN",
+    "SIGNED_AMOUNT_PATTERN",
+    "id_pattern",
+]
+
+AMOUNT_PATTERN = r"^[0-9]{1,16}(\.[0-9]{1,9})?$"
+SIGNED_AMOUNT_PATTERN = r"^-?[0-9]{1,16}(\.[0-9]{1,9})?$"
+# What the service answers: any whole part (sums can grow), still at most 9 fractional digits.
+MONEY_OUT_PATTERN = r"^-?[0-9]+(\.[0-9]{1,9})?$"
+CURSOR_PATTERN = r"^[A-Za-z0-9_-]+$"
+
+# The prefix of each kind of id, by the name of the path or query parameter that carries one.
+ID_PREFIXES = {
+    "agent_id": "agt",
+    "team_id": "team",
+    "key_id": "key",
+    "actor_key_id": "key",
+    "hold_id": "hold",
+    "checkpoint_id": "chk",
+}
+
+
+def id_pattern(prefix: str) -> str:
+    return f"^{prefix}_[0-9A-Za-z]{{1,60}}$"

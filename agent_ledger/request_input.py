@@ -1,0 +1,221 @@
+"""Strict reading of what a request carries, before Litestar converts it.
+
+Litestar converts input leniently (msgspec's lax mode): ``"100"`` becomes 100, ``kind=null``
+becomes "no filter", ``since=0.5`` a Unix time, a ``text/plain`` body is read as JSON and a
+duplicate key silently wins. In a service that moves money each of those turns a client's mistake
+into a different decision, so every request is first read here, strictly, against the types its
+handler declares (``check_request_input``, the app's ``before_request`` hook; it runs after the
+guard, so nothing is revealed to a caller without a key):
+
+- a body only as ``application/json`` (UTF-8), nested at most ``MAX_DEPTH`` levels (checked on the
+  raw bytes, before any decoding), without a key twice in one object, each value of exactly its
+  declared JSON type;
+- only the query parameters the operation declares, each at most once, integers written as
+  integers and times as RFC 3339.
+
+What passes converts to the same values in Litestar's lenient mode, so handlers are unchanged.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from typing import Any
+
+import msgspec
+from litestar import Request
+from litestar.handlers import HTTPRouteHandler
+from litestar.params import QueryParameter
+
+from agent_ledger.errors import BadRequest, InvalidInput
+from agent_ledger.validation import Explained, explain, join_field, type_names
+
+__all__ = ["MAX_DEPTH", "check_request_input", "scan_json"]
+
+MAX_DEPTH = 32
+_PLAN_KEY = "_strict_input_plan"
+# A JSON string (escapes included), optionally followed by the colon that makes it a key, or a
+# bracket. Unrolled so that long strings are matched without backtracking.
+_TOKEN = re.compile(rb'("[^"\\]*(?:\\.[^"\\]*)*")(\s*:)?|[\[\]{}]', re.DOTALL)
+_INTEGER = re.compile(r"^-?[0-9]{1,19}$")
+_JSON_MEDIA_TYPE = "application/json"
+# Handler parameters Litestar fills from the connection itself, never from the query string.
+_RESERVED = frozenset(
+    {"request", "socket", "state", "scope", "headers", "cookies", "query", "body"}
+)
+
+
+class _Plan(msgspec.Struct, frozen=True):
+    """What one handler reads: its body type (if any) and its query parameters by wire name."""
+
+    body: Any
+    body_required: bool
+    query: dict[str, Any]
+
+
+def _plan_for(handler: HTTPRouteHandler, path_params: set[str]) -> _Plan:
+    plan = handler.opt.get(_PLAN_KEY)
+    if plan is None:
+        plan = _build_plan(handler, path_params)
+        handler.opt[_PLAN_KEY] = plan
+    return plan
+
+
+def _build_plan(handler: HTTPRouteHandler, path_params: set[str]) -> _Plan:
+    query: dict[str, Any] = {}
+    body, body_required = None, False
+    not_query = path_params | set(handler.resolve_dependencies()) | _RESERVED
+    for name, field in handler.parsed_fn_signature.parameters.items():
+        definition = field.kwarg_definition
+        if name == "data":
+            body, body_required = field.annotation, not field.is_optional
+        elif isinstance(definition, QueryParameter) and name not in path_params:
+            query[definition.query or definition.name or name] = field.annotation
+        elif definition is None and name not in not_query:
+            query[name] = field.annotation  # Litestar reads an unmarked parameter from the query
+    return _Plan(body=body, body_required=body_required, query=query)
+
+
+async def check_request_input(request: Request[Any, Any, Any]) -> None:
+    """``before_request`` hook: refuse what cannot be read strictly (400) or breaks a declared
+    rule of its type (422), with a detail that names the field."""
+    handler = request.route_handler
+    if not isinstance(handler, HTTPRouteHandler):
+        return
+    plan = _plan_for(handler, set(request.path_params))
+    _check_query(request, plan.query)
+    if plan.body is not None:
+        await _check_body(request, plan)
+
+
+def _refuse(explained: Explained, source: str) -> None:
+    error = InvalidInput if explained.status == 422 else BadRequest
+    located = {"field": explained.field} if explained.field else {}
+    raise error(
+        explained.detail,
+        **located,
+        errors=[{"message": explained.detail, "key": explained.field, "source": source}],
+    )
+
+
+def _check_query(request: Request[Any, Any, Any], declared: dict[str, Any]) -> None:
+    for name in request.query_params:
+        if name not in declared:
+            known = ", ".join(sorted(declared)) or "none"
+            _refuse(
+                Explained(
+                    400,
+                    name,
+                    f"{name} is not a query parameter of this operation (it takes: {known}).",
+                ),
+                "query",
+            )
+        values = request.query_params.getall(name)
+        if len(values) > 1:
+            _refuse(Explained(400, name, f"{name} is given more than once."), "query")
+        annotation = declared[name]
+        try:
+            msgspec.convert(_typed(values[0], annotation), annotation, strict=True)
+        except msgspec.ValidationError as exc:
+            _refuse(explain(str(exc), field=name, annotation=annotation), "query")
+
+
+def _typed(raw: str, annotation: Any) -> Any:
+    """A query value as the JSON value it spells, where its type is a number: only an integer
+    literal is an integer ("1e3", "0x10", " 5" and "5.0" stay text, and are refused)."""
+    if int in type_names(annotation) and _INTEGER.match(raw):
+        return int(raw)
+    return raw
+
+
+async def _check_body(request: Request[Any, Any, Any], plan: _Plan) -> None:
+    body = await request.body()
+    if not body:
+        if plan.body_required:
+            _refuse(
+                Explained(
+                    400, None, "This operation needs a JSON body (Content-Type: application/json)."
+                ),
+                "body",
+            )
+        return
+    media_type, options = request.content_type
+    if media_type.lower() != _JSON_MEDIA_TYPE or options.get("charset", "utf-8").lower() not in (
+        "utf-8",
+        "utf8",
+    ):
+        sent = request.headers.get("content-type")
+        _refuse(
+            Explained(
+                400,
+                None,
+                "The body must be sent with Content-Type: application/json "
+                f"(UTF-8); this request has {sent or 'none'}.",
+            ),
+            "body",
+        )
+    scan_json(body)
+    try:
+        msgspec.json.decode(body, type=plan.body, strict=True)
+    except msgspec.ValidationError as exc:
+        _refuse(explain(str(exc), annotation=plan.body), "body")
+    except msgspec.DecodeError as exc:
+        _refuse(Explained(400, None, f"The body is not valid JSON: {exc}."), "body")
+
+
+def scan_json(body: bytes) -> None:
+    """Refuse nesting deeper than ``MAX_DEPTH`` and duplicate keys, reading the raw bytes.
+
+    Runs before any decoder, so a body of a thousand ``[`` costs a scan of 33 tokens and never
+    reaches a recursive parser. Malformed JSON is left for the decoder to describe.
+    """
+    keys: list[set[str] | None] = []  # per open container: keys seen (objects) or None (arrays)
+    path: list[str | None] = []  # per open container: the key being read in it
+    for token, is_key in _tokens(body):
+        if token in (b"{", b"["):
+            if len(keys) >= MAX_DEPTH:
+                where = join_field(*(p for p in path[:4] if p)) or "the body"
+                _refuse(
+                    Explained(
+                        400,
+                        where if path and path[0] else None,
+                        f"{where} is nested deeper than {MAX_DEPTH} levels of arrays and "
+                        "objects; flatten it.",
+                    ),
+                    "body",
+                )
+            keys.append(set() if token == b"{" else None)
+            path.append(None)
+        elif token in (b"}", b"]"):
+            if keys:
+                keys.pop()
+                path.pop()
+        elif is_key and keys and keys[-1] is not None:
+            name = _key_text(token)
+            if name in keys[-1]:
+                where = join_field(*(p for p in path[:-1] if p), name)
+                _refuse(
+                    Explained(
+                        400, where, f"{where} appears twice in one object; send each key once."
+                    ),
+                    "body",
+                )
+            keys[-1].add(name)
+            path[-1] = name
+
+
+def _tokens(body: bytes) -> Iterator[tuple[bytes, bool]]:
+    for match in _TOKEN.finditer(body):
+        string, colon = match.group(1), match.group(2)
+        yield (string, colon is not None) if string is not None else (match.group(0), False)
+
+
+def _key_text(token: bytes) -> str:
+    try:
+        if b"\\" not in token:
+            return token[1:-1].decode()
+        return json.loads(token)
+    except (UnicodeDecodeError, ValueError):
+        _refuse(Explained(400, None, "The body is not valid UTF-8 JSON."), "body")
+        raise  # unreachable: _refuse raises
