@@ -107,6 +107,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             host=host,
             port=port,
             workers=args.workers,
+            http="agent_ledger.http_protocol:ProblemH11Protocol",
             log_config=None,
             access_log=False,
             forwarded_allow_ips=settings.forwarded_allow_ips,

@@ -5,6 +5,8 @@ Mirrors ``agent_ledger/errors.py`` (and the request-id half of ``agent_ledger/lo
 
 from __future__ import annotations
 
+import asyncio
+import json
 import re
 from collections.abc import AsyncIterator
 from typing import Any
@@ -152,6 +154,35 @@ async def test_domain_refusals_are_problems(client: AsyncTestClient, admin_key: 
         "/v1/agents", json={"name": "x", "team_id": "team_nope"}, headers=bearer(admin_key)
     )
     assert_problem(response, 422, "validation-error")
+
+
+@pytest.mark.parametrize(
+    "header",
+    [b"X-Note: a\x00b", b"Bad Header: x", b"no colon at all"],
+    ids=["nul", "space-in-name", "no-colon"],
+)
+async def test_a_request_the_http_server_cannot_parse_is_a_problem(
+    two_servers: list[ServerProcess], header: bytes
+) -> None:
+    """A header the HTTP parser refuses (a NUL in its value, a space in its name, no colon)
+    is answered by the server itself, before the app: still 400 ``validation-error`` as
+    ``application/problem+json``, not uvicorn's plain text."""
+    port = two_servers[0].port
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n" + header + b"\r\n\r\n")
+        await writer.drain()
+        raw = await asyncio.wait_for(reader.read(), timeout=10)
+    finally:
+        writer.close()
+    head, _, body = raw.partition(b"\r\n\r\n")
+    lines = head.decode().split("\r\n")
+    assert lines[0].startswith("HTTP/1.1 400"), raw
+    headers = dict(line.lower().split(": ", 1) for line in lines[1:])
+    assert headers["content-type"] == "application/problem+json"
+    problem = json.loads(body)
+    assert (problem["status"], problem["code"]) == (400, "validation-error")
+    assert problem["detail"]
 
 
 # --- request ids -------------------------------------------------------------------------------

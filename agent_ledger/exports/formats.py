@@ -23,9 +23,10 @@ from agent_ledger.ledger.schemas import LedgerEntry
 __all__ = ["CSV_COLUMNS", "MEDIA_TYPES", "ExportFormat", "encoder_for", "neutralise_cell"]
 
 ExportFormat = Literal["ndjson", "csv"]
+# Litestar adds "; charset=utf-8" to text/* media types itself; naming it here doubled it.
 MEDIA_TYPES: dict[str, str] = {
     "ndjson": "application/x-ndjson",
-    "csv": "text/csv; charset=utf-8",
+    "csv": "text/csv",
 }
 CSV_COLUMNS: tuple[str, ...] = LedgerEntry.__struct_fields__
 
