@@ -1,48 +1,115 @@
-"""structlog setup and the one canonical log line per request."""
+"""structlog setup and the one canonical log line per request.
+
+Each record is written whole with one ``write`` call: with several worker processes sharing one
+stderr (``serve --workers N``) and Python's output unbuffered (``PYTHONUNBUFFERED=1``, as in the
+container image), ``print``'s two writes, the message and then its newline, let another process's
+record land in between and two JSON objects merge into one line. One write of the whole line
+keeps each record on its own line: atomically for lines up to the pipe buffer (4 KiB) on a pipe
+and for any length on a file opened for appending. Log records from the standard library
+(uvicorn, alembic) go through the same renderer and writer.
+"""
 
 from __future__ import annotations
 
 import logging
+import os
 import re
 import sys
 import time
 import uuid
-from typing import Any
+from typing import IO, Any
 
 import structlog
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
-__all__ = ["RequestLogMiddleware", "configure_logging"]
+__all__ = ["LineWriter", "RequestLogMiddleware", "configure_logging"]
 
 REQUEST_ID_HEADER = b"x-request-id"
 # A caller-supplied request id is echoed into logs and responses, so keep it short and inert.
 _REQUEST_ID_PATTERN = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 
 
-def configure_logging(log_format: str = "auto", level: str = "INFO") -> None:
-    use_json = log_format == "json" or (log_format == "auto" and not sys.stderr.isatty())
+class LineWriter:
+    """A structlog logger that writes each record as one line, with one write call."""
+
+    def __init__(self, file: IO[str] | None = None) -> None:
+        self._file = file if file is not None else sys.stderr
+        try:
+            self._fd: int | None = self._file.fileno()
+        except (AttributeError, OSError, ValueError):  # a capture buffer in tests, say
+            self._fd = None
+
+    def msg(self, message: str) -> None:
+        line = message + "\n"
+        if self._fd is None:
+            self._file.write(line)
+            self._file.flush()
+            return
+        data = memoryview(line.encode("utf-8", "backslashreplace"))
+        while data:  # a signal may interrupt a long write part-way; finish it
+            data = data[os.write(self._fd, data) :]
+
+    log = debug = info = warn = warning = msg
+    fatal = failure = err = error = critical = exception = msg
+
+
+class _LineWriterFactory:
+    def __init__(self, file: IO[str] | None) -> None:
+        self.file = file
+
+    def __call__(self, *args: Any) -> LineWriter:
+        return LineWriter(self.file)
+
+
+class _StdlibHandler(logging.Handler):
+    """Renders standard-library records like our own and writes them the same way."""
+
+    def __init__(self, formatter: logging.Formatter, writer: LineWriter) -> None:
+        super().__init__()
+        self.setFormatter(formatter)
+        self.writer = writer
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.writer.msg(self.format(record))
+        except Exception:
+            self.handleError(record)
+
+
+def configure_logging(
+    log_format: str = "auto", level: str = "INFO", file: IO[str] | None = None
+) -> None:
+    """structlog and the standard library's root logger, both rendering to ``file`` (stderr)."""
+    stream = file if file is not None else sys.stderr
+    use_json = log_format == "json" or (log_format == "auto" and not stream.isatty())
     renderer: Any = (
         structlog.processors.JSONRenderer()
         if use_json
         # Plain tracebacks: rich ones print local variables, request headers (keys!) among them.
         else structlog.dev.ConsoleRenderer(exception_formatter=structlog.dev.plain_traceback)
     )
-    processors: list[Any] = [
+    shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
-    if use_json:
-        processors.append(structlog.processors.format_exc_info)
-    processors.append(renderer)
+    rendering = [structlog.processors.format_exc_info, renderer] if use_json else [renderer]
+    numeric_level = logging.getLevelNamesMapping().get(level, logging.INFO)
     structlog.configure(
-        processors=processors,
-        wrapper_class=structlog.make_filtering_bound_logger(
-            logging.getLevelNamesMapping().get(level, logging.INFO)
-        ),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        processors=[*shared, *rendering],
+        wrapper_class=structlog.make_filtering_bound_logger(numeric_level),
+        logger_factory=_LineWriterFactory(file),
         cache_logger_on_first_use=False,
     )
+    formatter = structlog.stdlib.ProcessorFormatter(
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *rendering],
+        foreign_pre_chain=[*shared, structlog.stdlib.add_logger_name],
+    )
+    root = logging.getLogger()
+    for handler in [h for h in root.handlers if isinstance(h, _StdlibHandler)]:
+        root.removeHandler(handler)
+    root.addHandler(_StdlibHandler(formatter, LineWriter(file)))
+    root.setLevel(numeric_level)
 
 
 def _request_id_from(scope: Scope) -> str:

@@ -303,12 +303,12 @@ class ServerProcess:
         return self.log.read().decode(errors="replace")
 
     def stop(self) -> None:
+        """SIGTERM, then SIGKILL after 10 s; the output stays readable until garbage collected."""
         self.process.terminate()
         try:
             self.process.wait(10)
         except subprocess.TimeoutExpired:
             self.process.kill()
-        self.log.close()
 
 
 @pytest.fixture(scope="session")

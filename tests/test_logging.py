@@ -5,12 +5,16 @@ Mirrors ``agent_ledger/logs.py``.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import io
 import json
+import logging
 import uuid
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import pytest
 import structlog
 from litestar import get
@@ -21,7 +25,7 @@ from agent_ledger.app import create_app
 from agent_ledger.auth import generate_key
 from agent_ledger.config import Settings
 from agent_ledger.logs import configure_logging
-from tests.conftest import Fleet, bearer
+from tests.conftest import Fleet, ServerProcess, bearer
 
 CANONICAL_FIELDS = {"method", "route", "status", "duration_ms", "request_id", "key_id"}
 
@@ -34,17 +38,27 @@ def access_lines(logs: list[dict[str, Any]], request_id: str) -> list[dict[str, 
     return [e for e in logs if e.get("event") == "request" and e.get("request_id") == request_id]
 
 
+@contextlib.contextmanager
+def logging_restored() -> Iterator[None]:
+    """Put structlog's and the standard library's logging back as they were."""
+    saved = structlog.get_config()
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    try:
+        yield
+    finally:
+        structlog.configure(**saved)
+        root.handlers[:] = handlers
+        root.setLevel(level)
+
+
 @pytest.fixture
 def json_log() -> Iterator[io.StringIO]:
     """The service's own JSON logging setup, writing into a buffer; restored afterwards."""
-    saved = structlog.get_config()
     buffer = io.StringIO()
-    configure_logging("json", "INFO")
-    structlog.configure(logger_factory=structlog.PrintLoggerFactory(file=buffer))
-    try:
+    with logging_restored():
+        configure_logging("json", "INFO", file=buffer)
         yield buffer
-    finally:
-        structlog.configure(**saved)
 
 
 def parsed_lines(buffer: io.StringIO) -> list[dict[str, Any]]:
@@ -182,15 +196,73 @@ async def test_unhandled_exception_log_carries_the_request_id(
 
 def test_console_tracebacks_never_print_local_variables(capsys: pytest.CaptureFixture[str]) -> None:
     """On a terminal, an exception's traceback must not show locals: headers hold keys."""
-    saved = structlog.get_config()
-    configure_logging("console", "INFO")
-    try:
-        secret = "al_adm_NEVER_PRINT_ME_0123456789abcdefghijk"  # noqa: F841  (a local, on purpose)
-        raise RuntimeError("boom")
-    except RuntimeError:
-        structlog.get_logger("test").exception("failed")
-    finally:
-        structlog.configure(**saved)
+    with logging_restored():
+        configure_logging("console", "INFO")
+        try:
+            secret = "al_adm_NEVER_PRINT_ME_0123456789abcdefghijk"  # noqa: F841  (a local)
+            raise RuntimeError("boom")
+        except RuntimeError:
+            structlog.get_logger("test").exception("failed")
     err = capsys.readouterr().err
     assert "boom" in err
     assert "NEVER_PRINT_ME" not in err
+
+
+def test_standard_library_records_are_json_lines_too(json_log: io.StringIO) -> None:
+    """uvicorn and alembic log through the standard library; with LOG_FORMAT=json their records
+    are JSON lines like ours, exception included, so a log shipper reads one format."""
+    try:
+        raise ValueError("library trouble")
+    except ValueError:
+        logging.getLogger("uvicorn.error").exception("library said %s", "hello")
+    [line] = [e for e in parsed_lines(json_log) if e.get("logger") == "uvicorn.error"]
+    assert line["event"] == "library said hello"
+    assert line["level"] == "error"
+    assert "library trouble" in line["exception"]
+
+
+async def test_every_line_is_one_json_record_with_two_workers_under_load(
+    database_url: str, admin_key: str
+) -> None:
+    """``serve --workers 2`` with unbuffered output (as in the container image) under
+    concurrent load: both processes write to one stderr, and every line still parses as one JSON
+    object, one ``request`` record per request, none merged with another."""
+    server = ServerProcess(
+        database_url,
+        workers=2,
+        env={"LOG_FORMAT": "json", "LOG_LEVEL": "INFO", "PYTHONUNBUFFERED": "1"},
+    )
+    requests = 800
+    try:
+        await asyncio.to_thread(server.wait_ready)
+        limits = httpx.Limits(max_connections=32, max_keepalive_connections=0)
+        async with httpx.AsyncClient(base_url=server.base_url, limits=limits, timeout=30) as http:
+            gate = asyncio.Semaphore(32)
+
+            async def one(i: int) -> int:
+                headers = {"X-Request-ID": f"load-{i}"}
+                if i % 3 == 0:
+                    headers["Authorization"] = f"Bearer {admin_key}"
+                async with gate:
+                    response = await http.get(
+                        "/v1/me" if i % 3 == 0 else "/healthz", headers=headers
+                    )
+                return response.status_code
+
+            statuses = await asyncio.gather(*(one(i) for i in range(requests)))
+        assert set(statuses) == {200}
+    finally:
+        server.stop()
+    text = server.output()
+    lines = [line for line in text.splitlines() if line.strip()]
+    records = []
+    for line in lines:
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            pytest.fail(f"a log line is not one JSON object: {line[:300]!r}")
+    loaded = [r for r in records if str(r.get("request_id", "")).startswith("load-")]
+    assert len(loaded) == requests
+    assert len({r["request_id"] for r in loaded}) == requests
+    started = [r for r in records if "Started server process" in str(r.get("event"))]
+    assert len(started) == 2, "expected both worker processes to log"
