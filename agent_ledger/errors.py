@@ -31,6 +31,7 @@ __all__ = [
     "DomainError",
     "Forbidden",
     "InvalidInput",
+    "LastAdminKey",
     "NotFound",
     "Refusal",
     "Unauthorized",
@@ -89,6 +90,10 @@ class NotFound(DomainError):
 
 class Conflict(DomainError):
     status, code, title = 409, "conflict", "Conflict"
+
+
+class LastAdminKey(DomainError):
+    status, code, title = 409, "last-admin-key", "Last admin key"
 
 
 _TITLES = {

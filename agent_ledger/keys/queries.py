@@ -13,6 +13,18 @@ VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
 RETURNING {KEY_COLUMNS}
 """
 
+KEY_ROLE = "SELECT role FROM api_keys WHERE id = $1"
+
+# Every admin key not yet revoked, locked in id order: two revocations of admin keys take these
+# locks in the same order, so the second waits for the first and then sees what it did.
+LOCK_ADMIN_KEYS = """
+SELECT id, (expires_at IS NULL OR expires_at > now()) AS active
+FROM api_keys
+WHERE role = 'admin' AND revoked_at IS NULL
+ORDER BY id
+FOR UPDATE
+"""
+
 GET_KEY_FOR_UPDATE = f"SELECT {KEY_COLUMNS}, now() AS db_now FROM api_keys WHERE id = $1 FOR UPDATE"
 
 # Listed in commit order (agent_ledger/keyset.py), so a key issued during a walk is never skipped.

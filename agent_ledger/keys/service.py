@@ -8,7 +8,7 @@ import asyncpg
 
 from agent_ledger.audit.recorder import AuditContext, record_event
 from agent_ledger.auth import display_prefix, generate_key, hash_key
-from agent_ledger.errors import Conflict, InvalidInput, NotFound
+from agent_ledger.errors import Conflict, InvalidInput, LastAdminKey, NotFound
 from agent_ledger.ids import new_id
 from agent_ledger.keys import queries
 from agent_ledger.keys.schemas import KeyCreated, KeyInfo, KeyPage
@@ -145,8 +145,23 @@ async def _lock_key(conn: asyncpg.Connection, key_id: str) -> asyncpg.Record:
     return row
 
 
+async def _refuse_last_admin_key(conn: asyncpg.Connection, key_id: str) -> None:
+    """Without an active admin key only the command line can manage the service again, so the
+    last one is not revoked. Race-safe: the admin keys are locked first, in one order."""
+    active = [r["id"] for r in await conn.fetch(queries.LOCK_ADMIN_KEYS) if r["active"]]
+    if active == [key_id]:
+        raise LastAdminKey(
+            "This is the last active admin key; revoking it would leave no one to manage the "
+            "service. Create another admin key first (POST /v1/keys or "
+            "'agent-ledger keys create --role admin').",
+            key_id=key_id,
+        )
+
+
 async def revoke_key(pool: asyncpg.Pool, ctx: AuditContext, key_id: str) -> KeyInfo:
     async with pool.acquire() as conn, conn.transaction():
+        if await conn.fetchval(queries.KEY_ROLE, key_id) == "admin":
+            await _refuse_last_admin_key(conn, key_id)
         before = key_info(await _lock_key(conn, key_id))
         after = key_info(await conn.fetchrow(queries.REVOKE_KEY, key_id))
         await record_event(
