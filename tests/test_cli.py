@@ -404,3 +404,38 @@ def test_serve_without_database_url_runs_an_embedded_postgres(own_tmp: Path) -> 
     assert ": intact" in restored.stdout
     assert (project / ".agent-ledger.old").is_dir()
     assert not (data_dir / "pgdata" / "postmaster.pid").exists()
+
+
+def test_a_serve_killed_with_sigkill_does_not_keep_postgres_alive_for_good(own_tmp: Path) -> None:
+    """SIGKILL gives serve no chance to stop its Postgres, so it outlives it for a while; the
+    next serve joins that server, a command run meanwhile leaves it running for serve, and
+    serve's clean SIGTERM stops it: the killed process no longer counts as a user."""
+    project, logs = own_tmp / "project", own_tmp / "logs"
+    project.mkdir()
+    logs.mkdir()
+    data_dir = project / ".agent-ledger"
+    killed = Serve(project, logs)
+    try:
+        killed.wait_ready()
+        admin = next(line for line in killed.stdout.splitlines() if KEY_PATTERN.match(line))
+        postgres = postmaster_pid(data_dir)
+        killed.process.kill()
+        killed.process.wait(10)
+        assert is_running(postgres), "nothing should have stopped Postgres on SIGKILL"
+    except BaseException:
+        killed.process.kill()
+        raise
+
+    with serving(project, logs) as second:
+        assert postmaster_pid(data_dir) == postgres, "the second serve should join the server"
+        assert second.get("/v1/me", admin).status_code == 200
+        env = cli_env(DATABASE_URL=None, LEDGER_DATA_DIR=str(data_dir))
+        result = run_cli("keys", "create", "--role", "auditor", env=env)
+        assert result.returncode == 0, result.stderr
+        assert is_running(postgres), "a short command stopped the Postgres serve still uses"
+        auditor = result.stdout.splitlines()[-1]
+        assert second.get("/v1/me", auditor).json()["role"] == "auditor"
+        assert second.terminate() == 0, second.diagnostics()
+        assert wait_gone(postgres), "Postgres outlived a clean SIGTERM after an earlier SIGKILL"
+    users = json.loads((data_dir / "embedded-postgres-users.json").read_text())
+    assert users == []
