@@ -27,6 +27,7 @@ from agent_ledger.checkpoints.service import run_checkpointer
 from agent_ledger.config import Settings, cors_origins, load_settings
 from agent_ledger.db import create_pool
 from agent_ledger.deps import providers
+from agent_ledger.durability import check_durability
 from agent_ledger.entries.controller import EntryController
 from agent_ledger.errors import exception_handlers
 from agent_ledger.exports.controller import ExportController
@@ -102,6 +103,14 @@ async def _database(app: Litestar) -> AsyncIterator[None]:
         max_size=settings.pool_max_size,
         application_name=settings.application_name,
     )
+    try:
+        async with app.state.pool.acquire() as conn:
+            unsafe = await check_durability(conn, allow=settings.allow_unsafe_durability)
+    except BaseException:
+        await app.state.pool.close()
+        raise
+    if unsafe:
+        log.warning("unsafe_durability_allowed", settings=unsafe)
     app.state.decider = Decider(app.state.pool, clock=app.state.clock)
     background = [
         asyncio.create_task(_flush_last_used(app)),

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
-from typing import Literal
+from typing import Annotated, Literal
 
 import msgspec
 
@@ -43,6 +43,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     cors_origins: str = ""
     # Proxies whose X-Forwarded-For and -Proto headers are believed (uvicorn's option).
     forwarded_allow_ips: str = "127.0.0.1"
+    allow_unsafe_durability: bool = False
+    rate_limit_per_key: Annotated[int, msgspec.Meta(ge=1)] | None = None
 
 
 # The environment variable behind each setting.
@@ -65,6 +67,8 @@ ENVIRONMENT: Mapping[str, str] = {
     "auth_events_per_minute": "LEDGER_AUTH_EVENTS_PER_MINUTE",
     "cors_origins": "LEDGER_CORS_ORIGINS",
     "forwarded_allow_ips": "LEDGER_FORWARDED_ALLOW_IPS",
+    "allow_unsafe_durability": "LEDGER_ALLOW_UNSAFE_DURABILITY",
+    "rate_limit_per_key": "LEDGER_RATE_LIMIT_PER_KEY",
 }
 
 # Case-insensitive settings, normalised before conversion.

@@ -9,8 +9,9 @@ import signal
 import socket
 
 from agent_ledger import __version__
-from agent_ledger.cli_database import CliError, DatabaseTarget, open_database
+from agent_ledger.cli_database import CliError, DatabaseTarget, connect, open_database
 from agent_ledger.config import Settings, load_settings
+from agent_ledger.durability import UnsafeDurability, check_durability
 from agent_ledger.keys.cli import issue_staff_key
 
 __all__ = ["cmd_serve", "startup_banner"]
@@ -72,6 +73,17 @@ def _exit_quietly(signum: int, frame: object) -> None:
     raise SystemExit(0)
 
 
+async def _check_durability(url: str, *, allow: bool) -> None:
+    """Refuse, in one line, a database that may lose what it acknowledged (durability.py)."""
+    conn = await connect(url)
+    try:
+        await check_durability(conn, allow=allow)
+    except UnsafeDurability as refusal:
+        raise CliError(str(refusal)) from None
+    finally:
+        await conn.close()
+
+
 async def _first_admin_key(url: str, pepper: str) -> str | None:
     return await issue_staff_key(url, "admin", "first admin", pepper, only_if_none=True)
 
@@ -88,6 +100,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     _check_port(host, port)
     with open_database(settings, create=True, require_schema=False) as target:
         migrate(target.url)
+        asyncio.run(_check_durability(target.url, allow=settings.allow_unsafe_durability))
         first_key = asyncio.run(_first_admin_key(target.url, settings.key_pepper))
         if first_key:
             print(
