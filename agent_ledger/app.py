@@ -41,6 +41,7 @@ from agent_ledger.logs import RequestLogMiddleware, configure_logging
 from agent_ledger.me.controller import MeController
 from agent_ledger.migrate import functions_digest, head_revision
 from agent_ledger.prices.controller import PriceController
+from agent_ledger.ratelimit import run_pruner
 from agent_ledger.reports.controller import ReportController
 from agent_ledger.request_input import check_request_input
 from agent_ledger.teams.controller import TeamController
@@ -118,6 +119,8 @@ async def _database(app: Litestar) -> AsyncIterator[None]:
         asyncio.create_task(run_publisher(app.state.pool, settings.sweep_interval_seconds)),
         asyncio.create_task(run_checkpointer(app.state.pool, settings.checkpoint_interval_seconds)),
     ]
+    if settings.rate_limit_per_key is not None:
+        background.append(asyncio.create_task(run_pruner(app.state.pool)))
     try:
         yield
     finally:

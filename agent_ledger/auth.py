@@ -25,6 +25,7 @@ from litestar.handlers.base import BaseRouteHandler
 from agent_ledger.audit.security import record_auth_refusal
 from agent_ledger.errors import Forbidden, Unauthorized
 from agent_ledger.principal import Principal
+from agent_ledger.ratelimit import count_request
 
 __all__ = [
     "ADMIN",
@@ -238,14 +239,24 @@ async def authorize(
         return
     roles = route_roles(handler)
     try:
+        state = connection.app.state
         if handler.opt.get("authenticated_by") == DECISION:
             presented = _presented_key(connection)
             connection.scope["state"]["presented_key"] = presented
+            # Counted before the decision, which would otherwise have spent already.
+            await count_request(state.pool, presented.key_hash, state.settings.rate_limit_per_key)
             if roles is None or presented.role not in roles:
                 raise Forbidden(f"A key with role '{presented.role}' may not call this endpoint.")
             return
         principal = await authenticate(connection)
         connection.scope["state"]["principal"] = principal
+        if state.settings.rate_limit_per_key is not None:
+            token = _bearer_token(connection) or ""
+            await count_request(
+                state.pool,
+                hash_key(token, state.settings.key_pepper),
+                state.settings.rate_limit_per_key,
+            )
         if roles is None or principal.role not in roles:
             raise Forbidden(f"A key with role '{principal.role}' may not call this endpoint.")
     except (Unauthorized, Forbidden) as refusal:

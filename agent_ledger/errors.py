@@ -54,9 +54,10 @@ class DomainError(Exception):
     # Set once an auth.failed / auth.forbidden audit event was written for this refusal.
     audited: bool = False
 
-    def __init__(self, detail: str, **extra: Any) -> None:
+    def __init__(self, detail: str, *, headers: dict[str, str] | None = None, **extra: Any) -> None:
         super().__init__(detail)
         self.detail = detail
+        self.headers = headers  # sent with the problem, e.g. Retry-After
         self.extra = extra
 
 
@@ -171,18 +172,18 @@ _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="agent-ledger"'}
 
 
 def _domain_error(request: Request, exc: DomainError) -> Response[dict[str, Any]]:
-    headers = None
+    headers = dict(exc.headers or {})
     if isinstance(exc, Refusal) and exc.replayed:
-        headers = {"Idempotent-Replayed": "true"}
+        headers["Idempotent-Replayed"] = "true"
     elif exc.status == 401:
-        headers = _CHALLENGE
+        headers |= _CHALLENGE
     response = problem_response(
         status=exc.status,
         code=exc.code,
         title=exc.title,
         detail=exc.detail,
         request=request,
-        headers=headers,
+        headers=headers or None,
         **exc.extra,
     )
     return response

@@ -91,7 +91,12 @@ def test_allowed_explicitly_it_starts_with_a_warning(careless_database: str) -> 
     """LEDGER_ALLOW_UNSAFE_DURABILITY=true starts the service anyway, and the log says so."""
     server = ServerProcess(
         careless_database,
-        env={"LEDGER_ALLOW_UNSAFE_DURABILITY": "true", "LOG_FORMAT": "json"},
+        env={
+            "LEDGER_ALLOW_UNSAFE_DURABILITY": "true",
+            "LOG_FORMAT": "json",
+            "LEDGER_POOL_MIN_SIZE": "1",
+            "LEDGER_POOL_MAX_SIZE": "2",
+        },
     )
     try:
         server.wait_ready()

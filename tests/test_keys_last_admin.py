@@ -140,7 +140,8 @@ async def test_the_last_auditor_or_agent_key_can_be_revoked(
 @pytest.fixture(scope="module")
 def own_servers(own_database: str) -> Iterator[list[ServerProcess]]:
     """Two service processes on the module's database: each revocation goes to its own."""
-    servers = [ServerProcess(own_database), ServerProcess(own_database)]
+    small = {"LEDGER_POOL_MIN_SIZE": "1", "LEDGER_POOL_MAX_SIZE": "4"}
+    servers = [ServerProcess(own_database, env=small), ServerProcess(own_database, env=small)]
     try:
         for server in servers:
             server.wait_ready()

@@ -230,7 +230,13 @@ async def test_every_line_is_one_json_record_with_two_workers_under_load(
     server = ServerProcess(
         database_url,
         workers=2,
-        env={"LOG_FORMAT": "json", "LOG_LEVEL": "INFO", "PYTHONUNBUFFERED": "1"},
+        env={
+            "LOG_FORMAT": "json",
+            "LOG_LEVEL": "INFO",
+            "PYTHONUNBUFFERED": "1",
+            "LEDGER_POOL_MIN_SIZE": "1",
+            "LEDGER_POOL_MAX_SIZE": "4",
+        },
     )
     requests = 800
     try:
