@@ -40,6 +40,7 @@ from agent_ledger.ledger.sweeper import run_sweeper
 from agent_ledger.logs import RequestLogMiddleware, configure_logging
 from agent_ledger.me.controller import MeController
 from agent_ledger.migrate import functions_digest, head_revision
+from agent_ledger.openapi import DocumentRenderPlugin
 from agent_ledger.prices.controller import PriceController
 from agent_ledger.ratelimit import run_pruner
 from agent_ledger.reports.controller import ReportController
@@ -170,9 +171,15 @@ def create_app(settings: Settings, *, clock: Callable[[], datetime] | None = Non
             version=__version__,
             description="Per-agent credentials, exact budgets and a tamper-evident spend ledger.",
             path="/schema",
-            render_plugins=[swagger_plugin()],
-            # The schema and its viewers are public; every other route names its roles.
-            openapi_router=Router(path="/schema", route_handlers=[], opt={"public": True}),
+            render_plugins=[swagger_plugin(), DocumentRenderPlugin()],
+            # The schema and its viewers are public (every other route names its roles), and
+            # they are not operations of this API, so they stay out of the document.
+            openapi_router=Router(
+                path="/schema",
+                route_handlers=[],
+                opt={"public": True, "database": False},
+                include_in_schema=False,
+            ),
         ),
         logging_config=None,
         debug=False,

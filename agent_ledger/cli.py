@@ -93,8 +93,9 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 def openapi_document() -> dict:
     from agent_ledger.app import create_app
+    from agent_ledger.openapi import api_document
 
-    return create_app(Settings()).openapi_schema.to_schema()
+    return api_document(create_app(Settings()))
 
 
 def cmd_openapi(args: argparse.Namespace) -> int:

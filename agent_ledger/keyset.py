@@ -28,7 +28,7 @@ from typing import Any
 import asyncpg
 import msgspec
 
-from agent_ledger.errors import BadRequest
+from agent_ledger.errors import InvalidInput
 from agent_ledger.pagination import decode_cursor, encode_cursor
 
 __all__ = ["CUSTOM_PLANS", "Listing", "read_page", "stream_rows"]
@@ -144,7 +144,7 @@ def _decode(cursor: str | None, windowed: bool) -> _Position | None:
         return None
     parts = decode_cursor(cursor, *([int] * (4 if windowed else 2)))
     if parts is None or not all(0 <= part <= _MAX_BIGINT for part in parts):
-        raise BadRequest("The cursor is not one this service issued.")
+        raise InvalidInput("cursor is not one this service issued.", field="cursor")
     return _Position(*parts)
 
 

@@ -9,13 +9,19 @@ from typing import Annotated
 import msgspec
 from litestar.params import QueryParameter
 
-from agent_ledger.errors import BadRequest
+from agent_ledger.errors import InvalidInput
+from agent_ledger.patterns import CURSOR_PATTERN
 
 __all__ = ["Cursor", "Limit", "decode_cursor", "encode_cursor"]
 
 Limit = Annotated[int, QueryParameter(ge=1, le=1000, description="Page size, at most 1000.")]
 Cursor = Annotated[
-    str | None, QueryParameter(max_length=512, description="Opaque cursor from `next_cursor`.")
+    str | None,
+    QueryParameter(
+        max_length=512,
+        pattern=CURSOR_PATTERN,
+        description="Opaque cursor from `next_cursor`.",
+    ),
 ]
 
 _encoder = msgspec.json.Encoder()
@@ -33,5 +39,6 @@ def decode_cursor(cursor: str | None, *types: type) -> tuple | None:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         position = msgspec.json.decode(raw, type=tuple[*types])  # type: ignore[valid-type]
     except (binascii.Error, ValueError, msgspec.DecodeError) as exc:
-        raise BadRequest("The cursor is not one this service issued.") from exc
+        # Well formed, of the right type, but no position of ours: a value that breaks a rule.
+        raise InvalidInput("cursor is not one this service issued.", field="cursor") from exc
     return position

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 __all__ = [
     "AMOUNT_PATTERN",
+    "CURRENCY_PATTERN",
     "CURSOR_PATTERN",
+    "ID_OF",
     "ID_PREFIXES",
     "MONEY_OUT_PATTERN",
     "SIGNED_AMOUNT_PATTERN",
@@ -22,15 +24,33 @@ SIGNED_AMOUNT_PATTERN = r"^-?[0-9]{1,16}(\.[0-9]{1,9})?$"
 # What the service answers: any whole part (sums can grow), still at most 9 fractional digits.
 MONEY_OUT_PATTERN = r"^-?[0-9]+(\.[0-9]{1,9})?$"
 CURSOR_PATTERN = r"^[A-Za-z0-9_-]+$"
+CURRENCY_PATTERN = r"^[A-Z]{3}$"
 
-# The prefix of each kind of id, by the name of the path or query parameter that carries one.
+# The prefix of each kind of id, by the name of the parameter or field that carries one...
 ID_PREFIXES = {
     "agent_id": "agt",
     "team_id": "team",
     "key_id": "key",
     "actor_key_id": "key",
+    "rotated_from": "key",
     "hold_id": "hold",
+    "entry_id": "ent",
     "checkpoint_id": "chk",
+}
+# ...and of the ``id`` of each answer that is one of those things.
+ID_OF = {
+    "Agent": "agt",
+    "Team": "team",
+    "KeyInfo": "key",
+    "KeyCreated": "key",
+    "Hold": "hold",
+    "HoldCreated": "hold",
+    "HoldResolved": "hold",
+    "LedgerEntry": "ent",
+    "SpendResult": "ent",
+    "AuditEvent": "evt",
+    "Checkpoint": "chk",
+    "CheckpointSummary": "chk",
 }
 
 

@@ -8,8 +8,8 @@ handler declares (``check_request_input``, the app's ``before_request`` hook; it
 guard, so nothing is revealed to a caller without a key):
 
 - a body only as ``application/json`` (UTF-8), nested at most ``MAX_DEPTH`` levels (checked on the
-  raw bytes, before any decoding), without a key twice in one object, each value of exactly its
-  declared JSON type;
+  raw bytes, before any decoding), without a key twice in one object, each value of its declared
+  JSON type (an integer may be written ``100.0``, as JSON Schema allows; never ``"100"``);
 - only the query parameters the operation declares, each at most once, integers written as
   integers and times as RFC 3339.
 
@@ -31,7 +31,7 @@ from litestar.params import QueryParameter
 from agent_ledger.errors import BadRequest, InvalidInput
 from agent_ledger.validation import Explained, explain, join_field, type_names
 
-__all__ = ["MAX_DEPTH", "check_request_input", "scan_json"]
+__all__ = ["MAX_DEPTH", "check_request_input", "declared_query", "scan_json"]
 
 MAX_DEPTH = 32
 _PLAN_KEY = "_strict_input_plan"
@@ -39,6 +39,7 @@ _PLAN_KEY = "_strict_input_plan"
 # bracket. Unrolled so that long strings are matched without backtracking.
 _TOKEN = re.compile(rb'("[^"\\]*(?:\\.[^"\\]*)*")(\s*:)?|[\[\]{}]', re.DOTALL)
 _INTEGER = re.compile(r"^-?[0-9]{1,19}$")
+_INT_GOT_FLOAT = re.compile(r"^Expected `int[^`]*`, got `float`")
 _JSON_MEDIA_TYPE = "application/json"
 # Handler parameters Litestar fills from the connection itself, never from the query string.
 _RESERVED = frozenset(
@@ -62,19 +63,26 @@ def _plan_for(handler: HTTPRouteHandler, path_params: set[str]) -> _Plan:
     return plan
 
 
-def _build_plan(handler: HTTPRouteHandler, path_params: set[str]) -> _Plan:
+def declared_query(handler: HTTPRouteHandler, path_params: set[str]) -> dict[str, Any]:
+    """The query parameters ``handler`` reads, by their name on the wire, with their types."""
     query: dict[str, Any] = {}
-    body, body_required = None, False
     not_query = path_params | set(handler.resolve_dependencies()) | _RESERVED
     for name, field in handler.parsed_fn_signature.parameters.items():
         definition = field.kwarg_definition
-        if name == "data":
-            body, body_required = field.annotation, not field.is_optional
-        elif isinstance(definition, QueryParameter) and name not in path_params:
+        if isinstance(definition, QueryParameter) and name not in path_params:
             query[definition.query or definition.name or name] = field.annotation
-        elif definition is None and name not in not_query:
+        elif definition is None and name not in not_query and name != "data":
             query[name] = field.annotation  # Litestar reads an unmarked parameter from the query
-    return _Plan(body=body, body_required=body_required, query=query)
+    return query
+
+
+def _build_plan(handler: HTTPRouteHandler, path_params: set[str]) -> _Plan:
+    body = handler.parsed_fn_signature.parameters.get("data")
+    return _Plan(
+        body=None if body is None else body.annotation,
+        body_required=body is not None and not body.is_optional,
+        query=declared_query(handler, path_params),
+    )
 
 
 async def check_request_input(request: Request[Any, Any, Any]) -> None:
@@ -159,9 +167,33 @@ async def _check_body(request: Request[Any, Any, Any], plan: _Plan) -> None:
     try:
         msgspec.json.decode(body, type=plan.body, strict=True)
     except msgspec.ValidationError as exc:
-        _refuse(explain(str(exc), annotation=plan.body), "body")
+        if not _INT_GOT_FLOAT.match(str(exc)):
+            _refuse(explain(str(exc), annotation=plan.body), "body")
+        _check_with_integral_numbers(body, plan.body)
     except msgspec.DecodeError as exc:
         _refuse(Explained(400, None, f"The body is not valid JSON: {exc}."), "body")
+
+
+def _check_with_integral_numbers(body: bytes, annotation: Any) -> None:
+    """Check again, reading numbers without a fraction (``100.0``, ``1e2``) as integers.
+
+    JSON has one number type and JSON Schema calls 100.0 an integer, so an integer field takes
+    it (Litestar then converts it exactly); ``100.5``, ``"100"`` and ``true`` stay refused.
+    """
+    try:
+        msgspec.convert(_integral_as_int(msgspec.json.decode(body)), annotation, strict=True)
+    except msgspec.ValidationError as exc:
+        _refuse(explain(str(exc), annotation=annotation), "body")
+
+
+def _integral_as_int(value: Any) -> Any:
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2**63:
+        return int(value)
+    if isinstance(value, dict):
+        return {k: _integral_as_int(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_integral_as_int(v) for v in value]
+    return value
 
 
 def scan_json(body: bytes) -> None:

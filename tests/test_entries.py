@@ -375,9 +375,9 @@ async def test_staff_may_read_everything_but_need_a_key(
 @pytest.mark.parametrize(
     ("params", "status"),
     [
-        ({"cursor": "not-a-cursor"}, 400),
-        ({"cursor": "WyJ4IiwxXQ"}, 400),  # ["x",1]
-        ({"cursor": "Wy0xLDFd"}, 400),  # [-1,1]
+        ({"cursor": "not-a-cursor"}, 422),
+        ({"cursor": "WyJ4IiwxXQ"}, 422),  # ["x",1]
+        ({"cursor": "Wy0xLDFd"}, 422),  # [-1,1]
         ({"limit": 0}, 422),
         ({"limit": 1001}, 422),
         ({"limit": "1e3"}, 400),

@@ -174,22 +174,37 @@ async def test_the_same_key_in_sibling_objects_is_fine(fleet: Fleet) -> None:
     ("body", "field"),
     [
         ({"model": "gpt-4o", "input_tokens": "100", "output_tokens": 1}, "input_tokens"),
-        ({"model": "gpt-4o", "input_tokens": 100, "output_tokens": 1.0}, "output_tokens"),
+        ({"model": "gpt-4o", "input_tokens": 100, "output_tokens": 1.5}, "output_tokens"),
         ({"model": "gpt-4o", "input_tokens": True, "output_tokens": 1}, "input_tokens"),
         ({"amount": 1}, "amount"),
         ({"amount": "1", "metadata": []}, "metadata"),
         ({"amount": "1", "description": 5}, "description"),
     ],
-    ids=["string-for-int", "float-for-int", "bool-for-int", "number-for-money", "list", "int"],
+    ids=["string-for-int", "fraction-for-int", "bool-for-int", "number-for-money", "list", "int"],
 )
 async def test_values_of_the_wrong_json_type_are_400(
     fleet: Fleet, db: asyncpg.Connection, body: dict, field: str
 ) -> None:
-    """No coercion: "100" is not 100, 1.0 is not 1, true is not 1, 1 is not "1"."""
+    """No coercion: "100" is not 100, 1.5 is not an integer, true is not 1, 1 is not "1"."""
     agent = await spender(fleet)
     response = await fleet.client.post("/v1/charges", json=body, headers=agent.headers)
     assert_refused(response, 400, field)
     assert await entries_of(db, agent.agent_id) == []
+
+
+@pytest.mark.parametrize("tokens", ["3000.0", "3e3", "3000"])
+async def test_an_integer_may_be_any_json_number_without_a_fraction(
+    fleet: Fleet, tokens: str
+) -> None:
+    """JSON has one number type, and JSON Schema counts 3000.0 and 3e3 as the integer 3000: they
+    are read exactly as 3000 (what a Python client's float sends), priced the same."""
+    agent = await spender(fleet)
+    body = '{"model": "gpt-4o", "input_tokens": @, "output_tokens": 1000}'.replace("@", tokens)
+    response = await fleet.client.post(
+        "/v1/charges", content=body, headers={**agent.headers, **JSON}
+    )
+    assert response.status_code == 201, response.text
+    assert (response.json()["input_tokens"], response.json()["amount"]) == (3000, "0.0175")
 
 
 async def test_a_number_for_money_explains_why(fleet: Fleet) -> None:

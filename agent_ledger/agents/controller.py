@@ -37,7 +37,17 @@ class AgentController(Controller):
     async def get_agent(self, agent_id: FromPath[str], pool: Pool) -> Agent:
         return await service.get_agent(pool, agent_id)
 
-    @patch("/{agent_id:str}", operation_id="updateAgent", opt={"roles": ADMIN})
+    @patch(
+        "/{agent_id:str}",
+        operation_id="updateAgent",
+        opt={
+            "roles": ADMIN,
+            "problems": {
+                409: "`conflict`: the agent has open holds, so it "
+                "cannot change team until they are resolved."
+            },
+        },
+    )
     async def update_agent(
         self, agent_id: FromPath[str], data: JSONBody[AgentUpdate], pool: Pool, audit: Audit
     ) -> Agent:

@@ -13,12 +13,20 @@ from agent_ledger.ledger.schemas import BudgetStatus
 
 __all__ = ["BudgetController"]
 
+CURRENCY_FIXED = {
+    409: "`conflict`: the budget already holds money in another currency, which cannot change."
+}
+
 
 class BudgetController(Controller):
     path = "/v1"
     tags = ["budgets"]
 
-    @put("/agents/{agent_id:str}/budget", operation_id="setAgentBudget", opt={"roles": ADMIN})
+    @put(
+        "/agents/{agent_id:str}/budget",
+        operation_id="setAgentBudget",
+        opt={"roles": ADMIN, "problems": CURRENCY_FIXED},
+    )
     async def set_agent_budget(
         self,
         agent_id: FromPath[str],
@@ -33,7 +41,11 @@ class BudgetController(Controller):
     async def get_agent_budget(self, agent_id: FromPath[str], pool: Pool, now: Now) -> BudgetStatus:
         return await service.budget_status(pool, "agent", agent_id, now)
 
-    @put("/teams/{team_id:str}/budget", operation_id="setTeamBudget", opt={"roles": ADMIN})
+    @put(
+        "/teams/{team_id:str}/budget",
+        operation_id="setTeamBudget",
+        opt={"roles": ADMIN, "problems": CURRENCY_FIXED},
+    )
     async def set_team_budget(
         self,
         team_id: FromPath[str],

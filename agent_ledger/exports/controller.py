@@ -31,7 +31,7 @@ class ExportController(Controller):
     @get(
         "/entries",
         operation_id="exportEntries",
-        opt={"roles": STAFF},
+        opt={"roles": STAFF, "media_types": tuple(MEDIA_TYPES.values())},
         response_description="application/x-ndjson (format=ndjson) or text/csv (format=csv)",
     )
     async def export_entries(

@@ -6,6 +6,7 @@ from typing import Any
 
 import msgspec
 from litestar import Controller, Request, Response, get
+from litestar.openapi.datastructures import ResponseSpec
 
 from agent_ledger.migrate import applied_functions_digest, current_revision
 
@@ -30,11 +31,21 @@ def _not_ready(database: str, revision: str | None, expected: str) -> Response[R
 class HealthController(Controller):
     tags = ["health"]
 
-    @get("/healthz", operation_id="healthz", opt={"public": True})
+    @get("/healthz", operation_id="healthz", opt={"public": True, "database": False})
     async def healthz(self) -> Health:
         return Health(status="ok")
 
-    @get("/readyz", operation_id="readyz", opt={"public": True})
+    @get(
+        "/readyz",
+        operation_id="readyz",
+        opt={"public": True, "database": False},  # its own 503 is a Readiness, not a problem
+        responses={
+            503: ResponseSpec(
+                data_container=Readiness,
+                description="Not ready: the database is unreachable or not migrated.",
+            )
+        },
+    )
     async def readyz(self, request: Request[Any, Any, Any]) -> Response[Readiness]:
         state = request.app.state
         expected = state.head_revision

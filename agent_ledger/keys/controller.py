@@ -25,6 +25,13 @@ from agent_ledger.pagination import Cursor, Limit
 __all__ = ["AgentKeyController", "KeyController"]
 
 
+LAST_ADMIN_KEY = (
+    "`last-admin-key`: this is the last active admin key; create another admin key first."
+)
+ROTATE_CLOSED = "`conflict`: the key is revoked or expired; issue a new key instead."
+NO_SUCH_AGENT = {404: "`not-found`: no agent with the `agent_id` given."}
+
+
 def _pepper(request: Request[Any, Any, Any]) -> str:
     return request.app.state.settings.key_pepper
 
@@ -81,7 +88,7 @@ class KeyController(Controller):
                 pepper=_pepper(request),
             )
 
-    @get(operation_id="listKeys", opt={"roles": STAFF})
+    @get(operation_id="listKeys", opt={"roles": STAFF, "problems": NO_SUCH_AGENT})
     async def list_keys(
         self,
         pool: Pool,
@@ -95,7 +102,7 @@ class KeyController(Controller):
     @post(
         "/{key_id:str}/revoke",
         operation_id="revokeKey",
-        opt={"roles": ADMIN},
+        opt={"roles": ADMIN, "problems": {409: LAST_ADMIN_KEY}},
         status_code=HTTP_200_OK,
     )
     async def revoke_key(self, key_id: FromPath[str], pool: Pool, audit: Audit) -> KeyInfo:
@@ -104,7 +111,7 @@ class KeyController(Controller):
     @post(
         "/{key_id:str}/rotate",
         operation_id="rotateKey",
-        opt={"roles": ADMIN},
+        opt={"roles": ADMIN, "problems": {409: ROTATE_CLOSED}},
         status_code=HTTP_201_CREATED,
     )
     async def rotate_key(

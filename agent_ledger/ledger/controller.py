@@ -31,6 +31,25 @@ SPENDERS = frozenset({"admin", "agent"})
 # Money routes: the decision checks the key in its own statement (see auth.DECISION).
 SPENDING = {"roles": SPENDERS, "authenticated_by": DECISION}
 ADJUSTING = {"roles": ADMIN, "authenticated_by": DECISION}
+# The refusals of money decisions, beyond those every operation can give (agent_ledger/openapi.py).
+SPEND_PROBLEMS = {
+    402: "`budget-exceeded`: a limit of the agent or of its team would be passed (members `scope`, "
+    "`window`, `limit`, `spent`, `held`, `requested`); nothing is written.",
+    403: "`agent-suspended`: the agent is suspended.",
+    404: "`not-found`: the `agent_id` an admin named does not exist.",
+    409: "`idempotency-request-in-progress`: a request with this Idempotency-Key is still being "
+    "decided.",
+    422: "Also `idempotency-key-reused` (this Idempotency-Key came with another request), "
+    "`unknown-model`, `currency-mismatch`.",
+}
+HOLD_PROBLEMS = SPEND_PROBLEMS | {
+    409: "`hold-closed`, `hold-expired`, or `idempotency-request-in-progress`.",
+}
+ADJUSTMENT_PROBLEMS = {
+    404: SPEND_PROBLEMS[404],
+    409: SPEND_PROBLEMS[409],
+    422: "Also `idempotency-key-reused`, `currency-mismatch`.",
+}
 IdempotencyKey = Annotated[
     str | None,
     HeaderParameter(
@@ -49,7 +68,11 @@ class ChargeController(Controller):
     path = "/v1/charges"
     tags = ["spending"]
 
-    @post(operation_id="createCharge", opt=SPENDING, status_code=HTTP_201_CREATED)
+    @post(
+        operation_id="createCharge",
+        opt=SPENDING | {"problems": SPEND_PROBLEMS},
+        status_code=HTTP_201_CREATED,
+    )
     async def create_charge(
         self,
         data: JSONBody[ChargeRequest],
@@ -69,7 +92,11 @@ class AdjustmentController(Controller):
     path = "/v1/adjustments"
     tags = ["spending"]
 
-    @post(operation_id="createAdjustment", opt=ADJUSTING, status_code=HTTP_201_CREATED)
+    @post(
+        operation_id="createAdjustment",
+        opt=ADJUSTING | {"problems": ADJUSTMENT_PROBLEMS},
+        status_code=HTTP_201_CREATED,
+    )
     async def create_adjustment(
         self,
         data: JSONBody[AdjustmentRequest],
@@ -93,7 +120,11 @@ class HoldController(Controller):
     path = "/v1/holds"
     tags = ["spending"]
 
-    @post(operation_id="createHold", opt=SPENDING, status_code=HTTP_201_CREATED)
+    @post(
+        operation_id="createHold",
+        opt=SPENDING | {"problems": SPEND_PROBLEMS},
+        status_code=HTTP_201_CREATED,
+    )
     async def create_hold(
         self,
         data: JSONBody[HoldRequest],
@@ -133,7 +164,7 @@ class HoldController(Controller):
     @post(
         "/{hold_id:str}/capture",
         operation_id="captureHold",
-        opt=SPENDING,
+        opt=SPENDING | {"problems": HOLD_PROBLEMS},
         status_code=HTTP_201_CREATED,
     )
     async def capture_hold(
@@ -155,7 +186,7 @@ class HoldController(Controller):
     @post(
         "/{hold_id:str}/release",
         operation_id="releaseHold",
-        opt=SPENDING,
+        opt=SPENDING | {"problems": {409: "`hold-closed` or `hold-expired`."}},
         status_code=HTTP_200_OK,
     )
     async def release_hold(self, hold_id: FromPath[str], spending: Spending) -> HoldResolved:

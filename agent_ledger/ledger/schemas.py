@@ -8,7 +8,12 @@ from typing import Annotated, Any, Literal
 import msgspec
 
 from agent_ledger.agents.schemas import Metadata
-from agent_ledger.patterns import AMOUNT_PATTERN, SIGNED_AMOUNT_PATTERN
+from agent_ledger.patterns import (
+    AMOUNT_PATTERN,
+    CURRENCY_PATTERN,
+    MONEY_OUT_PATTERN,
+    SIGNED_AMOUNT_PATTERN,
+)
 
 __all__ = [
     "AdjustmentRequest",
@@ -23,6 +28,7 @@ __all__ = [
     "HoldRequest",
     "HoldResolved",
     "LedgerEntry",
+    "Money",
     "SpendResult",
 ]
 
@@ -32,11 +38,17 @@ MoneyText = Annotated[
     str,
     msgspec.Meta(pattern=AMOUNT_PATTERN, description='Decimal string, e.g. "0.0175"'),
 ]
+# An amount the service answers with: sums may be negative (money given back) and grow large.
+Money = Annotated[
+    str, msgspec.Meta(pattern=MONEY_OUT_PATTERN, description='Decimal string, e.g. "0.0175"')
+]
 SignedMoneyText = Annotated[
     str,
     msgspec.Meta(pattern=SIGNED_AMOUNT_PATTERN, description='Decimal string, e.g. "-0.0175"'),
 ]
-Currency = Annotated[str, msgspec.Meta(min_length=3, max_length=3, description="ISO 4217 code")]
+Currency = Annotated[
+    str, msgspec.Meta(pattern=CURRENCY_PATTERN, description="ISO 4217 code, e.g. USD")
+]
 ModelName = Annotated[str, msgspec.Meta(min_length=1, max_length=100)]
 Tokens = Annotated[int, msgspec.Meta(ge=0, le=1_000_000_000)]
 Description = Annotated[str, msgspec.Meta(max_length=1000)]
@@ -77,23 +89,23 @@ class AdjustmentRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True
 
 
 class BudgetLimits(msgspec.Struct, kw_only=True):
-    total: str | None
-    month: str | None
-    day: str | None
-    per_charge: str | None
+    total: Money | None
+    month: Money | None
+    day: Money | None
+    per_charge: Money | None
 
 
 class WindowAmounts(msgspec.Struct, kw_only=True):
-    total: str | None
-    month: str | None
-    day: str | None
+    total: Money | None
+    month: Money | None
+    day: Money | None
 
 
 class BudgetStatus(msgspec.Struct, kw_only=True):
     currency: str
     limits: BudgetLimits
     spent: WindowAmounts
-    held: str
+    held: Money
     remaining: WindowAmounts
 
 
@@ -103,7 +115,7 @@ class LedgerEntry(msgspec.Struct, kw_only=True):
     agent_id: str
     team_id: str | None
     kind: EntryKind
-    amount: str
+    amount: Money
     currency: str
     model: str | None
     input_tokens: int | None
@@ -122,10 +134,10 @@ class Hold(msgspec.Struct, kw_only=True):
     id: str
     agent_id: str
     team_id: str | None
-    amount: str
+    amount: Money
     currency: str
     status: HoldStatus
-    captured_amount: str | None
+    captured_amount: Money | None
     model: str | None
     description: str | None
     metadata: dict[str, Any]

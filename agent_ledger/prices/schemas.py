@@ -4,7 +4,7 @@ from datetime import datetime
 
 import msgspec
 
-from agent_ledger.ledger.schemas import Currency, MoneyText
+from agent_ledger.ledger.schemas import Currency, Money, MoneyText
 
 __all__ = ["Price", "PriceList", "PriceUpdate"]
 
@@ -18,8 +18,8 @@ class PriceUpdate(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 class Price(msgspec.Struct, kw_only=True):
     model: str
     currency: str
-    input_per_mtok: str
-    output_per_mtok: str
+    input_per_mtok: Money
+    output_per_mtok: Money
     updated_at: datetime
 
 

@@ -40,6 +40,9 @@ Currency = Annotated[
 ]
 
 
+UNKNOWN = {404: "`not-found`: no agent or team with the id given."}
+
+
 def _now(now: datetime | None) -> datetime:
     return now if now is not None else datetime.now(UTC)
 
@@ -48,7 +51,7 @@ class ReportController(Controller):
     path = "/v1/reports"
     tags = ["reports"]
 
-    @get("/top-spenders", operation_id="getTopSpenders", opt={"roles": STAFF})
+    @get("/top-spenders", operation_id="getTopSpenders", opt={"roles": STAFF, "problems": UNKNOWN})
     async def top_spenders(
         self,
         pool: Pool,
@@ -71,7 +74,7 @@ class ReportController(Controller):
             team_id=team_id,
         )
 
-    @get("/spend", operation_id="getSpend", opt={"roles": STAFF})
+    @get("/spend", operation_id="getSpend", opt={"roles": STAFF, "problems": UNKNOWN})
     async def spend(
         self,
         pool: Pool,

@@ -7,6 +7,8 @@ from typing import Literal
 
 import msgspec
 
+from agent_ledger.ledger.schemas import Money
+
 __all__ = [
     "Granularity",
     "GroupBy",
@@ -26,7 +28,7 @@ class TopSpender(msgspec.Struct, kw_only=True):
 
     id: str | None
     name: str | None
-    spent: str
+    spent: Money
     share: float
     charges: int
 
@@ -36,7 +38,7 @@ class TopSpenders(msgspec.Struct, kw_only=True):
     until: datetime
     currency: str
     group_by: GroupBy
-    total: str
+    total: Money
     items: list[TopSpender]
 
 
@@ -44,7 +46,7 @@ class SpendBucket(msgspec.Struct, kw_only=True):
     """One UTC hour or day; only the part of it inside [since, until) is counted."""
 
     start: datetime
-    spent: str
+    spent: Money
     charges: int
 
 
