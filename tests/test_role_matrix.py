@@ -1,8 +1,10 @@
-"""The role matrix, generated from the app's own route table.
+"""The role matrix, pinned in an explicit table and checked against the app's route table.
 
 Every route handler either says it is public or names the roles it admits (``opt["roles"]``);
-``agent_ledger.auth.authorize`` enforces that. These tests walk ``app.routes`` rather than a
-hand-kept list, so a route added later without a rule, or with the wrong one, fails here.
+``agent_ledger.auth.authorize`` enforces that. ``ROUTE_ROLES`` below states, independently of
+the code, who may call each route; the HTTP matrix is driven by that table, not by what the app
+says about itself, so a wrong ``opt["roles"]`` fails, and a route added without an entry here
+(or an entry whose route is gone) fails too.
 """
 
 from __future__ import annotations
@@ -85,40 +87,80 @@ def test_every_handler_is_public_or_names_its_roles() -> None:
         assert set(roles) <= set(ROLES), f"{where} names unknown roles {set(roles) - set(ROLES)}"
 
 
-# The rules of the contract for the routes that exist so far. New routes need no entry here
-# (the invariants below and the generated matrix still cover them), but these may not drift.
-ADMIN, STAFF, ANYONE = frozenset({"admin"}), frozenset({"admin", "auditor"}), frozenset(ROLES)
-KNOWN_RULES = {
-    ("GET", "/v1/me"): ANYONE,
-    ("POST", "/v1/teams"): ADMIN,
-    ("GET", "/v1/teams"): STAFF,
-    ("GET", "/v1/teams/{team_id}"): STAFF,
-    ("PATCH", "/v1/teams/{team_id}"): ADMIN,
-    ("POST", "/v1/agents"): ADMIN,
+# Who may call each route: the contract's rules, written out, not read from the app.
+ADMIN, STAFF = frozenset({"admin"}), frozenset({"admin", "auditor"})
+SPENDERS, ANYONE = frozenset({"admin", "agent"}), frozenset(ROLES)
+ROUTE_ROLES = {
+    ("POST", "/v1/adjustments"): ADMIN,
     ("GET", "/v1/agents"): STAFF,
+    ("POST", "/v1/agents"): ADMIN,
     ("GET", "/v1/agents/{agent_id}"): STAFF,
     ("PATCH", "/v1/agents/{agent_id}"): ADMIN,
-    ("POST", "/v1/agents/{agent_id}/keys"): ADMIN,
+    ("GET", "/v1/agents/{agent_id}/budget"): STAFF,
+    ("PUT", "/v1/agents/{agent_id}/budget"): ADMIN,
     ("GET", "/v1/agents/{agent_id}/keys"): STAFF,
-    ("POST", "/v1/keys"): ADMIN,
+    ("POST", "/v1/agents/{agent_id}/keys"): ADMIN,
+    ("GET", "/v1/audit-events"): STAFF,
+    ("POST", "/v1/charges"): SPENDERS,
+    ("GET", "/v1/entries"): ANYONE,
+    ("GET", "/v1/exports/entries"): STAFF,
+    ("GET", "/v1/holds"): ANYONE,
+    ("POST", "/v1/holds"): SPENDERS,
+    ("GET", "/v1/holds/{hold_id}"): ANYONE,
+    ("POST", "/v1/holds/{hold_id}/capture"): SPENDERS,
+    ("POST", "/v1/holds/{hold_id}/release"): SPENDERS,
     ("GET", "/v1/keys"): STAFF,
+    ("POST", "/v1/keys"): ADMIN,
     ("POST", "/v1/keys/{key_id}/revoke"): ADMIN,
     ("POST", "/v1/keys/{key_id}/rotate"): ADMIN,
+    ("GET", "/v1/ledger/checkpoints"): STAFF,
+    ("POST", "/v1/ledger/checkpoints"): ADMIN,
+    ("GET", "/v1/ledger/checkpoints/{checkpoint_id}"): STAFF,
+    ("GET", "/v1/ledger/checkpoints/{checkpoint_id}/verify"): STAFF,
+    ("GET", "/v1/ledger/verify"): STAFF,
+    ("GET", "/v1/me"): ANYONE,
+    ("GET", "/v1/prices"): ANYONE,
+    ("PUT", "/v1/prices/{model}"): ADMIN,
+    ("GET", "/v1/reports/spend"): STAFF,
+    ("GET", "/v1/reports/top-spenders"): STAFF,
+    ("GET", "/v1/teams"): STAFF,
+    ("POST", "/v1/teams"): ADMIN,
+    ("GET", "/v1/teams/{team_id}"): STAFF,
+    ("PATCH", "/v1/teams/{team_id}"): ADMIN,
+    ("GET", "/v1/teams/{team_id}/budget"): STAFF,
+    ("PUT", "/v1/teams/{team_id}/budget"): ADMIN,
 }
+PINNED = [
+    Endpoint(path=path, method=method, roles=roles, handler_name="")
+    for (method, path), roles in sorted(ROUTE_ROLES.items(), key=lambda item: item[0][::-1])
+]
 
 
-def test_known_routes_keep_their_contract_roles() -> None:
-    """The generator finds every route of the contract so far, each with its documented roles."""
-    found = {(e.method, e.path): e.roles for e in ENDPOINTS}
-    for route, roles in KNOWN_RULES.items():
-        assert route in found, f"{route} is missing from the route table"
-        assert found[route] == roles, f"{route}: {set(found[route])} instead of {set(roles)}"
+def test_every_route_is_pinned_in_the_table() -> None:
+    """The app's guarded routes and the table match exactly: a new route needs its entry."""
+    in_app = {(e.method, e.path) for e in ENDPOINTS}
+    assert not in_app - set(ROUTE_ROLES), (
+        f"routes missing from ROUTE_ROLES: {in_app - set(ROUTE_ROLES)}"
+    )
+    assert not set(ROUTE_ROLES) - in_app, (
+        f"ROUTE_ROLES names routes that are gone: {set(ROUTE_ROLES) - in_app}"
+    )
 
 
 @pytest.mark.parametrize("endpoint", ENDPOINTS, ids=str)
+def test_each_route_declares_the_pinned_roles(endpoint: Endpoint) -> None:
+    """What a handler declares (opt["roles"]) is what the table says."""
+    pinned = ROUTE_ROLES.get((endpoint.method, endpoint.path))
+    assert pinned is not None, f"{endpoint} is not in ROUTE_ROLES"
+    assert endpoint.roles == pinned, (
+        f"{endpoint}: declares {set(endpoint.roles)}, pinned {set(pinned)}"
+    )
+
+
+@pytest.mark.parametrize("endpoint", PINNED, ids=str)
 def test_admin_may_do_everything_and_auditors_only_read(endpoint: Endpoint) -> None:
-    """Role invariants of the contract for every guarded route, present and future: admin is
-    admitted everywhere, and an auditor is admitted only to reads."""
+    """Role invariants of the contract, over the table: admin is admitted everywhere, and an
+    auditor is admitted only to reads."""
     assert "admin" in endpoint.roles, f"{endpoint} refuses admin"
     if endpoint.method not in {"GET", "HEAD"}:
         assert "auditor" not in endpoint.roles, f"{endpoint} lets a read-only auditor write"
@@ -169,10 +211,11 @@ async def call(
     return response.status_code, (response.json() if is_problem else {})
 
 
-@pytest.mark.parametrize("endpoint", ENDPOINTS, ids=str)
+@pytest.mark.parametrize("endpoint", PINNED, ids=str)
 async def test_role_matrix(client: AsyncTestClient, actors: Actors, endpoint: Endpoint) -> None:
-    """No key: 401. A role the route does not admit: 403 ``forbidden``. An admitted role is
-    neither 401 nor 403 (the route may still say 400, 404 or 422 to the dummy request)."""
+    """Driven by the pinned table: no key, 401; a role the table does not admit, 403
+    ``forbidden``; an admitted role is neither 401 nor 403 (the route may still say 400, 404 or
+    422 to the dummy request)."""
     url = actors.url(endpoint)
 
     status, problem = await call(client, endpoint, url, {})
