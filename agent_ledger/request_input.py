@@ -18,9 +18,7 @@ What passes converts to the same values in Litestar's lenient mode, so handlers 
 
 from __future__ import annotations
 
-import json
 import re
-from collections.abc import Iterator
 from typing import Any
 
 import msgspec
@@ -29,15 +27,13 @@ from litestar.handlers import HTTPRouteHandler
 from litestar.params import QueryParameter
 
 from agent_ledger.errors import BadRequest, InvalidInput
-from agent_ledger.validation import Explained, explain, join_field, type_names
+from agent_ledger.json_shape import ShapeError, check_shape
+from agent_ledger.validation import Explained, explain, type_names
 
-__all__ = ["MAX_DEPTH", "check_request_input", "declared_query", "scan_json"]
+__all__ = ["MAX_DEPTH", "check_request_input", "declared_query"]
 
 MAX_DEPTH = 32
 _PLAN_KEY = "_strict_input_plan"
-# A JSON string (escapes included), optionally followed by the colon that makes it a key, or a
-# bracket. Unrolled so that long strings are matched without backtracking.
-_TOKEN = re.compile(rb'("[^"\\]*(?:\\.[^"\\]*)*")(\s*:)?|[\[\]{}]', re.DOTALL)
 _INTEGER = re.compile(r"^-?[0-9]{1,19}$")
 _INT_GOT_FLOAT = re.compile(r"^Expected `int[^`]*`, got `float`")
 _JSON_MEDIA_TYPE = "application/json"
@@ -163,7 +159,10 @@ async def _check_body(request: Request[Any, Any, Any], plan: _Plan) -> None:
             ),
             "body",
         )
-    scan_json(body)
+    try:
+        check_shape(body, MAX_DEPTH)
+    except ShapeError as refused:
+        _refuse(Explained(400, refused.field, refused.detail), "body")
     try:
         msgspec.json.decode(body, type=plan.body, strict=True)
     except msgspec.ValidationError as exc:
@@ -194,60 +193,3 @@ def _integral_as_int(value: Any) -> Any:
     if isinstance(value, list):
         return [_integral_as_int(v) for v in value]
     return value
-
-
-def scan_json(body: bytes) -> None:
-    """Refuse nesting deeper than ``MAX_DEPTH`` and duplicate keys, reading the raw bytes.
-
-    Runs before any decoder, so a body of a thousand ``[`` costs a scan of 33 tokens and never
-    reaches a recursive parser. Malformed JSON is left for the decoder to describe.
-    """
-    keys: list[set[str] | None] = []  # per open container: keys seen (objects) or None (arrays)
-    path: list[str | None] = []  # per open container: the key being read in it
-    for token, is_key in _tokens(body):
-        if token in (b"{", b"["):
-            if len(keys) >= MAX_DEPTH:
-                where = join_field(*(p for p in path[:4] if p)) or "the body"
-                _refuse(
-                    Explained(
-                        400,
-                        where if path and path[0] else None,
-                        f"{where} is nested deeper than {MAX_DEPTH} levels of arrays and "
-                        "objects; flatten it.",
-                    ),
-                    "body",
-                )
-            keys.append(set() if token == b"{" else None)
-            path.append(None)
-        elif token in (b"}", b"]"):
-            if keys:
-                keys.pop()
-                path.pop()
-        elif is_key and keys and keys[-1] is not None:
-            name = _key_text(token)
-            if name in keys[-1]:
-                where = join_field(*(p for p in path[:-1] if p), name)
-                _refuse(
-                    Explained(
-                        400, where, f"{where} appears twice in one object; send each key once."
-                    ),
-                    "body",
-                )
-            keys[-1].add(name)
-            path[-1] = name
-
-
-def _tokens(body: bytes) -> Iterator[tuple[bytes, bool]]:
-    for match in _TOKEN.finditer(body):
-        string, colon = match.group(1), match.group(2)
-        yield (string, colon is not None) if string is not None else (match.group(0), False)
-
-
-def _key_text(token: bytes) -> str:
-    try:
-        if b"\\" not in token:
-            return token[1:-1].decode()
-        return json.loads(token)
-    except (UnicodeDecodeError, ValueError):
-        _refuse(Explained(400, None, "The body is not valid UTF-8 JSON."), "body")
-        raise  # unreachable: _refuse raises

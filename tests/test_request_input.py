@@ -74,6 +74,16 @@ async def test_32_levels_are_accepted_and_33_are_not(fleet: Fleet) -> None:
         assert response.status_code == status, (depth, response.text)
 
 
+async def test_many_brackets_side_by_side_are_not_depth(fleet: Fleet) -> None:
+    """Depth is nesting, not the number of brackets: 120 brackets three deep are fine."""
+    agent = await spender(fleet)
+    metadata = {f"k{i}": [[i]] for i in range(40)}
+    response = await fleet.client.post(
+        "/v1/charges", json={"amount": "1", "metadata": metadata}, headers=agent.headers
+    )
+    assert response.status_code == 201, response.text
+
+
 async def test_brackets_inside_strings_do_not_count_as_nesting(fleet: Fleet) -> None:
     """Only structure counts: a string full of brackets and quotes is just text."""
     agent = await spender(fleet)
