@@ -71,10 +71,10 @@ def server_url() -> Iterator[str]:
                 embedded.stop()
 
 
-@contextlib.contextmanager
-def fresh_database(server_url: str) -> Iterator[str]:
-    """A new, migrated database on the test server, dropped on exit (on the Citus cluster,
-    distributed, when this run is tests/test_citus.py's)."""
+@pytest.fixture(scope="session")
+def database_url(server_url: str) -> Iterator[str]:
+    """A fresh, migrated database for this test session, dropped at the end (on the Citus
+    cluster, distributed, when this run is tests/test_citus.py's)."""
     name = f"agent_ledger_test_{secrets.token_hex(4)}"
     if citus_support.on_citus():
         url = citus_support.create_database(server_url, name)
@@ -94,8 +94,8 @@ def fresh_database(server_url: str) -> Iterator[str]:
 
     asyncio.run(admin(f'CREATE DATABASE "{name}"'))
     url = _with_database(server_url, name)
+    migrate(url)
     try:
-        migrate(url)
         yield url
     finally:
         asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
@@ -146,13 +146,6 @@ def new_database(server_url: str) -> Iterator[Callable[[], str]]:
     finally:
         for name in made:
             _run_sql(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-@pytest.fixture(scope="session")
-def database_url(server_url: str) -> Iterator[str]:
-    """A fresh, migrated database for this test session, dropped at the end."""
-    with fresh_database(server_url) as url:
-        yield url
 
 
 @pytest.fixture(scope="session")

@@ -22,7 +22,7 @@ from litestar.testing import AsyncTestClient
 from agent_ledger.app import create_app
 from agent_ledger.config import Settings
 from agent_ledger.request_input import declared_query
-from tests.conftest import Fleet, bearer
+from tests.conftest import Fleet, bearer, unique_name
 from tests.test_role_matrix import is_generated_options
 
 APP = create_app(Settings())
@@ -134,9 +134,12 @@ class World:
 @pytest.fixture
 async def world(fleet: Fleet) -> World:
     """Agents A and B in teams of their own; B has a charge, an open hold and a second key."""
-    team_a, team_b = await fleet.team("team-a"), await fleet.team("team-b")
-    a = await fleet.agent("agent-a", team_id=team_a["id"])
-    b = await fleet.agent("agent-b", team_id=team_b["id"])
+    team_a, team_b = (
+        await fleet.team(unique_name("team-a")),
+        await fleet.team(unique_name("team-b")),
+    )
+    a = await fleet.agent(unique_name("agent-a"), team_id=team_a["id"])
+    b = await fleet.agent(unique_name("agent-b"), team_id=team_b["id"])
     a_key = (await fleet.agent_key(a["id"]))["key"]
     b_key = await fleet.agent_key(b["id"])
     b_spare = await fleet.agent_key(b["id"])
@@ -241,8 +244,8 @@ async def test_no_body_may_set_a_field_the_server_owns(
 ) -> None:
     """Each server-owned field, added to an otherwise valid body, is refused with 400 naming
     it; an admin key is used, so nothing but the field itself can be the reason."""
-    team = await fleet.team("owned")
-    agent = await fleet.agent("owned", team_id=team["id"])
+    team = await fleet.team(unique_name("owned"))
+    agent = await fleet.agent(unique_name("owned"), team_id=team["id"])
     ids = {"agent_id": agent["id"], "team_id": team["id"]}
     hold = await client.post(
         "/v1/holds", json={"amount": "1", "agent_id": agent["id"]}, headers=fleet.admin

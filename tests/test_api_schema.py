@@ -20,7 +20,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import ServerProcess, bearer, fresh_database, issue_staff_key
+from tests.conftest import ServerProcess, bearer, issue_staff_key, scratch_database
 
 ROOT = Path(__file__).resolve().parent.parent
 MAX_EXAMPLES = 3
@@ -36,7 +36,7 @@ class Target:
 @pytest.fixture(scope="module")
 def target(server_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Target]:
     """A service on its own database, an admin key, and an agent with a key and a budget."""
-    with fresh_database(server_url) as url:
+    with scratch_database(server_url) as url:
         server = ServerProcess(url, env={"LEDGER_POOL_MIN_SIZE": "1", "LEDGER_POOL_MAX_SIZE": "4"})
         try:
             server.wait_ready()

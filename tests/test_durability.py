@@ -21,7 +21,7 @@ from litestar.testing import AsyncTestClient
 from agent_ledger.app import create_app
 from agent_ledger.config import Settings
 from agent_ledger.durability import UnsafeDurability, unsafe_settings
-from tests.conftest import TEST_PEPPER, ServerProcess, free_port, fresh_database
+from tests.conftest import TEST_PEPPER, ServerProcess, free_port, scratch_database
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 @pytest.fixture(scope="module")
 def careless_database(server_url: str) -> Iterator[str]:
     """A migrated database of its own whose sessions default to synchronous_commit = off."""
-    with fresh_database(server_url) as url:
+    with scratch_database(server_url) as url:
 
         async def switch_off() -> None:
             conn = await asyncpg.connect(url)

@@ -17,14 +17,14 @@ from litestar.testing import AsyncTestClient
 
 from agent_ledger.app import create_app
 from agent_ledger.config import Settings
-from tests.conftest import TEST_PEPPER, ServerProcess, bearer, fresh_database, issue_staff_key
+from tests.conftest import TEST_PEPPER, ServerProcess, bearer, issue_staff_key, scratch_database
 
 ROUNDS = 20
 
 
 @pytest.fixture(scope="module")
 def own_database(server_url: str) -> Iterator[str]:
-    with fresh_database(server_url) as url:
+    with scratch_database(server_url) as url:
         yield url
 
 

@@ -17,7 +17,7 @@ import pytest
 
 from agent_ledger.auth import generate_key
 from agent_ledger.config import load_settings
-from tests.conftest import Fleet, ServerProcess, bearer
+from tests.conftest import Fleet, ServerProcess, bearer, unique_name
 
 LIMIT = 5
 
@@ -71,7 +71,7 @@ async def test_the_limit_is_exact_across_two_processes(
     """60 concurrent requests of one key through two processes: per second, exactly N are
     admitted (the count is shared, not per process); the rest get 429 ``rate-limited`` with
     ``Retry-After``."""
-    agent = await fleet.agent("busy")
+    agent = await fleet.agent(unique_name("busy"))
     key = await fleet.agent_key(agent["id"])
     responses = await burst(limited_servers, bearer(key["key"]), 60)
     statuses = [r.status_code for r in responses]
@@ -91,7 +91,7 @@ async def test_money_routes_are_limited_too_and_nothing_refused_is_written(
 ) -> None:
     """Charges (whose key is checked inside the money decision) count the same way, before the
     decision: exactly the admitted ones are in the ledger, a 429 writes nothing."""
-    agent = await fleet.agent("spender")
+    agent = await fleet.agent(unique_name("spender"))
     key = await fleet.agent_key(agent["id"])
     clients = [httpx.AsyncClient(base_url=s.base_url, timeout=30) for s in limited_servers]
     try:
@@ -120,7 +120,7 @@ async def test_keys_are_limited_each_on_their_own(
     limited_servers: list[ServerProcess], fleet: Fleet, db: asyncpg.Connection
 ) -> None:
     """One key at its limit does not hold back another key."""
-    agent = await fleet.agent("neighbours")
+    agent = await fleet.agent(unique_name("neighbours"))
     noisy, quiet = await fleet.agent_key(agent["id"]), await fleet.agent_key(agent["id"])
     noisy_responses, quiet_responses = await asyncio.gather(
         burst(limited_servers, bearer(noisy["key"]), 40),
@@ -137,7 +137,7 @@ async def test_a_flood_of_bad_keys_does_not_count_against_good_ones(
     """Malformed keys (refused by checksum, before any database work) and well-formed unknown
     keys, 300 of them at once, all get 401 and never 429; meanwhile a good key's N requests all
     pass, and no counter exists for any key that is not real."""
-    agent = await fleet.agent("steady")
+    agent = await fleet.agent(unique_name("steady"))
     good = await fleet.agent_key(agent["id"])
     malformed = [bearer(generate_key("agent")[:-1] + "0") for _ in range(200)]
     unknown = [bearer(generate_key("admin")) for _ in range(100)]
@@ -172,7 +172,7 @@ async def test_without_the_setting_nothing_is_limited_or_counted(
     two_servers: list[ServerProcess], fleet: Fleet, db: asyncpg.Connection
 ) -> None:
     """Unset (the default), no request is refused for its rate and no counter is written."""
-    agent = await fleet.agent("unlimited")
+    agent = await fleet.agent(unique_name("unlimited"))
     key = await fleet.agent_key(agent["id"])
     responses = await burst(two_servers, bearer(key["key"]), 40)
     assert [r.status_code for r in responses] == [200] * 40

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncpg
 import pytest
 
-from tests.conftest import Fleet
+from tests.conftest import Fleet, unique_name
 from tests.ledger_helpers import entries_of, spender
 
 JSON = {"Content-Type": "application/json"}
@@ -130,7 +130,7 @@ async def test_json_media_types_are_accepted(fleet: Fleet, content_type: str) ->
 
 async def test_an_optional_body_may_be_left_out_entirely(fleet: Fleet) -> None:
     """Where the body is optional (a new key), no body and no Content-Type is fine."""
-    agent = await fleet.agent("optional-body")
+    agent = await fleet.agent(unique_name("optional-body"))
     response = await fleet.client.post(f"/v1/agents/{agent['id']}/keys", headers=fleet.admin)
     assert response.status_code == 201, response.text
 
@@ -325,7 +325,7 @@ async def test_one_rule_for_400_and_422(
 ) -> None:
     """400: wrong JSON type, missing or unknown field. 422: right type, value out of its rules.
     Either way the problem names the field in words."""
-    agent = await fleet.agent("rule")
+    agent = await fleet.agent(unique_name("rule"))
     url = path.replace("{agent}", agent["id"])
     response = await fleet.client.request(method, url, json=body, headers=fleet.admin)
     problem = assert_refused(response, status, field)

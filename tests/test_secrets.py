@@ -21,7 +21,7 @@ from agent_ledger.app import create_app
 from agent_ledger.auth import generate_key
 from agent_ledger.config import Settings
 from agent_ledger.logs import configure_logging
-from tests.conftest import bearer
+from tests.conftest import bearer, unique_name
 from tests.test_logging import logging_restored
 
 WINDOW = 8
@@ -86,7 +86,9 @@ async def test_keys_are_kept_nowhere_but_in_the_answer_that_issues_them(
     secrets = [admin_key]
     async with AsyncTestClient(create_app(settings)) as client:
         api = Recorder(client)
-        agent = (await api.call("POST", "/v1/agents", admin_key, json={"name": "keeper"})).json()
+        agent = (
+            await api.call("POST", "/v1/agents", admin_key, json={"name": unique_name("keeper")})
+        ).json()
         issued = await api.call("POST", f"/v1/agents/{agent['id']}/keys", admin_key, issues=True)
         agent_key = issued.json()["key"]
         staff = await api.call("POST", "/v1/keys", admin_key, issues=True, json={"role": "auditor"})

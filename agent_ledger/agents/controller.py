@@ -13,12 +13,17 @@ from agent_ledger.pagination import Cursor, Limit
 
 __all__ = ["AgentController"]
 
+NAME_TAKEN = {
+    409: "`conflict`: the team (or the agents without a team) already has an agent of this "
+    "name, ignoring case; `existing_id` names it."
+}
+
 
 class AgentController(Controller):
     path = "/v1/agents"
     tags = ["agents"]
 
-    @post(operation_id="createAgent", opt={"roles": ADMIN})
+    @post(operation_id="createAgent", opt={"roles": ADMIN, "problems": NAME_TAKEN})
     async def create_agent(self, data: JSONBody[AgentCreate], pool: Pool, audit: Audit) -> Agent:
         return await service.create_agent(pool, audit, data)
 
@@ -43,8 +48,8 @@ class AgentController(Controller):
         opt={
             "roles": ADMIN,
             "problems": {
-                409: "`conflict`: the agent has open holds, so it "
-                "cannot change team until they are resolved."
+                409: "`conflict`: the agent has open holds, so it cannot change team until they "
+                "are resolved; or its team already has an agent of this name (`existing_id`)."
             },
         },
     )

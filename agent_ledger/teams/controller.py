@@ -13,12 +13,16 @@ from agent_ledger.teams.schemas import Team, TeamCreate, TeamPage, TeamUpdate
 
 __all__ = ["TeamController"]
 
+NAME_TAKEN = {
+    409: "`conflict`: another team has this name (ignoring case); `existing_id` names it."
+}
+
 
 class TeamController(Controller):
     path = "/v1/teams"
     tags = ["teams"]
 
-    @post(operation_id="createTeam", opt={"roles": ADMIN})
+    @post(operation_id="createTeam", opt={"roles": ADMIN, "problems": NAME_TAKEN})
     async def create_team(self, data: JSONBody[TeamCreate], pool: Pool, audit: Audit) -> Team:
         return await service.create_team(pool, audit, data.name)
 
@@ -30,7 +34,9 @@ class TeamController(Controller):
     async def get_team(self, team_id: FromPath[str], pool: Pool) -> Team:
         return await service.get_team(pool, team_id)
 
-    @patch("/{team_id:str}", operation_id="updateTeam", opt={"roles": ADMIN})
+    @patch(
+        "/{team_id:str}", operation_id="updateTeam", opt={"roles": ADMIN, "problems": NAME_TAKEN}
+    )
     async def update_team(
         self, team_id: FromPath[str], data: JSONBody[TeamUpdate], pool: Pool, audit: Audit
     ) -> Team:
