@@ -7,15 +7,15 @@ process in the background. The
 table is UNLOGGED: counters need no crash safety (after a crash at worst one second's counts are
 forgotten) and skipping the WAL keeps the extra statement cheap.
 
-Revision ID: 0010
-Revises: 0009
+Revision ID: 0011
+Revises: 0010
 Create Date: 2026-12-01
 """
 
 from alembic import op
 
-revision = "0010"
-down_revision = "0009"
+revision = "0011"
+down_revision = "0010"
 branch_labels = None
 depends_on = None
 
