@@ -39,6 +39,7 @@ FUNCTIONS_DIR = Path(__file__).resolve().parent / "ledger" / "sql"
 
 # Serialises concurrent `migrate` runs (several containers starting at once).
 _LOCK = "SELECT pg_advisory_xact_lock(hashtext('agent-ledger:functions'))"
+_SESSION_LOCK = "SELECT pg_advisory_lock(hashtext('agent-ledger:migrate'))"
 
 # Functions first: they may return the schema's composite types.
 _DROP_LEDGER_OBJECTS = """
@@ -125,6 +126,8 @@ async def _finish(database_url: str) -> None:
     and on Citus, delegate the decisions to the nodes (agent_ledger/citus.py)."""
     conn = await asyncpg.connect(database_url)
     try:
+        # Several service processes may start (and migrate) at once: one at a time here.
+        await conn.execute(_SESSION_LOCK)
         on_citus = await citus.is_citus(conn)
         if on_citus:
             await citus.distribute(conn)
@@ -132,7 +135,7 @@ async def _finish(database_url: str) -> None:
         if on_citus:
             await citus.distribute_functions(conn)
     finally:
-        await conn.close()
+        await conn.close()  # ends the session, and its lock
 
 
 def migrate(database_url: str, revision: str = "head") -> None:

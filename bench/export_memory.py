@@ -39,12 +39,12 @@ CHUNK = 100_000
 LOAD = """
 INSERT INTO ledger_entries (id, seq, agent_id, team_id, kind, amount, currency, model,
                             input_tokens, output_tokens, description, metadata, created_at,
-                            prev_hash, hash, home_id)
+                            prev_hash, hash, home_id, chain_seq)
 SELECT 'ent_bench_' || g, g, 'agt_bench_' || (g % $3), 'team_bench', 'charge',
        (g % 1000 + 1) * 1000, 'USD', 'gpt-4o', g % 5000, g % 700,
        'bench entry ' || g, jsonb_build_object('n', g),
        timestamptz '2026-01-01 00:00:00+00' + g * interval '1 millisecond',
-       NULL, sha256(convert_to(g::text, 'UTF8')), 'team_bench'
+       NULL, sha256(convert_to(g::text, 'UTF8')), 'team_bench', g
 FROM generate_series($1::bigint, $2::bigint) AS g
 """
 

@@ -56,7 +56,7 @@ REFUND_REASONS = ["refund: duplicate tool call", "refund: provider outage", "cre
 ENTRY_COLUMNS = [
     "id", "seq", "agent_id", "team_id", "kind", "amount", "currency", "model", "input_tokens",
     "output_tokens", "hold_id", "idempotency_key", "description", "metadata", "key_id",
-    "created_at", "prev_hash", "hash", "home_id",
+    "created_at", "prev_hash", "hash", "home_id", "chain_seq",
 ]  # fmt: skip
 HOLD_COLUMNS = [
     "id", "agent_id", "team_id", "amount", "currency", "status", "captured_amount", "model",
@@ -226,6 +226,7 @@ class Generator:
             row += [_timestamp(micros), None if prev is None else "\\x" + prev.hex()]
             row.append("\\x" + digest.hex())
             row.append(agent["team_id"] or agent["id"])  # its home (0009)
+            row.append(self.count[a] + 1)  # its place in the agent's chain (0012)
             rows.append(row)
             self.prev[a], self.count[a], self.head_seq[a] = digest, self.count[a] + 1, self.seq
             if kind in ("charge", "capture", "adjustment"):

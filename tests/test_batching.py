@@ -48,7 +48,9 @@ async def _while_team_locked(settings: Settings, team_id: str, work) -> list:
     blocker = await asyncpg.connect(settings.database_url)
     try:
         async with blocker.transaction():
-            await blocker.execute("SELECT 1 FROM balances WHERE owner_id = $1 FOR UPDATE", team_id)
+            await blocker.execute(
+                "SELECT 1 FROM balances WHERE home_id = $1 AND owner_id = $1 FOR UPDATE", team_id
+            )
             tasks = await work()
             await asyncio.sleep(0.3)  # every request is queued behind the held lock by now
         return await asyncio.gather(*tasks, return_exceptions=True)

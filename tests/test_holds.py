@@ -614,15 +614,15 @@ async def test_database_refuses_a_second_resolution_entry(
     agent_id, headers = await new_agent(fleet, admin_key)
     hold = await _hold(client, headers, amount="1")
     assert (await client.post(f"/v1/holds/{hold['id']}/release", headers=headers)).is_success
-    row = await db.fetchrow("SELECT * FROM holds WHERE id = $1", hold["id"])
-
+    # A second closing entry for the hold, as any code writing the table directly would.
     with pytest.raises(asyncpg.UniqueViolationError):
-        await db.fetchval(
-            "SELECT (ledger.link(b, ledger.next_entry(b, NULL, 'expire', $2, 'USD', NULL, NULL,"
-            " NULL, $3, NULL, NULL, NULL, NULL, now()))).owner_id"
-            " FROM balances AS b WHERE b.owner_id = $1",
-            agent_id,
-            row["amount"],
+        await db.execute(
+            "INSERT INTO ledger_entries (home_id, id, seq, chain_seq, agent_id, team_id, kind,"
+            " amount, currency, hold_id, created_at, prev_hash, hash)"
+            " SELECT home_id, 'ent_second_close', seq + 1, chain_seq + 1, agent_id, team_id,"
+            " 'expire', amount, currency, hold_id, created_at, hash, hash FROM ledger_entries"
+            " WHERE home_id = $1 AND hold_id = $2 AND kind = 'release'",
+            agent_id,  # a teamless agent's home is itself
             hold["id"],
         )
     assert await resolutions(db, hold["id"]) == ["release"]

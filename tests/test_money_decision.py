@@ -171,7 +171,8 @@ async def test_the_sweeper_reaches_every_idle_agent_in_turn(
         try:
             async with busy.transaction():
                 await busy.execute(
-                    "SELECT 1 FROM balances WHERE owner_id = $1 FOR UPDATE", agents[1][0]
+                    "SELECT 1 FROM balances WHERE home_id = $1 AND owner_id = $1 FOR UPDATE",
+                    agents[1][0],  # a teamless agent is its own home
                 )
                 passes = [await sweeper.sweep(pool, later) for _ in range(3)]
                 assert passes == [1, 2, 1]  # the busy agent skipped in the first pass

@@ -41,13 +41,13 @@ ORDER BY seq
 LIMIT $2
 """
 
-# The entries of the checkpointed agents up to their recorded heads, chain by chain, read through
-# the (agent_id, seq) index so that no sort is needed.
+# The entries of the checkpointed agents up to their recorded heads, chain by chain, in chain
+# order (migration 0012) through the (agent_id, chain_seq) index, so that no sort is needed.
 ENTRIES_UP_TO_HEADS = """
 SELECT e.id, e.seq, e.agent_id, e.team_id, e.kind, e.amount, e.currency, e.model,
        e.input_tokens, e.output_tokens, e.hold_id, e.idempotency_key, e.description,
        e.metadata::text AS metadata_text, e.key_id, e.created_at, e.prev_hash, e.hash
 FROM ledger_entries AS e
-WHERE e.agent_id = $1 AND e.seq <= $2
-ORDER BY e.seq
+WHERE e.agent_id = $1 AND e.chain_seq <= $2
+ORDER BY e.chain_seq
 """

@@ -185,7 +185,7 @@ async def _check_chain(
 
     checked, prev_hash, last = 0, None, None
     async for row in conn.cursor(
-        queries.ENTRIES_UP_TO_HEADS, head.agent_id, head.head_seq, prefetch=2000
+        queries.ENTRIES_UP_TO_HEADS, head.agent_id, head.entry_count, prefetch=2000
     ):
         checked += 1
         if row["prev_hash"] != prev_hash:

@@ -33,12 +33,13 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _RESOLUTION_KINDS = frozenset({"capture", "release", "expire"})
 
 ENTRIES = """
-SELECT id, seq, agent_id, team_id, kind, amount, currency, model, input_tokens, output_tokens,
+SELECT id, seq, chain_seq, agent_id, team_id, kind, amount, currency, model, input_tokens,
+       output_tokens,
        hold_id, idempotency_key, description, metadata::text AS metadata_text, key_id,
        created_at, prev_hash, hash
 FROM ledger_entries
 WHERE ($1::text IS NULL OR agent_id = $1)
-ORDER BY agent_id, seq
+ORDER BY agent_id, chain_seq
 """
 
 AGENT_BALANCES = """
@@ -120,7 +121,13 @@ class _AgentChain:
     def add(self, row: asyncpg.Record) -> None:
         self.count += 1
         if self.broken is None:
-            if row["prev_hash"] != self.prev_hash:
+            if row["chain_seq"] != self.count:
+                self.broken = self._mismatch(
+                    row,
+                    f"the entry is at place {row['chain_seq']} of the chain, expected "
+                    f"{self.count} (entries were removed or inserted)",
+                )
+            elif row["prev_hash"] != self.prev_hash:
                 self.broken = self._mismatch(row, "prev_hash does not link to the entry before")
             elif entry_digest(row, row["prev_hash"]) != row["hash"]:
                 self.broken = self._mismatch(row, "hash does not match the entry's contents")

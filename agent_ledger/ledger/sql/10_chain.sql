@@ -108,6 +108,7 @@ BEGIN
     e.id := ledger.new_id('ent');
     e.home_id := coalesce(p_team_id, a.owner_id);
     e.seq := nextval('ledger_entries_seq');
+    e.chain_seq := a.entry_count + 1;
     e.agent_id := a.owner_id;
     e.team_id := p_team_id;
     e.kind := p_kind;
