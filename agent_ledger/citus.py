@@ -66,8 +66,17 @@ async def distribute(conn: asyncpg.Connection) -> list[str]:
     """
     tables = [*REFERENCE, *DISTRIBUTED]
     missing = [t for t in tables if await conn.fetchval(_PLACED, t) is None]
-    if not missing:
-        return []
+    if missing:
+        await _place(conn, tables, missing)
+    # Listings of the ledger walk home by home on a cluster (agent_ledger/keyset.py).
+    await conn.execute(
+        "CREATE INDEX IF NOT EXISTS ledger_entries_home_page_idx"
+        " ON ledger_entries (home_id, xid, seq)"
+    )
+    return missing
+
+
+async def _place(conn: asyncpg.Connection, tables: list[str], missing: list[str]) -> None:
     async with conn.transaction():
         await conn.execute("SET LOCAL citus.enable_unsafe_triggers = on")
         # Foreign keys to reference tables need one connection per node within a transaction.
@@ -93,7 +102,6 @@ async def distribute(conn: asyncpg.Connection) -> list[str]:
                 f'ALTER TABLE {key["table_name"]} ADD CONSTRAINT "{key["conname"]}" '
                 f"{key['definition']}"
             )
-    return missing
 
 
 async def distribute_functions(conn: asyncpg.Connection) -> None:

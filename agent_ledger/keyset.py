@@ -31,11 +31,8 @@ import msgspec
 from agent_ledger.errors import InvalidInput
 from agent_ledger.pagination import decode_cursor, encode_cursor
 
-__all__ = ["CUSTOM_PLANS", "Listing", "read_page", "stream_rows"]
+__all__ = ["Listing", "read_page", "stream_rows"]
 
-# Plan every listing for its actual values: a generic plan cannot tell a one-agent page from a
-# whole-ledger one, and a wrong guess here costs a scan of millions of rows.
-CUSTOM_PLANS = "SET LOCAL plan_cache_mode = force_custom_plan"
 
 _MAX_BIGINT = 2**63 - 1
 
@@ -53,6 +50,9 @@ class Listing(msgspec.Struct, frozen=True, kw_only=True):
     columns: str
     filters: Mapping[str, str]
     time_filters: tuple[str, ...]
+    # A table Citus distributes on home_id (agent_ledger/citus.py): on a cluster it is listed
+    # home by home, each in commit order (see _by_home below).
+    distributed: bool = False
 
 
 class _Position(msgspec.Struct, frozen=True):
@@ -170,6 +170,71 @@ def _args(present: tuple[str, ...], values: Mapping[str, Any], position: _Positi
     return args
 
 
+# --- On a Citus cluster --------------------------------------------------------------------------
+#
+# Transaction ids and snapshots are per node, so (xid, seq) compares nothing across nodes. A
+# distributed table is therefore listed in (home_id, xid, seq) order: home by home (a team, or
+# a teamless agent), each home in commit order on the node that holds it (the horizon is taken
+# on that node: Citus runs ledger.listing_horizon() in each shard's query). Within a home a walk
+# never skips a row, even one committing late; a row that commits in a home the walk has
+# already left shows up on the next walk. Time windows are plain filters there.
+
+# Plan every listing for its actual values (a generic plan cannot tell a one-agent page from a
+# whole-ledger one, and a wrong guess costs a scan of millions of rows); the same round trip
+# says whether the database is a Citus cluster.
+_PREPARE = """
+SELECT set_config('plan_cache_mode', 'force_custom_plan', true) IS NOT NULL
+   AND EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'citus')
+"""
+
+
+async def _prepare(conn: asyncpg.Connection) -> bool:
+    """Custom plans for the rest of the transaction; True when on Citus."""
+    return await conn.fetchval(_PREPARE)
+
+
+def _by_home_sql(listing: Listing, present: tuple[str, ...], *, limited: bool) -> str:
+    def build() -> str:
+        a = listing.alias
+        n = len(present)
+        conditions = _conditions(listing, present)
+        conditions.append(
+            f"({a}.home_id, {a}.xid, {a}.seq) > (${n + 1}::text, ${n + 2}::xid8, ${n + 3}::bigint)"
+        )
+        limit = f"\nLIMIT ${n + 4}" if limited else ""
+        return (
+            f"SELECT {listing.columns}, {a}.home_id\nFROM {listing.table} AS {a}\nWHERE "
+            + "\n  AND ".join(conditions)
+            + f"\nORDER BY {a}.home_id, {a}.xid, {a}.seq{limit}"
+        )
+
+    return _statement((listing.name, "by-home", present, limited), build)
+
+
+def _by_home_position(cursor: str | None) -> tuple[str, int, int]:
+    if cursor is None:
+        return ("", 0, -1)
+    parts = decode_cursor(cursor, str, int, int)
+    if parts is None or not all(0 <= part <= _MAX_BIGINT for part in parts[1:]):
+        raise InvalidInput("cursor is not one this service issued.", field="cursor")
+    return parts
+
+
+async def _read_page_by_home(
+    conn: asyncpg.Connection,
+    listing: Listing,
+    values: Mapping[str, Any],
+    limit: int,
+    cursor: str | None,
+) -> tuple[list[asyncpg.Record], str | None]:
+    present = _present(listing, values)
+    args = [values[n] for n in present] + list(_by_home_position(cursor))
+    rows = await conn.fetch(_by_home_sql(listing, present, limited=True), *args, limit + 1)
+    last = rows[limit - 1] if len(rows) > limit else None
+    next_cursor = encode_cursor(last["home_id"], last["xid"], last["seq"]) if last else None
+    return rows[:limit], next_cursor
+
+
 async def read_page(
     conn: asyncpg.Connection,
     listing: Listing,
@@ -181,7 +246,8 @@ async def read_page(
     present = _present(listing, values)
     windowed = any(n in listing.time_filters for n in present)
     async with conn.transaction(readonly=True):
-        await conn.execute(CUSTOM_PLANS)
+        if await _prepare(conn) and listing.distributed:
+            return await _read_page_by_home(conn, listing, values, limit, cursor)
         position = _decode(cursor, windowed)
         if position is None:
             position = (
@@ -202,8 +268,13 @@ async def stream_rows(
     snapshot, so the walk is exactly the window.
     """
     present = _present(listing, values)
+    if await _prepare(conn) and listing.distributed:
+        args = [values[n] for n in present] + list(_by_home_position(None))
+        sql = _by_home_sql(listing, present, limited=False)
+        async for row in conn.cursor(sql, *args, prefetch=prefetch):
+            yield row
+        return
     windowed = any(n in listing.time_filters for n in present)
-    await conn.execute(CUSTOM_PLANS)
     position = await _first_position(conn, listing, values) if windowed else _Position(0, -1)
     sql = _page_sql(listing, present, windowed=windowed, limited=False)
     async for row in conn.cursor(sql, *_args(present, values, position), prefetch=prefetch):

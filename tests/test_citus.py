@@ -1,4 +1,4 @@
-"""The money, hold, idempotency, concurrency and verify tests, again, on a Citus cluster.
+"""The money, hold, idempotency, concurrency, verify and listing tests, again, on Citus.
 
 Plain Postgres is the default everywhere; Citus is the documented way beyond one machine, and
 this proves it: with ``TEST_CITUS_URL`` set (``.ci/run`` starts the local cluster of
@@ -30,6 +30,8 @@ MODULES = [
     "tests/test_money_decision.py",
     "tests/test_verify.py",
     "tests/test_budgets.py",
+    "tests/test_entries.py",
+    "tests/test_exports.py",
 ]
 
 pytestmark = pytest.mark.skipif(

@@ -23,6 +23,7 @@ from agent_ledger.auth import hash_key
 from agent_ledger.config import Settings
 from agent_ledger.db import init_connection
 from agent_ledger.ledger import decisions
+from tests.citus_support import on_citus
 from tests.conftest import TEST_PEPPER, Fleet, bearer, unique_name
 from tests.ledger_helpers import spender
 
@@ -126,6 +127,12 @@ async def test_pages_yield_every_entry_once_oldest_first(
     assert items[0] == {k: v for k, v in written[0].items() if k not in {"budget", "hold"}}
 
 
+@pytest.mark.skipif(
+    on_citus(),
+    reason="on a cluster a listing walks home by home (agent_ledger/keyset.py): within a home "
+    "entries commit in order under the home's lock, and across homes the documented trade-off "
+    "applies (an entry committing in a home already walked shows up on the next walk)",
+)
 async def test_an_entry_committed_late_is_not_skipped(
     client: AsyncTestClient, fleet: Fleet, database_url: str, db: asyncpg.Connection
 ) -> None:

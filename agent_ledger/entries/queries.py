@@ -26,4 +26,5 @@ ENTRIES = Listing(
         "until": "e.created_at < ${}",
     },
     time_filters=("since", "until"),
+    distributed=True,
 )
