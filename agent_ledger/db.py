@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import asyncio
+import random
+from collections.abc import AsyncIterator, Mapping
 from typing import Any, TypeVar
 
 import asyncpg
 import msgspec
 
-__all__ = ["create_pool", "from_row", "init_connection"]
+__all__ = ["create_pool", "from_row", "init_connection", "transactions"]
 
 T = TypeVar("T")
 _json_encoder = msgspec.json.Encoder()
@@ -79,3 +81,58 @@ async def _keep_session(conn: asyncpg.Connection) -> None:
     settings are SET LOCAL, its advisory locks transaction-scoped, it neither listens nor keeps
     cursors). asyncpg still rolls back a transaction left open before calling this.
     """
+
+
+# Aborts that Postgres (or Citus, between nodes) answers a conflict with: nothing of the
+# transaction was committed, so running it again is safe.
+RETRYABLE = (asyncpg.DeadlockDetectedError, asyncpg.SerializationError)
+ATTEMPTS = 5
+
+
+class _Attempt:
+    """One try of a transaction: a pooled connection with a transaction open on it."""
+
+    def __init__(self, pool: asyncpg.Pool, run: _Run) -> None:
+        self._pool, self._run = pool, run
+
+    async def __aenter__(self) -> asyncpg.Connection:
+        self._holder = self._pool.acquire()
+        conn = await self._holder.__aenter__()
+        self._transaction = conn.transaction()
+        await self._transaction.start()
+        return conn
+
+    async def __aexit__(self, kind: type | None, error: BaseException | None, tb: object) -> bool:
+        try:
+            if error is None:
+                await self._transaction.commit()
+                self._run.done = True
+            else:
+                await self._transaction.rollback()
+        finally:
+            await self._holder.__aexit__(None, None, None)
+        if isinstance(error, RETRYABLE) and self._run.attempt < ATTEMPTS:
+            await asyncio.sleep(random.uniform(0, 0.005 * 2**self._run.attempt))  # noqa: S311
+            return True  # swallowed: the loop tries again
+        return False
+
+
+class _Run:
+    def __init__(self) -> None:
+        self.attempt = 0
+        self.done = False
+
+
+async def transactions(pool: asyncpg.Pool) -> AsyncIterator[_Attempt]:
+    """Attempts at one transaction, again after a deadlock or serialization abort::
+
+        async for attempt in transactions(pool):
+            async with attempt as conn:
+                ...  # the body runs again, whole, after such an abort
+
+    Citus detects deadlocks between nodes and aborts one side, as Postgres does on one node.
+    """
+    run = _Run()
+    while not run.done:
+        run.attempt += 1
+        yield _Attempt(pool, run)

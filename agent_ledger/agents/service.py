@@ -13,7 +13,7 @@ import msgspec
 from agent_ledger.agents import queries
 from agent_ledger.agents.schemas import Agent, AgentCreate, AgentPage, AgentUpdate
 from agent_ledger.audit.recorder import AuditContext, record_event
-from agent_ledger.db import from_row
+from agent_ledger.db import from_row, transactions
 from agent_ledger.errors import Conflict, InvalidInput, NotFound
 from agent_ledger.ids import new_id
 from agent_ledger.keyset import read_page
@@ -61,23 +61,24 @@ async def _write(
 
 async def create_agent(pool: asyncpg.Pool, ctx: AuditContext, data: AgentCreate) -> Agent:
     check_metadata_size(data.metadata)
-    async with pool.acquire() as conn, conn.transaction():
-        await _check_team(conn, data.team_id)
-        row = await _write(
-            conn,
-            data.team_id,
-            data.name,
-            queries.INSERT_AGENT,
-            new_id("agt"),
-            data.name,
-            data.team_id,
-            data.metadata,
-        )
-        agent = _agent(row)
-        await conn.execute(queries.INSERT_BALANCE, agent.id, agent.team_id)
-        await record_event(
-            conn, ctx, "agent.created", target_type="agent", target_id=agent.id, after=agent
-        )
+    async for attempt in transactions(pool):
+        async with attempt as conn:
+            await _check_team(conn, data.team_id)
+            row = await _write(
+                conn,
+                data.team_id,
+                data.name,
+                queries.INSERT_AGENT,
+                new_id("agt"),
+                data.name,
+                data.team_id,
+                data.metadata,
+            )
+            agent = _agent(row)
+            await conn.execute(queries.INSERT_BALANCE, agent.id, agent.team_id)
+            await record_event(
+                conn, ctx, "agent.created", target_type="agent", target_id=agent.id, after=agent
+            )
     return agent
 
 
@@ -93,52 +94,55 @@ async def update_agent(
 ) -> Agent:
     if data.metadata is not msgspec.UNSET:
         check_metadata_size(data.metadata)
-    async with pool.acquire() as conn, conn.transaction():
-        row = await conn.fetchrow(queries.GET_AGENT_FOR_UPDATE, agent_id)
-        if row is None:
-            raise NotFound(f"No agent with id {agent_id!r}.")
-        before = _agent(row)
-        changes = {
-            f: v for f in data.__struct_fields__ if (v := getattr(data, f)) is not msgspec.UNSET
-        }
-        if "team_id" in changes:
-            await _check_team(conn, changes["team_id"])
-        merged = msgspec.structs.replace(before, **changes)
-        # The balance row, locked before anything is checked against it: no decision of the
-        # agent's can slip in between.
-        balance = await conn.fetchrow(queries.LOCK_BALANCE, agent_id, before.team_id)
-        moving = merged.team_id != before.team_id
-        if moving and await conn.fetchval(queries.HAS_OPEN_HOLDS, agent_id, before.team_id):
-            raise Conflict(
-                "This agent has open holds reserved against its team; capture or release them "
-                "before moving it to another team (a lapsed hold is closed by the sweeper "
-                "within seconds)."
+    async for attempt in transactions(pool):
+        async with attempt as conn:
+            row = await conn.fetchrow(queries.GET_AGENT_FOR_UPDATE, agent_id)
+            if row is None:
+                raise NotFound(f"No agent with id {agent_id!r}.")
+            before = _agent(row)
+            changes = {
+                f: v for f in data.__struct_fields__ if (v := getattr(data, f)) is not msgspec.UNSET
+            }
+            if "team_id" in changes:
+                await _check_team(conn, changes["team_id"])
+            merged = msgspec.structs.replace(before, **changes)
+            # The balance row, locked before anything is checked against it: no decision of the
+            # agent's can slip in between.
+            balance = await conn.fetchrow(queries.LOCK_BALANCE, agent_id, before.team_id)
+            moving = merged.team_id != before.team_id
+            if moving and await conn.fetchval(queries.HAS_OPEN_HOLDS, agent_id, before.team_id):
+                raise Conflict(
+                    "This agent has open holds reserved against its team; capture or release them "
+                    "before moving it to another team (a lapsed hold is closed by the sweeper "
+                    "within seconds)."
+                )
+            row = await _write(
+                conn,
+                merged.team_id,
+                merged.name,
+                queries.UPDATE_AGENT,
+                agent_id,
+                merged.name,
+                merged.team_id,
+                merged.status,
+                merged.metadata,
             )
-        row = await _write(
-            conn,
-            merged.team_id,
-            merged.name,
-            queries.UPDATE_AGENT,
-            agent_id,
-            merged.name,
-            merged.team_id,
-            merged.status,
-            merged.metadata,
-        )
-        if moving:
-            await _move_balance(conn, balance, merged.team_id, merged.status)
-        elif merged.status != before.status:
-            await conn.execute(queries.SET_BALANCE_STATUS, agent_id, before.team_id, merged.status)
-        after = _agent(row)
-        await record_event(
-            conn,
-            ctx,
-            "agent.updated",
-            target_type="agent",
-            target_id=agent_id,
-            before=before,
-            after=after,
-        )
+            if moving:
+                await _move_balance(conn, balance, merged.team_id, merged.status)
+            elif merged.status != before.status:
+                await conn.execute(
+                    queries.SET_BALANCE_STATUS, agent_id, before.team_id, merged.status
+                )
+            after = _agent(row)
+            await record_event(
+                conn,
+                ctx,
+                "agent.updated",
+                target_type="agent",
+                target_id=agent_id,
+                before=before,
+                after=after,
+            )
     return after
 
 

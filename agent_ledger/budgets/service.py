@@ -10,6 +10,7 @@ import asyncpg
 from agent_ledger.audit.recorder import AuditContext, record_event
 from agent_ledger.budgets import queries
 from agent_ledger.budgets.schemas import BudgetUpdate
+from agent_ledger.db import transactions
 from agent_ledger.errors import InvalidInput, NotFound
 from agent_ledger.ledger import render
 from agent_ledger.ledger.schemas import BudgetStatus
@@ -59,23 +60,24 @@ async def set_budget(
     ]
     if data.currency is not None and not _CURRENCY.match(data.currency):
         raise InvalidInput("currency must be a three-letter ISO 4217 code such as USD.")
-    async with pool.acquire() as conn, conn.transaction():
-        home = await _home(conn, owner_type, owner_id)
-        row = await conn.fetchrow(
-            queries.SET_LIMITS, home, owner_type, owner_id, data.currency, *limits, now
-        )
-        if row["problem"] is not None:
-            render.raise_refusal(row["problem"], replayed=False)
-        if row["after"] is None:
-            raise NotFound(f"No {owner_type} with id {owner_id!r}.")
-        before, after = render.budget_status(row["before"]), render.budget_status(row["after"])
-        await record_event(
-            conn,
-            ctx,
-            "budget.updated",
-            target_type=owner_type,
-            target_id=owner_id,
-            before=before,
-            after=after,
-        )
+    async for attempt in transactions(pool):
+        async with attempt as conn:
+            home = await _home(conn, owner_type, owner_id)
+            row = await conn.fetchrow(
+                queries.SET_LIMITS, home, owner_type, owner_id, data.currency, *limits, now
+            )
+            if row["problem"] is not None:
+                render.raise_refusal(row["problem"], replayed=False)
+            if row["after"] is None:
+                raise NotFound(f"No {owner_type} with id {owner_id!r}.")
+            before, after = render.budget_status(row["before"]), render.budget_status(row["after"])
+            await record_event(
+                conn,
+                ctx,
+                "budget.updated",
+                target_type=owner_type,
+                target_id=owner_id,
+                before=before,
+                after=after,
+            )
     return after

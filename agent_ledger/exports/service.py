@@ -20,6 +20,7 @@ import msgspec
 import structlog
 
 from agent_ledger.audit.recorder import AuditContext, record_event
+from agent_ledger.db import transactions
 from agent_ledger.entries.queries import ENTRIES
 from agent_ledger.entries.schemas import EntryFilters
 from agent_ledger.exports.formats import encoder_for
@@ -62,10 +63,11 @@ async def _record_export(
         "rows": rows,
         "completed": completed,
     }
-    async with pool.acquire() as conn, conn.transaction():
-        await record_event(
-            conn, ctx, "export.entries", target_type="entries", target_id=None, after=after
-        )
+    async for attempt in transactions(pool):
+        async with attempt as conn:
+            await record_event(
+                conn, ctx, "export.entries", target_type="entries", target_id=None, after=after
+            )
 
 
 async def export_entries(

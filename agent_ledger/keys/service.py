@@ -8,6 +8,7 @@ import asyncpg
 
 from agent_ledger.audit.recorder import AuditContext, record_event
 from agent_ledger.auth import display_prefix, generate_key, hash_key
+from agent_ledger.db import transactions
 from agent_ledger.errors import Conflict, InvalidInput, LastAdminKey, NotFound
 from agent_ledger.ids import new_id
 from agent_ledger.keys import queries
@@ -88,13 +89,19 @@ async def create_agent_key(
     expires_at: datetime | None,
     pepper: str,
 ) -> KeyCreated:
-    async with pool.acquire() as conn, conn.transaction():
-        if not await conn.fetchval(queries.AGENT_EXISTS, agent_id):
-            raise NotFound(f"No agent with id {agent_id!r}.")
-        created = await _insert_key(
-            conn, role="agent", agent_id=agent_id, name=name, expires_at=expires_at, pepper=pepper
-        )
-        await _audit_created(conn, ctx, created)
+    async for attempt in transactions(pool):
+        async with attempt as conn:
+            if not await conn.fetchval(queries.AGENT_EXISTS, agent_id):
+                raise NotFound(f"No agent with id {agent_id!r}.")
+            created = await _insert_key(
+                conn,
+                role="agent",
+                agent_id=agent_id,
+                name=name,
+                expires_at=expires_at,
+                pepper=pepper,
+            )
+            await _audit_created(conn, ctx, created)
     return created
 
 
@@ -159,20 +166,21 @@ async def _refuse_last_admin_key(conn: asyncpg.Connection, key_id: str) -> None:
 
 
 async def revoke_key(pool: asyncpg.Pool, ctx: AuditContext, key_id: str) -> KeyInfo:
-    async with pool.acquire() as conn, conn.transaction():
-        if await conn.fetchval(queries.KEY_ROLE, key_id) == "admin":
-            await _refuse_last_admin_key(conn, key_id)
-        before = key_info(await _lock_key(conn, key_id))
-        after = key_info(await conn.fetchrow(queries.REVOKE_KEY, key_id))
-        await record_event(
-            conn,
-            ctx,
-            "key.revoked",
-            target_type="key",
-            target_id=key_id,
-            before=before,
-            after=after,
-        )
+    async for attempt in transactions(pool):
+        async with attempt as conn:
+            if await conn.fetchval(queries.KEY_ROLE, key_id) == "admin":
+                await _refuse_last_admin_key(conn, key_id)
+            before = key_info(await _lock_key(conn, key_id))
+            after = key_info(await conn.fetchrow(queries.REVOKE_KEY, key_id))
+            await record_event(
+                conn,
+                ctx,
+                "key.revoked",
+                target_type="key",
+                target_id=key_id,
+                before=before,
+                after=after,
+            )
     return after
 
 
@@ -185,32 +193,35 @@ async def rotate_key(
     expires_at: datetime | None,
     pepper: str,
 ) -> KeyCreated:
-    async with pool.acquire() as conn, conn.transaction():
-        row = await _lock_key(conn, key_id)
-        if row["revoked_at"] is not None:
-            raise Conflict("A revoked key cannot be rotated; issue a new key instead.")
-        if row["expires_at"] is not None and row["expires_at"] <= row["db_now"]:
-            raise Conflict("An expired key cannot be rotated; issue a new key instead.")
-        before = key_info(row)
-        created = await _insert_key(
-            conn,
-            role=row["role"],
-            agent_id=row["agent_id"],
-            name=row["name"],
-            expires_at=expires_at,
-            pepper=pepper,
-            rotated_from=key_id,
-        )
-        after = key_info(await conn.fetchrow(queries.EXPIRE_KEY_AFTER_GRACE, key_id, grace_seconds))
-        await record_event(
-            conn,
-            ctx,
-            "key.rotated",
-            target_type="key",
-            target_id=key_id,
-            before=before,
-            after={"old_key": after, "new_key_id": created.id},
-        )
+    async for attempt in transactions(pool):
+        async with attempt as conn:
+            row = await _lock_key(conn, key_id)
+            if row["revoked_at"] is not None:
+                raise Conflict("A revoked key cannot be rotated; issue a new key instead.")
+            if row["expires_at"] is not None and row["expires_at"] <= row["db_now"]:
+                raise Conflict("An expired key cannot be rotated; issue a new key instead.")
+            before = key_info(row)
+            created = await _insert_key(
+                conn,
+                role=row["role"],
+                agent_id=row["agent_id"],
+                name=row["name"],
+                expires_at=expires_at,
+                pepper=pepper,
+                rotated_from=key_id,
+            )
+            after = key_info(
+                await conn.fetchrow(queries.EXPIRE_KEY_AFTER_GRACE, key_id, grace_seconds)
+            )
+            await record_event(
+                conn,
+                ctx,
+                "key.rotated",
+                target_type="key",
+                target_id=key_id,
+                before=before,
+                after={"old_key": after, "new_key_id": created.id},
+            )
     return created
 
 

@@ -7,6 +7,7 @@ import re
 import asyncpg
 
 from agent_ledger.audit.recorder import AuditContext, record_event
+from agent_ledger.db import transactions
 from agent_ledger.errors import InvalidInput
 from agent_ledger.money import format_amount, parse_amount
 from agent_ledger.prices import queries
@@ -48,20 +49,21 @@ async def set_price(pool: asyncpg.Pool, ctx: AuditContext, model: str, data: Pri
         allow_zero=True,
         maximum=MAX_PRICE_PER_MTOK,
     )
-    async with pool.acquire() as conn, conn.transaction():
-        before = await conn.fetchrow(queries.GET_PRICE_FOR_UPDATE, model)
-        after = _price(
-            await conn.fetchrow(
-                queries.UPSERT_PRICE, model, data.currency, input_price, output_price
+    async for attempt in transactions(pool):
+        async with attempt as conn:
+            before = await conn.fetchrow(queries.GET_PRICE_FOR_UPDATE, model)
+            after = _price(
+                await conn.fetchrow(
+                    queries.UPSERT_PRICE, model, data.currency, input_price, output_price
+                )
             )
-        )
-        await record_event(
-            conn,
-            ctx,
-            "price.updated",
-            target_type="price",
-            target_id=model,
-            before=_price(before) if before else None,
-            after=after,
-        )
+            await record_event(
+                conn,
+                ctx,
+                "price.updated",
+                target_type="price",
+                target_id=model,
+                before=_price(before) if before else None,
+                after=after,
+            )
     return after

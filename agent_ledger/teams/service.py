@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncpg
 
 from agent_ledger.audit.recorder import AuditContext, record_event
-from agent_ledger.db import from_row
+from agent_ledger.db import from_row, transactions
 from agent_ledger.errors import Conflict, NotFound
 from agent_ledger.ids import new_id
 from agent_ledger.keyset import read_page
@@ -42,12 +42,13 @@ async def _write(conn: asyncpg.Connection, name: str, query: str, *args: object)
 
 
 async def create_team(pool: asyncpg.Pool, ctx: AuditContext, name: str) -> Team:
-    async with pool.acquire() as conn, conn.transaction():
-        team = _team(await _write(conn, name, queries.INSERT_TEAM, new_id("team"), name))
-        await conn.execute(queries.INSERT_BALANCE, team.id)
-        await record_event(
-            conn, ctx, "team.created", target_type="team", target_id=team.id, after=team
-        )
+    async for attempt in transactions(pool):
+        async with attempt as conn:
+            team = _team(await _write(conn, name, queries.INSERT_TEAM, new_id("team"), name))
+            await conn.execute(queries.INSERT_BALANCE, team.id)
+            await record_event(
+                conn, ctx, "team.created", target_type="team", target_id=team.id, after=team
+            )
     return team
 
 
@@ -59,21 +60,22 @@ async def get_team(pool: asyncpg.Pool, team_id: str) -> Team:
 
 
 async def rename_team(pool: asyncpg.Pool, ctx: AuditContext, team_id: str, name: str) -> Team:
-    async with pool.acquire() as conn, conn.transaction():
-        row = await conn.fetchrow(queries.GET_TEAM_FOR_UPDATE, team_id)
-        if row is None:
-            raise NotFound(f"No team with id {team_id!r}.")
-        before = _team(row)
-        after = _team(await _write(conn, name, queries.RENAME_TEAM, team_id, name))
-        await record_event(
-            conn,
-            ctx,
-            "team.updated",
-            target_type="team",
-            target_id=team_id,
-            before=before,
-            after=after,
-        )
+    async for attempt in transactions(pool):
+        async with attempt as conn:
+            row = await conn.fetchrow(queries.GET_TEAM_FOR_UPDATE, team_id)
+            if row is None:
+                raise NotFound(f"No team with id {team_id!r}.")
+            before = _team(row)
+            after = _team(await _write(conn, name, queries.RENAME_TEAM, team_id, name))
+            await record_event(
+                conn,
+                ctx,
+                "team.updated",
+                target_type="team",
+                target_id=team_id,
+                before=before,
+                after=after,
+            )
     return after
 
 

@@ -41,6 +41,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from bench.charges import bare_app  # noqa: E402
+from tests import citus_support  # noqa: E402
 from tests.conftest import ServerProcess, _with_database, free_port, issue_staff_key  # noqa: E402
 
 LUA = Path(__file__).resolve().parent / "charges.lua"
@@ -91,6 +92,12 @@ def pgbench(url: str, args: argparse.Namespace, workdir: Path) -> dict:
     }
 
 
+def _ok(response: httpx.Response) -> dict:
+    if response.status_code >= 300:
+        raise RuntimeError(f"{response.request.url}: {response.status_code} {response.text}")
+    return response.json()
+
+
 async def make_fleet(base_url: str, admin_key: str) -> dict[str, list[str]]:
     """1,000 agents (per-charge limit 1) and a team of 50, each with a key."""
     admin = {"Authorization": f"Bearer {admin_key}"}
@@ -98,11 +105,11 @@ async def make_fleet(base_url: str, admin_key: str) -> dict[str, list[str]]:
 
         async def agent_key(name: str, team_id: str | None) -> str:
             body = {"name": name, **({"team_id": team_id} if team_id else {})}
-            agent = (await client.post("/v1/agents", json=body, headers=admin)).json()
+            agent = _ok(await client.post("/v1/agents", json=body, headers=admin))
             budget = {"limits": {"per_charge": "1"}}
-            await client.put(f"/v1/agents/{agent['id']}/budget", json=budget, headers=admin)
-            key = await client.post(f"/v1/agents/{agent['id']}/keys", json={}, headers=admin)
-            return key.json()["key"]
+            path = f"/v1/agents/{agent['id']}"
+            _ok(await client.put(f"{path}/budget", json=budget, headers=admin))
+            return _ok(await client.post(f"{path}/keys", json={}, headers=admin))["key"]
 
         team = (await client.post("/v1/teams", json={"name": "hot"}, headers=admin)).json()
         spread: list[str] = []
@@ -178,14 +185,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scenarios", default="spread,hot agent,hot team,10% refused")
     parser.add_argument("--env", action="append", default=[], help="NAME=VALUE for the service")
     parser.add_argument("--keep", action="store_true", help="keep the database")
+    parser.add_argument(
+        "--citus",
+        action="store_true",
+        help="--server-url is a Citus coordinator: the service's database is distributed there "
+        "(the floor and pgbench stay on its coordinator alone)",
+    )
     args = parser.parse_args(argv)
     for tool in ("wrk", "pgbench"):
         if shutil.which(tool) is None:
             parser.error(f"{tool} is not on PATH (Debian: apt-get install {tool})")
 
     name = f"agent_ledger_bench_charges_{secrets.token_hex(3)}"
-    asyncio.run(_admin(args.server_url, f'CREATE DATABASE "{name}"'))
-    url = _with_database(args.server_url, name)
+    if args.citus:
+        url = citus_support.create_database(args.server_url, name)
+    else:
+        asyncio.run(_admin(args.server_url, f'CREATE DATABASE "{name}"'))
+        url = _with_database(args.server_url, name)
     from agent_ledger.migrate import migrate
 
     migrate(url)
@@ -237,11 +253,18 @@ def main(argv: list[str] | None = None) -> int:
                 rows.append({"scenario": scenario, "ours": ours, "bare": bare, "check": check})
                 print(json.dumps(rows[-1]), file=sys.stderr)
         integrity = verify(url)
+    except Exception:
+        print(service.output()[-4000:], file=sys.stderr)  # what the service said, for the why
+        raise
     finally:
         service.stop()
         floor.terminate()
         floor.wait(10)
-        if not args.keep:
+        if args.keep:
+            pass
+        elif args.citus:
+            citus_support.drop_database(args.server_url, name)
+        else:
             asyncio.run(_admin(args.server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
     _print_table(rows, floor_pg, integrity, args)
     ok = integrity == "intact" and all(r["check"] == "ok" for r in rows)
