@@ -7,7 +7,6 @@ import contextlib
 from collections.abc import AsyncIterator, Callable
 from datetime import datetime
 
-import asyncpg
 import structlog
 from litestar import Litestar, Router
 from litestar.config.cors import CORSConfig
@@ -25,7 +24,8 @@ from agent_ledger.budgets.controller import BudgetController
 from agent_ledger.checkpoints.controller import CheckpointController
 from agent_ledger.checkpoints.service import run_checkpointer
 from agent_ledger.config import Settings, cors_origins, load_settings
-from agent_ledger.db import create_pool
+from agent_ledger.db import UNAVAILABLE, create_pool
+from agent_ledger.deadline import DeadlineLayer
 from agent_ledger.deps import providers
 from agent_ledger.durability import check_durability
 from agent_ledger.entries.controller import EntryController
@@ -104,6 +104,7 @@ async def _database(app: Litestar) -> AsyncIterator[None]:
         min_size=settings.pool_min_size,
         max_size=settings.pool_max_size,
         application_name=settings.application_name,
+        request_timeout=settings.request_timeout_seconds,
     )
     try:
         async with app.state.pool.acquire() as conn:
@@ -141,7 +142,7 @@ async def _flush_last_used(app: Litestar) -> None:
         await asyncio.sleep(interval)
         try:
             await app.state.last_used.flush(app.state.pool)
-        except (asyncpg.PostgresError, OSError) as exc:
+        except UNAVAILABLE as exc:
             log.warning("last_used_flush_failed", error=str(exc))
 
 
@@ -187,7 +188,9 @@ def create_app(settings: Settings, *, clock: Callable[[], datetime] | None = Non
     # Outermost layer, so the access log also sees requests that never reach a route (and logs
     # a HEAD as HEAD, though the routes see a GET).
     methods = HttpMethodsLayer(app.asgi_handler, allowed_methods(app.routes))
-    app.asgi_handler = RequestLogMiddleware(methods)
+    app.asgi_handler = RequestLogMiddleware(
+        DeadlineLayer(methods, settings.request_timeout_seconds)
+    )
     return app
 
 

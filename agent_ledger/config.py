@@ -45,6 +45,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     forwarded_allow_ips: str = "127.0.0.1"
     allow_unsafe_durability: bool = False
     rate_limit_per_key: Annotated[int, msgspec.Meta(ge=1)] | None = None
+    # Every request is answered within this (a 503 when the database does not answer in time).
+    request_timeout_seconds: Annotated[float, msgspec.Meta(gt=0, le=3600)] = 5.0
 
 
 # The environment variable behind each setting.
@@ -69,6 +71,7 @@ ENVIRONMENT: Mapping[str, str] = {
     "forwarded_allow_ips": "LEDGER_FORWARDED_ALLOW_IPS",
     "allow_unsafe_durability": "LEDGER_ALLOW_UNSAFE_DURABILITY",
     "rate_limit_per_key": "LEDGER_RATE_LIMIT_PER_KEY",
+    "request_timeout_seconds": "LEDGER_REQUEST_TIMEOUT_SECONDS",
 }
 
 # Case-insensitive settings, normalised before conversion.

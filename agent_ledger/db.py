@@ -10,7 +10,14 @@ from typing import Any, TypeVar
 import asyncpg
 import msgspec
 
-__all__ = ["create_pool", "from_row", "init_connection", "transactions"]
+__all__ = [
+    "STATEMENT_TIMEOUT_FACTOR",
+    "UNAVAILABLE",
+    "create_pool",
+    "from_row",
+    "init_connection",
+    "transactions",
+]
 
 T = TypeVar("T")
 _json_encoder = msgspec.json.Encoder()
@@ -62,15 +69,32 @@ async def create_pool(
     min_size: int = 2,
     max_size: int = 10,
     application_name: str = "agent-ledger",
+    request_timeout: float = 5.0,
 ) -> asyncpg.Pool:
+    """The pool; ``request_timeout`` bounds how long anything waits on the database.
+
+    Postgres gives up a lock wait after ``request_timeout`` (by then the client has its 503;
+    see deadline.py), and asyncpg gives up on any statement, and on cancelling it, after
+    STATEMENT_TIMEOUT_FACTOR times that: a connection stuck on a frozen database comes back to
+    the pool (closed) instead of being held for ever. Statements of this service are short;
+    long work (exports, verify) runs as many of them.
+    """
     return await asyncpg.create_pool(
         database_url,
         min_size=min_size,
         max_size=max_size,
         init=init_connection,
         reset=_keep_session,
-        server_settings={"application_name": application_name, "timezone": "UTC"},
+        command_timeout=request_timeout * STATEMENT_TIMEOUT_FACTOR,
+        server_settings={
+            "application_name": application_name,
+            "timezone": "UTC",
+            "lock_timeout": f"{max(1, round(request_timeout * 1000))}ms",
+        },
     )
+
+
+STATEMENT_TIMEOUT_FACTOR = 6
 
 
 async def _keep_session(conn: asyncpg.Connection) -> None:
@@ -82,6 +106,10 @@ async def _keep_session(conn: asyncpg.Connection) -> None:
     cursors). asyncpg still rolls back a transaction left open before calling this.
     """
 
+
+# What a background loop meets while the database is down, stuck or restarting: it logs and
+# tries again on its next round.
+UNAVAILABLE = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError)
 
 # Aborts that Postgres (or Citus, between nodes) answers a conflict with: nothing of the
 # transaction was committed, so running it again is safe.

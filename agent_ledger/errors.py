@@ -310,6 +310,8 @@ def exception_handlers(
         asyncpg.CannotConnectNowError: _database_unavailable,
         # admin or crash shutdown of the backend, statement timeouts
         asyncpg.exceptions.OperatorInterventionError: _database_unavailable,
+        # lock_timeout: a row this request needs stayed locked longer than a request may wait
+        asyncpg.LockNotAvailableError: _database_unavailable,
         ConnectionError: _database_unavailable,
         asyncpg.DataError: _value_out_of_range,
         OverflowError: _value_out_of_range,

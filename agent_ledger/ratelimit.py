@@ -19,6 +19,7 @@ import asyncio
 import asyncpg
 import structlog
 
+from agent_ledger.db import UNAVAILABLE
 from agent_ledger.errors import DomainError
 
 __all__ = ["RateLimited", "count_request", "run_pruner"]
@@ -65,5 +66,5 @@ async def run_pruner(pool: asyncpg.Pool) -> None:
         await asyncio.sleep(PRUNE_INTERVAL_SECONDS)
         try:
             await pool.execute(PRUNE, KEEP_SECONDS)
-        except (asyncpg.PostgresError, OSError) as exc:
+        except UNAVAILABLE as exc:
             log.warning("rate_limit_prune_failed", error=str(exc))

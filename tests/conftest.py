@@ -295,7 +295,7 @@ class ServerProcess:
             except httpx.HTTPError:
                 pass
             time.sleep(0.1)
-        raise TimeoutError(f"server on port {self.port} not ready")
+        raise TimeoutError(f"server on port {self.port} not ready: {self.output()[-2000:]}")
 
     def output(self) -> str:
         """What the server printed so far (stdout and stderr)."""

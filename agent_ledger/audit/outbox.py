@@ -16,6 +16,8 @@ import asyncio
 import asyncpg
 import structlog
 
+from agent_ledger.db import UNAVAILABLE
+
 __all__ = ["publish", "run_publisher"]
 
 log = structlog.get_logger("agent_ledger.outbox")
@@ -90,6 +92,6 @@ async def run_publisher(pool: asyncpg.Pool, interval_seconds: float) -> None:
         try:
             if count := await publish(pool):
                 log.info("outbox_published", count=count)
-        except (asyncpg.PostgresError, OSError) as exc:
+        except UNAVAILABLE as exc:
             log.warning("outbox_publish_failed", error=str(exc))
         await asyncio.sleep(interval_seconds)

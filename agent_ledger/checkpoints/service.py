@@ -43,7 +43,7 @@ from agent_ledger.checkpoints.schemas import (
     CheckpointReport,
     CheckpointSummary,
 )
-from agent_ledger.db import from_row
+from agent_ledger.db import UNAVAILABLE, from_row
 from agent_ledger.errors import InvalidInput, NotFound
 from agent_ledger.ids import new_id
 from agent_ledger.ledger.chain import Mismatch, entry_digest
@@ -328,6 +328,6 @@ async def run_checkpointer(pool: asyncpg.Pool, interval_seconds: float) -> None:
                 taken = await take_checkpoint(conn, source="schedule", only_if_changed=True)
             if taken is not None:
                 log.info("checkpoint_taken", checkpoint_id=taken.id, digest=taken.digest)
-        except (asyncpg.PostgresError, OSError) as exc:
+        except UNAVAILABLE as exc:
             log.warning("checkpoint_failed", error=str(exc))
         await asyncio.sleep(interval_seconds)

@@ -99,7 +99,11 @@ class Batcher(Generic[R, D]):
         try:
             while queue:
                 batch, queue[:] = queue[: self.max_batch], queue[self.max_batch :]
-                await self._settle(route, batch)
+                # A request whose caller gave up waiting (its deadline passed, it was answered
+                # 503) is not decided: its retry, with the same Idempotency-Key, will be.
+                batch = [item for item in batch if not item[1].done()]
+                if batch:
+                    await self._settle(route, batch)
         finally:
             del self._queues[route]
             for _, future in queue:  # only when cancelled (the process is stopping)

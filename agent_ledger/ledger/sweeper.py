@@ -16,6 +16,7 @@ from datetime import datetime
 import asyncpg
 import structlog
 
+from agent_ledger.db import UNAVAILABLE
 from agent_ledger.ledger import decisions
 
 __all__ = ["Sweeper", "run_sweeper", "sweep_lapsed_holds"]
@@ -63,6 +64,6 @@ async def run_sweeper(pool: asyncpg.Pool, interval_seconds: float) -> None:
             swept = await sweeper.sweep(pool)
             if swept:
                 log.info("holds_expired", count=swept)
-        except (asyncpg.PostgresError, OSError) as exc:
+        except UNAVAILABLE as exc:
             log.warning("sweep_failed", error=str(exc))
         await asyncio.sleep(interval_seconds)

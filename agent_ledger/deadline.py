@@ -1,0 +1,139 @@
+"""Every request is answered within ``LEDGER_REQUEST_TIMEOUT_SECONDS``, whatever the database does.
+
+Timeouts inside the request (asyncpg's, Postgres' ``lock_timeout``) bound each wait, but not
+their sum, and cleaning up after one (cancelling the query, rolling back) talks to the same
+database that is stuck. So the request runs in its own task, and when the deadline passes
+before the answer has started, the client gets a 503 problem with ``Retry-After`` at once
+while the task is cancelled in the background: its connection comes back to the pool when the
+database lets go of it, and a retry with the same ``Idempotency-Key`` is answered from what
+was (or was not) committed.
+
+An answer that has started (an export streaming its rows) is not cut short: from then on the
+deadline no longer applies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+
+import msgspec
+import structlog
+from litestar.types import ASGIApp, Message, Receive, Scope, Send
+
+from agent_ledger.errors import PROBLEM_MEDIA_TYPE, PROBLEM_TYPE_BASE
+
+__all__ = ["DeadlineLayer"]
+
+log = structlog.get_logger("agent_ledger.deadline")
+
+
+def _problem(status: int, code: str, title: str, detail: str, path: str) -> bytes:
+    return msgspec.json.encode(
+        {
+            "type": PROBLEM_TYPE_BASE + code,
+            "title": title,
+            "status": status,
+            "detail": detail,
+            "code": code,
+            "instance": path,
+        }
+    )
+
+
+def _has_body(scope: Scope) -> bool:
+    for name, value in scope.get("headers", []):
+        if name == b"transfer-encoding" or (name == b"content-length" and value.strip() != b"0"):
+            return True
+    return False
+
+
+class DeadlineLayer:
+    """ASGI layer that answers in time: 503 ``database-unavailable`` (or 408
+    ``request-timeout`` while the client is still sending its body) once ``seconds`` pass."""
+
+    def __init__(self, app: ASGIApp, seconds: float) -> None:
+        self.app = app
+        self.seconds = seconds
+        self.retry_after = str(max(1, math.ceil(seconds)))
+        # Cancelled requests still unwinding; held so that they are not garbage collected.
+        self._unwinding: set[asyncio.Task[None]] = set()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+        answered = False
+        body_read = not _has_body(scope)
+
+        async def receive_watched() -> Message:
+            nonlocal body_read
+            message = await receive()
+            if message["type"] != "http.request" or not message.get("more_body", False):
+                body_read = True
+            return message
+
+        async def send_unless_answered(message: Message) -> None:
+            nonlocal started
+            if answered:  # the client already has its timeout answer
+                return
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        task = asyncio.ensure_future(self.app(scope, receive_watched, send_unless_answered))
+        try:
+            done, _ = await asyncio.wait({task}, timeout=self.seconds)
+        except asyncio.CancelledError:
+            task.cancel()
+            raise
+        if done or started:
+            await task  # its result, its exception, or (streaming) the rest of its answer
+            return
+        answered = True
+        task.cancel()
+        self._unwinding.add(task)
+        task.add_done_callback(self._unwound)
+        path = scope.get("path", "")
+        if body_read:
+            log.warning("request_deadline_passed", path=path, seconds=self.seconds)
+            status, body = (
+                503,
+                _problem(
+                    503,
+                    "database-unavailable",
+                    "Database unavailable",
+                    f"No answer from the ledger database within {self.seconds:g} s. Whether the "
+                    "request took effect is not known: retry with the same Idempotency-Key.",
+                    path,
+                ),
+            )
+        else:
+            status, body = (
+                408,
+                _problem(
+                    408,
+                    "request-timeout",
+                    "Request timeout",
+                    f"The request body did not arrive within {self.seconds:g} s.",
+                    path,
+                ),
+            )
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [
+                    (b"content-type", PROBLEM_MEDIA_TYPE.encode()),
+                    (b"content-length", str(len(body)).encode()),
+                    (b"retry-after", self.retry_after.encode()),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body, "more_body": False})
+
+    def _unwound(self, task: asyncio.Task[None]) -> None:
+        self._unwinding.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.info("request_unwound", error=type(task.exception()).__name__)

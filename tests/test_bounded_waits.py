@@ -1,0 +1,176 @@
+"""No wait is unbounded: a stuck agent or a frozen database gets a 503 with Retry-After within
+LEDGER_REQUEST_TIMEOUT_SECONDS, /readyz answers within a second, one stuck agent never takes
+the connections other agents need, and nothing acknowledged is lost or doubled after."""
+
+from __future__ import annotations
+
+import asyncio
+
+import asyncpg
+import httpx
+import pytest
+
+from tests.citus_support import on_citus
+from tests.conftest import Fleet, ServerProcess, issue_staff_key
+from tests.ledger_helpers import spender
+from tests.outage_helpers import (
+    answered_within,
+    assert_exactly_once,
+    charge_until_final,
+    scratch,
+    tcp_target,
+    through,
+)
+from tests.tcp_proxy import tcp_proxy
+
+CENT = 10_000_000  # 0.01 in nano-units
+
+pytestmark = pytest.mark.skipif(on_citus(), reason="single-node outage scenarios")
+
+# Generous for a shared, loaded machine: the point is "bounded", against "until the client
+# gives up" before.
+SLACK = 3.0
+
+
+def _assert_timeout_answer(response: httpx.Response, seconds: str) -> None:
+    assert response.status_code == 503, response.text
+    assert response.headers["content-type"].startswith("application/problem+json")
+    assert response.json()["code"] == "database-unavailable"
+    assert response.headers["retry-after"] == seconds
+
+
+async def test_a_locked_agent_is_answered_503_in_time_while_others_are_served(
+    database_url: str, admin_key: str, db: asyncpg.Connection
+) -> None:
+    """Another transaction holds one agent's balance row: that agent's 100 racing charges are
+    each answered 503 within the request timeout, 100 charges of other agents are accepted
+    meanwhile through a pool of 4 connections, and after the lock goes every retry lands once."""
+    server = ServerProcess(
+        database_url,
+        env={"LEDGER_REQUEST_TIMEOUT_SECONDS": "2", "LEDGER_POOL_MAX_SIZE": "4"},
+    )
+    try:
+        server.wait_ready()
+        limits = httpx.Limits(max_connections=250, max_keepalive_connections=250)
+        async with httpx.AsyncClient(base_url=server.base_url, timeout=20, limits=limits) as client:
+            fleet = Fleet(client, admin_key)
+            stuck = await spender(fleet)
+            others = [await spender(fleet) for _ in range(10)]
+
+            def charge(key: str, idempotency_key: str) -> object:
+                headers = {"Authorization": f"Bearer {key}", "Idempotency-Key": idempotency_key}
+                return client.post("/v1/charges", json={"amount": "0.01"}, headers=headers)
+
+            stuck_keys = [f"stuck-{i}" for i in range(100)]
+            async with db.transaction():
+                await db.execute(
+                    "SELECT 1 FROM balances WHERE owner_id = $1 FOR UPDATE", stuck.agent_id
+                )
+                stuck_answers, other_answers, ready = await asyncio.gather(
+                    asyncio.gather(*[answered_within(charge(stuck.key, k)) for k in stuck_keys]),
+                    asyncio.gather(
+                        *[
+                            answered_within(charge(others[i % 10].key, f"free-{i}"))
+                            for i in range(100)
+                        ]
+                    ),
+                    client.get("/readyz"),
+                )
+            for response, seconds in stuck_answers:
+                _assert_timeout_answer(response, "2")
+                assert seconds < 2 + SLACK, seconds
+            assert [r.status_code for r, _ in other_answers] == [201] * 100
+            assert ready.status_code == 200
+
+            retried = await asyncio.gather(
+                *[
+                    charge_until_final(lambda: server.base_url, stuck.key, k, "0.01")
+                    for k in stuck_keys
+                ]
+            )
+        assert [r.status_code for r in retried] == [201] * 100
+        written = await db.fetchval(
+            "SELECT count(DISTINCT idempotency_key) = count(*) AND count(*) = 100"
+            " FROM ledger_entries WHERE agent_id = $1 AND kind = 'charge'",
+            stuck.agent_id,
+        )
+        assert written
+        balance = await db.fetchrow(
+            "SELECT spent_total FROM balances WHERE owner_id = $1", stuck.agent_id
+        )
+        assert balance["spent_total"] == 100 * CENT
+    finally:
+        server.stop()
+
+
+async def test_a_frozen_database_gets_503s_in_time_and_nothing_is_lost(
+    server_url: str,
+) -> None:
+    """Postgres stops answering (a proxy in between forwards nothing): charges are answered
+    503 within the request timeout and /readyz within a second; when it answers again every
+    charge, retried with its key, is in the ledger exactly once."""
+    target = tcp_target(server_url)
+    if target is None:
+        pytest.skip("the test database is reached over a Unix socket; the proxy needs TCP")
+    async with scratch(server_url) as url:
+        with tcp_proxy(*target) as proxy:
+            admin_key = await issue_staff_key(url, "admin")
+            server = ServerProcess(
+                through(url, proxy.port),
+                env={
+                    "LEDGER_REQUEST_TIMEOUT_SECONDS": "4",
+                    "LEDGER_SWEEP_INTERVAL_SECONDS": "3600",
+                },
+            )
+            try:
+                server.wait_ready()
+                async with httpx.AsyncClient(base_url=server.base_url, timeout=30) as client:
+                    fleet = Fleet(client, admin_key)
+                    agents = [await spender(fleet) for _ in range(4)]
+                    for i, agent in enumerate(agents):  # each agent's home is known to the server
+                        warm = await client.post(
+                            "/v1/charges",
+                            json={"amount": "0.01"},
+                            headers=agent.headers | {"Idempotency-Key": f"warm-{i}"},
+                        )
+                        assert warm.status_code == 201, warm.text
+
+                    proxy.freeze()
+                    keys = [(agents[i % 4], f"frozen-{i}") for i in range(40)]
+                    charges = [
+                        answered_within(
+                            client.post(
+                                "/v1/charges",
+                                json={"amount": "0.01"},
+                                headers=agent.headers | {"Idempotency-Key": key},
+                            )
+                        )
+                        for agent, key in keys
+                    ]
+                    readiness = [answered_within(client.get("/readyz")) for _ in range(3)]
+                    answers = await asyncio.gather(*charges, *readiness)
+                    for response, seconds in answers[:40]:
+                        _assert_timeout_answer(response, "4")
+                        assert seconds < 4 + SLACK, seconds
+                    for response, seconds in answers[40:]:
+                        assert response.status_code == 503
+                        assert response.json()["database"] == "unreachable"
+                        assert seconds < 1 + SLACK / 2, seconds
+                    proxy.thaw()
+
+                finals = await asyncio.gather(
+                    *[
+                        charge_until_final(lambda: server.base_url, agent.key, key, "0.01")
+                        for agent, key in keys
+                    ]
+                )
+                assert [r.status_code for r in finals] == [201] * 40
+            finally:
+                server.stop()
+            conn = await asyncpg.connect(url)
+            try:
+                accepted = {key: CENT for _, key in keys}
+                accepted |= {f"warm-{i}": CENT for i in range(4)}
+                await assert_exactly_once(conn, [a.agent_id for a in agents], accepted)
+            finally:
+                await conn.close()
