@@ -49,14 +49,17 @@ GENERIC_PROBLEMS: dict[int, str] = {
     403: "`forbidden`: this key's role may not call this operation, or the resource belongs to "
     "another agent.",
     404: "`not-found`: no such resource.",
+    408: "`request-timeout`: the body did not arrive within LEDGER_REQUEST_TIMEOUT_SECONDS.",
     413: "`payload-too-large`: the body is larger than LEDGER_MAX_BODY_BYTES.",
     422: "`validation-error`: the input is well formed, but a value breaks a rule of its field "
     "(range, length, allowed values, pattern, a reference to something that does not exist, "
     "a cursor not issued here).",
     429: "`rate-limited`: this key made more than LEDGER_RATE_LIMIT_PER_KEY requests in this "
     "second (only where an operator set a limit). Retry after `Retry-After` seconds.",
-    503: "`database-unavailable`: the database could not be reached in time. Retry after "
-    "`Retry-After` seconds, with the same `Idempotency-Key` where the operation takes one.",
+    503: "`database-unavailable`: the database did not answer within "
+    "LEDGER_REQUEST_TIMEOUT_SECONDS, or could not be reached. Whether the request took effect "
+    "is not known: retry after `Retry-After` seconds, with the same `Idempotency-Key` where the "
+    "operation takes one.",
 }
 _RETRY_AFTER = {
     "Retry-After": {
@@ -70,7 +73,12 @@ _WWW_AUTHENTICATE = {
         "schema": {"type": "string"},
     }
 }
-_HEADERS_BY_STATUS = {401: _WWW_AUTHENTICATE, 429: _RETRY_AFTER, 503: _RETRY_AFTER}
+_HEADERS_BY_STATUS = {
+    401: _WWW_AUTHENTICATE,
+    408: _RETRY_AFTER,
+    429: _RETRY_AFTER,
+    503: _RETRY_AFTER,
+}
 
 PROBLEM_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -121,7 +129,7 @@ def problem_statuses(handler: HTTPRouteHandler, path_params: set[str]) -> dict[i
     if reads_input:
         statuses |= {s: GENERIC_PROBLEMS[s] for s in (400, 422)}
     if "data" in _signature(handler):
-        statuses[413] = GENERIC_PROBLEMS[413]
+        statuses |= {s: GENERIC_PROBLEMS[s] for s in (408, 413)}
     if handler.opt.get("database", True):
         statuses[503] = GENERIC_PROBLEMS[503]
     for status, meaning in handler.opt.get("problems", {}).items():

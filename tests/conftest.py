@@ -283,7 +283,7 @@ class ServerProcess:
             cwd=Path(__file__).resolve().parent.parent,
         )
 
-    def wait_ready(self, timeout: float = 30.0) -> None:
+    def wait_ready(self, timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

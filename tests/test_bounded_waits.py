@@ -174,3 +174,28 @@ async def test_a_frozen_database_gets_503s_in_time_and_nothing_is_lost(
                 await assert_exactly_once(conn, [a.agent_id for a in agents], accepted)
             finally:
                 await conn.close()
+
+
+async def test_a_body_that_never_arrives_is_answered_408_in_time(
+    database_url: str, admin_key: str
+) -> None:
+    """A client that announces a body and stalls gets 408 request-timeout, not a 503 that
+    would blame the database, and not a connection held open for ever."""
+    server = ServerProcess(database_url, env={"LEDGER_REQUEST_TIMEOUT_SECONDS": "1"})
+    try:
+        server.wait_ready()
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        writer.write(
+            b"POST /v1/teams HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            + f"Authorization: Bearer {admin_key}\r\n".encode()
+            + b"Content-Length: 100\r\n\r\n{"
+        )
+        await writer.drain()
+        started = asyncio.get_running_loop().time()
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 1 + SLACK)
+        assert asyncio.get_running_loop().time() - started < 1 + SLACK
+        assert head.startswith(b"HTTP/1.1 408"), head
+        assert b"retry-after: 1" in head.lower()
+        writer.close()
+    finally:
+        server.stop()
