@@ -109,6 +109,7 @@ _TITLES = {
     "not-found": "Not found",
     "validation-error": "Invalid input",
     "amount-out-of-range": "Amount out of range",
+    "server-pricing-required": "Server pricing required",
     "conflict": "Conflict",
 }
 

@@ -32,6 +32,7 @@ MODULES = [
     "tests/test_budgets.py",
     "tests/test_entries.py",
     "tests/test_exports.py",
+    "tests/test_priced_by.py",
 ]
 
 pytestmark = pytest.mark.skipif(

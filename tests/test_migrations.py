@@ -206,6 +206,20 @@ def test_the_upgrade_keeps_old_answers_and_chains(upgraded_url: str) -> None:
             )
             assert replay.replayed is True and replay.status == 201
             assert replay.entry["id"] == keys["old-key"]["entry_id"]
+            # The old entry keeps hash version 1 (nothing said who priced it); the next one on
+            # the same chain is version 2 and covers priced_by; verify accepts both.
+            [fresh] = await decide(
+                conn,
+                "team_old",
+                [Request(action="charge", key_hash=hash_key(key), amount=1000)],
+                None,
+            )
+            assert fresh.status == 201, fresh.problem
+            versions = await conn.fetch(
+                "SELECT hash_version, priced_by FROM ledger_entries WHERE agent_id = 'agt_old'"
+                " ORDER BY chain_seq"
+            )
+            assert [tuple(r) for r in versions] == [(1, None), (2, "client")]
             chained = await conn.fetch("SELECT chain_seq FROM audit_events ORDER BY chain_seq")
             assert [r["chain_seq"] for r in chained] == [1, 2]
             report = await verify_ledger(conn)

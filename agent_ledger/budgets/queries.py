@@ -16,5 +16,6 @@ SELECT ledger.budget_of(p_home_id => $1, p_owner_type => $2, p_owner_id => $3,
 SET_LIMITS = """
 SELECT before, after, problem FROM ledger.set_limits(
     p_home_id => $1, p_owner_type => $2, p_owner_id => $3, p_currency => $4, p_total => $5,
-    p_month => $6, p_day => $7, p_per_charge => $8, p_at => coalesce($9, now()))
+    p_month => $6, p_day => $7, p_per_charge => $8, p_require_server_pricing => $9,
+    p_at => coalesce($10, now()))
 """

@@ -17,5 +17,8 @@ class LimitsUpdate(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
 
 class BudgetUpdate(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """``currency`` and ``require_server_pricing`` stay as they are when left out."""
+
     limits: LimitsUpdate
     currency: Currency | None = None
+    require_server_pricing: bool | None = None

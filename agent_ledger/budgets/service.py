@@ -64,7 +64,14 @@ async def set_budget(
         async with attempt as conn:
             home = await _home(conn, owner_type, owner_id)
             row = await conn.fetchrow(
-                queries.SET_LIMITS, home, owner_type, owner_id, data.currency, *limits, now
+                queries.SET_LIMITS,
+                home,
+                owner_type,
+                owner_id,
+                data.currency,
+                *limits,
+                data.require_server_pricing,
+                now,
             )
             if row["problem"] is not None:
                 render.raise_refusal(row["problem"], replayed=False)

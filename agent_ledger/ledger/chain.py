@@ -31,12 +31,13 @@ __all__ = ["Mismatch", "VerifyReport", "entry_digest", "verify_ledger"]
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _RESOLUTION_KINDS = frozenset({"capture", "release", "expire"})
+_HASH_VERSIONS = frozenset({1, 2})
 
 ENTRIES = """
 SELECT id, seq, chain_seq, agent_id, team_id, kind, amount, currency, model, input_tokens,
        output_tokens,
        hold_id, idempotency_key, description, metadata::text AS metadata_text, key_id,
-       created_at, prev_hash, hash
+       created_at, prev_hash, hash, priced_by, hash_version
 FROM ledger_entries
 WHERE ($1::text IS NULL OR agent_id = $1)
 ORDER BY agent_id, chain_seq
@@ -78,32 +79,38 @@ def _text(value: int | None) -> str | None:
     return None if value is None else str(value)
 
 
-def entry_digest(row: Any, prev_hash: bytes | None) -> bytes:
-    """SHA-256 over the canonical encoding; must match ledger_entry_digest() in SQL."""
+def entry_digest(row: Any, prev_hash: bytes | None) -> bytes | None:
+    """SHA-256 over the canonical encoding of the entry's ``hash_version``; must match
+    ledger.entry_digest() in SQL. Version 1 (entries before migration 0013) covers the fields
+    every entry had then; version 2 adds ``priced_by``. None for a version that does not
+    exist (it matches no hash)."""
+    version = row["hash_version"]
+    if version not in _HASH_VERSIONS:
+        return None
     micros = (row["created_at"] - _EPOCH) // timedelta(microseconds=1)
-    canonical = "|".join(
-        [
-            "ledger-entry-v1",
-            _field(row["id"]),
-            _field(str(row["seq"])),
-            _field(row["agent_id"]),
-            _field(row["team_id"]),
-            _field(row["kind"]),
-            _field(str(row["amount"])),
-            _field(row["currency"]),
-            _field(row["model"]),
-            _field(_text(row["input_tokens"])),
-            _field(_text(row["output_tokens"])),
-            _field(row["hold_id"]),
-            _field(row["idempotency_key"]),
-            _field(row["description"]),
-            _field(row["metadata_text"]),
-            _field(row["key_id"]),
-            _field(str(micros)),
-            _field(prev_hash.hex() if prev_hash is not None else None),
-        ]
-    )
-    return hashlib.sha256(canonical.encode()).digest()
+    fields = [
+        f"ledger-entry-v{version}",
+        _field(row["id"]),
+        _field(str(row["seq"])),
+        _field(row["agent_id"]),
+        _field(row["team_id"]),
+        _field(row["kind"]),
+        _field(str(row["amount"])),
+        _field(row["currency"]),
+        _field(row["model"]),
+        _field(_text(row["input_tokens"])),
+        _field(_text(row["output_tokens"])),
+        _field(row["hold_id"]),
+        _field(row["idempotency_key"]),
+        _field(row["description"]),
+        _field(row["metadata_text"]),
+        _field(row["key_id"]),
+        _field(str(micros)),
+        _field(prev_hash.hex() if prev_hash is not None else None),
+    ]
+    if version >= 2:
+        fields.append(_field(row["priced_by"]))
+    return hashlib.sha256("|".join(fields).encode()).digest()
 
 
 class _AgentChain:
@@ -129,6 +136,10 @@ class _AgentChain:
                 )
             elif row["prev_hash"] != self.prev_hash:
                 self.broken = self._mismatch(row, "prev_hash does not link to the entry before")
+            elif row["hash_version"] not in _HASH_VERSIONS:
+                self.broken = self._mismatch(
+                    row, f"the entry names hash version {row['hash_version']}, which is unknown"
+                )
             elif entry_digest(row, row["prev_hash"]) != row["hash"]:
                 self.broken = self._mismatch(row, "hash does not match the entry's contents")
         self.prev_hash = row["hash"]

@@ -40,7 +40,9 @@ SPEND_PROBLEMS = {
     409: "`idempotency-request-in-progress`: a request with this Idempotency-Key is still being "
     "decided.",
     422: "Also `idempotency-key-reused` (this Idempotency-Key came with another request), "
-    "`unknown-model`, `currency-mismatch`.",
+    "`unknown-model`, `currency-mismatch`, `server-pricing-required` (the agent's or team's "
+    "budget requires server pricing and the request gave an `amount` for a model that has a "
+    "price; members `scope`, `model`).",
 }
 HOLD_PROBLEMS = SPEND_PROBLEMS | {
     409: "`hold-closed`, `hold-expired`, or `idempotency-request-in-progress`.",

@@ -56,6 +56,8 @@ def budget_status(b: Mapping[str, Any]) -> BudgetStatus:
             month=_remaining(b["limit_month"], b["spent_month"], held),
             day=_remaining(b["limit_day"], b["spent_day"], held),
         ),
+        # Answers stored before migration 0013 have no such member: it was never required then.
+        require_server_pricing=bool(b["require_server_pricing"]),
     )
 
 

@@ -29,10 +29,14 @@ __all__ = [
     "HoldResolved",
     "LedgerEntry",
     "Money",
+    "PricedBy",
     "SpendResult",
 ]
 
 EntryKind = Literal["charge", "hold", "capture", "release", "expire", "adjustment"]
+# Who priced an entry's amount: the server from model and tokens, or the client (an explicit
+# amount). Null only on entries written before the ledger recorded it (migration 0013).
+PricedBy = Literal["server", "client"]
 HoldStatus = Literal["open", "captured", "released", "expired"]
 MoneyText = Annotated[
     str,
@@ -107,6 +111,7 @@ class BudgetStatus(msgspec.Struct, kw_only=True):
     spent: WindowAmounts
     held: Money
     remaining: WindowAmounts
+    require_server_pricing: bool
 
 
 class LedgerEntry(msgspec.Struct, kw_only=True):
@@ -128,6 +133,7 @@ class LedgerEntry(msgspec.Struct, kw_only=True):
     created_at: datetime
     prev_hash: str | None
     hash: str
+    priced_by: PricedBy | None
 
 
 class Hold(msgspec.Struct, kw_only=True):
@@ -144,6 +150,7 @@ class Hold(msgspec.Struct, kw_only=True):
     created_at: datetime
     expires_at: datetime
     resolved_at: datetime | None
+    priced_by: PricedBy | None
 
 
 class SpendResult(LedgerEntry, kw_only=True, omit_defaults=True):

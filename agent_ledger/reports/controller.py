@@ -11,7 +11,13 @@ from litestar.params import FromQuery, QueryParameter
 from agent_ledger.auth import STAFF
 from agent_ledger.deps import Now, Pool
 from agent_ledger.reports import service
-from agent_ledger.reports.schemas import Granularity, GroupBy, SpendSeries, TopSpenders
+from agent_ledger.reports.schemas import (
+    Granularity,
+    GroupBy,
+    PricedBy,
+    SpendSeries,
+    TopSpenders,
+)
 
 __all__ = ["ReportController"]
 
@@ -39,6 +45,14 @@ Currency = Annotated[
     ),
 ]
 
+PricedByFilter = Annotated[
+    PricedBy | None,
+    QueryParameter(
+        description="Only money priced by the server (from model and tokens) or by the client "
+        "(an explicit amount); default both, and money recorded before entries kept this."
+    ),
+]
+
 
 UNKNOWN = {404: "`not-found`: no agent or team with the id given."}
 
@@ -62,6 +76,7 @@ class ReportController(Controller):
         limit: TopLimit = 10,
         currency: Currency = None,
         team_id: FromQuery[str | None] = None,
+        priced_by: PricedByFilter = None,
     ) -> TopSpenders:
         return await service.top_spenders(
             pool,
@@ -72,6 +87,7 @@ class ReportController(Controller):
             limit=limit,
             currency=currency,
             team_id=team_id,
+            priced_by=priced_by,
         )
 
     @get("/spend", operation_id="getSpend", opt={"roles": STAFF, "problems": UNKNOWN})
@@ -85,6 +101,7 @@ class ReportController(Controller):
         since: Since = None,
         until: SpendUntil = None,
         currency: Currency = None,
+        priced_by: PricedByFilter = None,
     ) -> SpendSeries:
         return await service.spend_series(
             pool,
@@ -95,4 +112,5 @@ class ReportController(Controller):
             agent_id=agent_id,
             team_id=team_id,
             currency=currency,
+            priced_by=priced_by,
         )

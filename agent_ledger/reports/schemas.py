@@ -12,6 +12,7 @@ from agent_ledger.ledger.schemas import Money
 __all__ = [
     "Granularity",
     "GroupBy",
+    "PricedBy",
     "RollupMismatch",
     "SpendBucket",
     "SpendSeries",
@@ -20,17 +21,23 @@ __all__ = [
 ]
 
 GroupBy = Literal["agent", "team", "model"]
+PricedBy = Literal["server", "client"]
 Granularity = Literal["day", "hour"]
 
 
 class TopSpender(msgspec.Struct, kw_only=True):
-    """One agent, team or model. ``id`` and ``name`` are null for "no team" / "no model"."""
+    """One agent, team or model. ``id`` and ``name`` are null for "no team" / "no model".
+    ``server_priced`` and ``client_priced``: the parts of ``spent`` the server priced from
+    tokens and the client gave as an amount (money recorded before the ledger kept that is
+    in neither)."""
 
     id: str | None
     name: str | None
     spent: Money
     share: float
     charges: int
+    server_priced: Money
+    client_priced: Money
 
 
 class TopSpenders(msgspec.Struct, kw_only=True):
@@ -38,6 +45,7 @@ class TopSpenders(msgspec.Struct, kw_only=True):
     until: datetime
     currency: str
     group_by: GroupBy
+    priced_by: PricedBy | None
     total: Money
     items: list[TopSpender]
 
@@ -57,6 +65,7 @@ class SpendSeries(msgspec.Struct, kw_only=True):
     granularity: Granularity
     agent_id: str | None
     team_id: str | None
+    priced_by: PricedBy | None
     items: list[SpendBucket]
 
 

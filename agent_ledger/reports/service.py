@@ -32,6 +32,7 @@ from agent_ledger.reports.ranges import (
 from agent_ledger.reports.schemas import (
     Granularity,
     GroupBy,
+    PricedBy,
     RollupMismatch,
     SpendBucket,
     SpendSeries,
@@ -147,8 +148,10 @@ async def top_spenders(
     limit: int = 10,
     currency: str | None = None,
     team_id: str | None = None,
+    priced_by: PricedBy | None = None,
 ) -> TopSpenders:
-    """The ``limit`` biggest spenders of [since, until), most first, with the overall total."""
+    """The ``limit`` biggest spenders of [since, until), most first, with the overall total;
+    with ``priced_by``, only money priced that way counts."""
     if not 1 <= limit <= MAX_LIMIT:
         raise InvalidInput(f"limit must be from 1 to {MAX_LIMIT}.", field="limit")
     since, until = resolve_range(since, until, now)
@@ -158,6 +161,7 @@ async def top_spenders(
             queries.TOP_SPENDERS[scope],
             *_range_args(split_range(since, until)),
             scope_arg,
+            priced_by,
             group_by,
             limit,
         )
@@ -169,6 +173,8 @@ async def top_spenders(
             spent=format_amount(int(row["spent"])),
             share=_share(int(row["spent"]), total),
             charges=int(row["charges"]),
+            server_priced=format_amount(int(row["server_priced"])),
+            client_priced=format_amount(int(row["client_priced"])),
         )
         for row in rows
     ]
@@ -177,6 +183,7 @@ async def top_spenders(
         until=until,
         currency=currency,
         group_by=group_by,
+        priced_by=priced_by,
         total=format_amount(total),
         items=items,
     )
@@ -205,6 +212,7 @@ async def spend_series(
     agent_id: str | None = None,
     team_id: str | None = None,
     currency: str | None = None,
+    priced_by: PricedBy | None = None,
 ) -> SpendSeries:
     """Spend and charges per UTC day or hour of [since, until), every bucket listed; without
     ``until``, up to the bucket holding ``now`` (the future has no spending to show)."""
@@ -214,7 +222,9 @@ async def spend_series(
     pieces = split_range(since, until, use_days=granularity == "day")
     async with _reading(db) as conn:
         scope, scope_arg, currency = await _scope(conn, agent_id, team_id, currency)
-        rows = await conn.fetch(queries.SPEND[scope], *_range_args(pieces), scope_arg, granularity)
+        rows = await conn.fetch(
+            queries.SPEND[scope], *_range_args(pieces), scope_arg, priced_by, granularity
+        )
     found: dict[datetime, Any] = {row["start"]: row for row in rows}
     items = []
     for start in starts:
@@ -228,6 +238,7 @@ async def spend_series(
         granularity=granularity,
         agent_id=agent_id,
         team_id=team_id,
+        priced_by=priced_by,
         items=items,
     )
 

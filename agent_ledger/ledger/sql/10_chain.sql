@@ -13,7 +13,10 @@
 -- that uses its argument three times is not inlined either, and costs a call per field.
 
 -- The hash of a ledger entry, over its fields and e.prev_hash (created_at as microseconds since
--- the epoch: exact and zone-free).
+-- the epoch: exact and zone-free), in the encoding of its e.hash_version: version 1 (entries
+-- before migration 0013) covers the fields every entry had then; version 2 adds priced_by.
+-- The version's name opens the hashed text, so an entry cannot be passed off as another
+-- version's without its hash changing.
 CREATE OR REPLACE FUNCTION ledger.entry_digest(e ledger_entries)
 RETURNS bytea
 LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
@@ -22,9 +25,15 @@ DECLARE
     v_at    text := (extract(epoch FROM e.created_at) * 1000000)::bigint::text;
     v_prev  text := encode(e.prev_hash, 'hex');
     v_meta  text := e.metadata::text;
+    v_tail  text := '';
 BEGIN
+    IF e.hash_version = 2 THEN
+        v_tail := '|' || coalesce(octet_length(e.priced_by)::text || ':' || e.priced_by, '-');
+    ELSIF e.hash_version IS DISTINCT FROM 1 THEN
+        RAISE EXCEPTION 'unknown hash version % of entry %', e.hash_version, e.id;
+    END IF;
     RETURN sha256(convert_to(concat_ws('|',
-        'ledger-entry-v1',
+        'ledger-entry-v' || e.hash_version,
         coalesce(octet_length(e.id)::text || ':' || e.id, '-'),
         coalesce(octet_length(e.seq::text)::text || ':' || e.seq::text, '-'),
         coalesce(octet_length(e.agent_id)::text || ':' || e.agent_id, '-'),
@@ -42,7 +51,7 @@ BEGIN
         coalesce(octet_length(e.key_id)::text || ':' || e.key_id, '-'),
         coalesce(octet_length(v_at)::text || ':' || v_at, '-'),
         coalesce(octet_length(v_prev)::text || ':' || v_prev, '-')
-    ), 'UTF8'));
+    ) || v_tail, 'UTF8'));
 END;
 $$;
 
@@ -82,7 +91,8 @@ $$;
 -- holds a's balance row lock (which is what orders the chain) and writes the entry and a's
 -- new head; the sequence only numbers entries across the whole ledger, and is drawn under the
 -- team's lock too where there is one, so seq order is also the order each team's counters
--- moved in (verify replays them in that order).
+-- moved in (verify replays them in that order). p_priced_by: 'server' or 'client', who priced
+-- the amount (for a hold's later entries, whoever priced the hold).
 CREATE OR REPLACE FUNCTION ledger.next_entry(
     a                  balances,
     p_team_id          text,
@@ -97,7 +107,8 @@ CREATE OR REPLACE FUNCTION ledger.next_entry(
     p_description      text,
     p_metadata         jsonb,
     p_key_id           text,
-    p_at               timestamptz
+    p_at               timestamptz,
+    p_priced_by        text
 )
 RETURNS ledger_entries
 LANGUAGE plpgsql VOLATILE
@@ -124,6 +135,8 @@ BEGIN
     e.key_id := p_key_id;
     e.created_at := p_at;
     e.prev_hash := a.head_hash;
+    e.priced_by := p_priced_by;
+    e.hash_version := 2;
     e.hash := ledger.entry_digest(e);
     e.xid := pg_current_xact_id();
     RETURN e;

@@ -54,7 +54,7 @@ LANGUAGE sql IMMUTABLE PARALLEL SAFE
 AS $$
     SELECT ROW(b.currency, b.limit_total, b.limit_month, b.limit_day, b.limit_per_charge,
                ledger.spent_in(b, 'total', p_at), ledger.spent_in(b, 'month', p_at),
-               ledger.spent_in(b, 'day', p_at), p_held)::budget_snapshot
+               ledger.spent_in(b, 'day', p_at), p_held, b.require_server_pricing)::budget_snapshot
 $$;
 
 -- The 402 members of the first limit of b that p_amount breaks, or NULL when it fits all.

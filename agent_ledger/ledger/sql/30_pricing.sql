@@ -51,3 +51,35 @@ BEGIN
     END IF;
 END;
 $$;
+
+-- Whether p_model has a price in force at p_at (in any currency).
+CREATE OR REPLACE FUNCTION ledger.has_price(p_model text, p_at timestamptz)
+RETURNS boolean
+LANGUAGE sql STABLE
+AS $$
+    SELECT EXISTS (SELECT 1 FROM prices WHERE model = p_model)
+$$;
+
+-- 422 server-pricing-required when the agent a or its team t requires server pricing and a
+-- request names its own p_amount for p_model, a model the server has a price for (the client
+-- would be setting the price of a priced model, issue 12); NULL otherwise. Amount-only
+-- requests, and amounts for models without a price (a tool, a service), stay the client's.
+CREATE OR REPLACE FUNCTION ledger.pricing_refusal(a balances, t balances, p_amount bigint,
+                                                  p_model text, p_at timestamptz)
+RETURNS jsonb
+LANGUAGE plpgsql STABLE
+AS $$
+BEGIN
+    IF p_amount IS NULL OR p_model IS NULL
+       OR NOT (a.require_server_pricing OR coalesce(t.require_server_pricing, false))
+       OR NOT ledger.has_price(p_model, p_at) THEN
+        RETURN NULL;
+    END IF;
+    RETURN ledger.problem(422, 'server-pricing-required',
+        format('The %s''s budget requires server pricing: model %L has a price, so send its '
+               'token counts instead of an amount. Nothing was written.',
+               CASE WHEN a.require_server_pricing THEN 'agent' ELSE 'team' END, p_model),
+        jsonb_build_object('scope', CASE WHEN a.require_server_pricing THEN 'agent' ELSE 'team' END,
+                           'model', p_model));
+END;
+$$;

@@ -18,6 +18,8 @@ DECLARE
     v_amount    bigint := r.amount;
     v_currency  text;
     v_refusal   jsonb;
+    -- An explicit amount is the client's price; without one the server prices the tokens.
+    v_priced_by text := CASE WHEN r.amount IS NULL THEN 'server' ELSE 'client' END;
 BEGIN
     IF r.idempotency_key IS NOT NULL THEN
         o := ledger.replay(a.home_id, a.owner_id, r.idempotency_key, r.request_hash);
@@ -40,6 +42,9 @@ BEGIN
             format('The budget is kept in %s; this request is in %s.',
                    CASE WHEN v_currency <> a.currency THEN a.currency ELSE t.currency END,
                    v_currency));
+    END IF;
+    IF v_refusal IS NULL AND r.action <> 'adjustment' THEN
+        v_refusal := ledger.pricing_refusal(a, t, r.amount, r.model, p_at);
     END IF;
     IF v_refusal IS NULL AND v_amount IS NULL THEN
         x := ledger.price_tokens(r.model, v_currency, r.input_tokens, r.output_tokens);
@@ -78,10 +83,10 @@ BEGIN
     t := x.t;
     IF r.action = 'hold' THEN
         INSERT INTO holds (home_id, id, agent_id, team_id, amount, currency, model, description,
-                           metadata, key_id, created_at, expires_at)
+                           metadata, key_id, created_at, expires_at, priced_by)
         VALUES (a.home_id, ledger.new_id('hold'), a.owner_id, a.team_id, v_amount, v_currency, r.model,
                 r.description, coalesce(r.metadata, '{}'::jsonb), p_key_id, p_at,
-                p_at + make_interval(secs => r.ttl_seconds))
+                p_at + make_interval(secs => r.ttl_seconds), v_priced_by)
         RETURNING * INTO h;
         a.held := a.held + v_amount;
         t.held := t.held + v_amount;
@@ -91,11 +96,11 @@ BEGIN
             t := ledger.with_spent(t, v_amount, p_at);
         END IF;
         PERFORM ledger.add_to_rollups(a.home_id, a.owner_id, a.team_id, r.model, r.action,
-                                      v_amount, p_at);
+                                      v_amount, p_at, v_priced_by);
     END IF;
     e := ledger.next_entry(a, a.team_id, r.action, v_amount, v_currency, r.model,
                            r.input_tokens, r.output_tokens, h.id, r.idempotency_key,
-                           r.description, r.metadata, p_key_id, p_at);
+                           r.description, r.metadata, p_key_id, p_at, v_priced_by);
     a := ledger.link(a, e);
 
     IF r.action = 'adjustment' THEN
@@ -134,9 +139,11 @@ $$;
 
 -- The report rollups of a spending entry (charge, capture or adjustment): its hour's and its
 -- day's rows, in the decision's transaction. Charges and captures also count as charges.
+-- Rows are kept apart by who priced the money (p_priced_by), so reports can tell them apart.
 CREATE OR REPLACE FUNCTION ledger.add_to_rollups(p_home_id text, p_agent_id text,
                                                  p_team_id text, p_model text, p_kind text,
-                                                 p_amount bigint, p_at timestamptz)
+                                                 p_amount bigint, p_at timestamptz,
+                                                 p_priced_by text)
 RETURNS void
 LANGUAGE plpgsql VOLATILE
 AS $$
@@ -145,16 +152,18 @@ DECLARE
 BEGIN
     -- One statement for both rows: half the executor start-ups of two.
     WITH hourly AS (
-        INSERT INTO spend_rollups AS r (home_id, agent_id, team_id, model, hour, spent, charges)
+        INSERT INTO spend_rollups AS r (home_id, agent_id, team_id, model, hour, spent, charges,
+                                        priced_by)
         VALUES (p_home_id, p_agent_id, coalesce(p_team_id, ''), coalesce(p_model, ''),
-                date_trunc('hour', p_at, 'UTC'), p_amount, v_charges)
-        ON CONFLICT (home_id, agent_id, hour, team_id, model) DO UPDATE
+                date_trunc('hour', p_at, 'UTC'), p_amount, v_charges, coalesce(p_priced_by, ''))
+        ON CONFLICT (home_id, agent_id, hour, team_id, model, priced_by) DO UPDATE
         SET spent = r.spent + EXCLUDED.spent, charges = r.charges + EXCLUDED.charges
     )
-    INSERT INTO spend_rollups_daily AS d (home_id, agent_id, team_id, model, day, spent, charges)
+    INSERT INTO spend_rollups_daily AS d (home_id, agent_id, team_id, model, day, spent, charges,
+                                          priced_by)
     VALUES (p_home_id, p_agent_id, coalesce(p_team_id, ''), coalesce(p_model, ''),
-            date_trunc('day', p_at, 'UTC'), p_amount, v_charges)
-    ON CONFLICT (home_id, agent_id, day, team_id, model) DO UPDATE
+            date_trunc('day', p_at, 'UTC'), p_amount, v_charges, coalesce(p_priced_by, ''))
+    ON CONFLICT (home_id, agent_id, day, team_id, model, priced_by) DO UPDATE
     SET spent = d.spent + EXCLUDED.spent, charges = d.charges + EXCLUDED.charges;
 END;
 $$;

@@ -18,6 +18,10 @@ DECLARE
     v_amount   bigint := r.amount;
     v_model    text;
     v_refusal  jsonb;
+    -- A capture of the whole hold moves money priced by whoever priced the hold.
+    v_priced_by text := CASE WHEN r.amount IS NOT NULL THEN 'client'
+                             WHEN r.model IS NOT NULL THEN 'server'
+                             ELSE h.priced_by END;
 BEGIN
     IF r.idempotency_key IS NOT NULL THEN
         o := ledger.replay(a.home_id, a.owner_id, r.idempotency_key, r.request_hash);
@@ -38,7 +42,7 @@ BEGIN
             a.held := a.held - h.amount;
             t.held := t.held - h.amount;
             e := ledger.next_entry(a, h.team_id, 'expire', h.amount, h.currency, h.model, NULL,
-                                   NULL, h.id, NULL, NULL, NULL, NULL, p_at);
+                                   NULL, h.id, NULL, NULL, NULL, NULL, p_at, h.priced_by);
             a := ledger.link(a, e);
         END IF;
         h.status := 'expired';
@@ -51,7 +55,9 @@ BEGIN
         v_refusal := ledger.problem(409, 'hold-closed',
             format('Hold %L is already %s.', h.id, h.status));
     ELSIF r.action = 'capture' THEN
-        IF v_amount IS NULL AND r.model IS NOT NULL THEN
+        -- An explicit amount booked under the hold's model is the client's price for it.
+        v_refusal := ledger.pricing_refusal(a, t, r.amount, coalesce(r.model, h.model), p_at);
+        IF v_refusal IS NULL AND v_amount IS NULL AND r.model IS NOT NULL THEN
             x := ledger.price_tokens(r.model, h.currency, r.input_tokens, r.output_tokens);
             v_refusal := x.problem;
             v_amount := x.amount;
@@ -98,13 +104,13 @@ BEGIN
             t := ledger.with_spent(t, v_amount, p_at);
         END IF;
         PERFORM ledger.add_to_rollups(h.home_id, a.owner_id, h.team_id, v_model, 'capture',
-                                      v_amount, p_at);
+                                      v_amount, p_at, v_priced_by);
         e := ledger.next_entry(a, h.team_id, 'capture', v_amount, h.currency, v_model,
                                r.input_tokens, r.output_tokens, h.id, r.idempotency_key,
-                               h.description, h.metadata, p_key_id, p_at);
+                               h.description, h.metadata, p_key_id, p_at, v_priced_by);
     ELSE
         e := ledger.next_entry(a, h.team_id, 'release', h.amount, h.currency, h.model, NULL,
-                               NULL, h.id, NULL, NULL, NULL, p_key_id, p_at);
+                               NULL, h.id, NULL, NULL, NULL, p_key_id, p_at, h.priced_by);
     END IF;
     a := ledger.link(a, e);
 

@@ -23,7 +23,8 @@ BEGIN
 END;
 $$;
 
--- Sets the limits and currency of one balance row (a missing limit: none), under its row lock.
+-- Sets the limits and currency of one balance row (a missing limit: none), and whether it
+-- requires server pricing (NULL: as it was), under its row lock.
 -- OUT before and after: the budget around the change; OUT problem: 409 when the currency would
 -- change under money already recorded in the old one (nothing is changed then). All NULL when
 -- there is no such row.
@@ -36,6 +37,7 @@ CREATE OR REPLACE FUNCTION ledger.set_limits(
     p_month        bigint,
     p_day          bigint,
     p_per_charge   bigint,
+    p_require_server_pricing boolean,
     p_at           timestamptz,
     OUT before     budget_snapshot,
     OUT after      budget_snapshot,
@@ -61,7 +63,8 @@ BEGIN
         RETURN;
     END IF;
     UPDATE balances SET currency = coalesce(p_currency, b.currency), limit_total = p_total,
-        limit_month = p_month, limit_day = p_day, limit_per_charge = p_per_charge
+        limit_month = p_month, limit_day = p_day, limit_per_charge = p_per_charge,
+        require_server_pricing = coalesce(p_require_server_pricing, b.require_server_pricing)
     WHERE home_id = p_home_id AND owner_id = p_owner_id
     RETURNING * INTO b;
     after := ledger.snapshot(b, ledger.live_held(b, p_at), p_at);
