@@ -28,6 +28,7 @@ from agent_ledger.cli_database import (
 from agent_ledger.config import Settings, SettingsError, load_settings
 from agent_ledger.exports.cli import register as register_export_commands
 from agent_ledger.keys.cli import register as register_key_commands
+from agent_ledger.prices.cli import register as register_price_commands
 from agent_ledger.reports.cli import register as register_report_commands
 from agent_ledger.serve import cmd_serve
 
@@ -156,6 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
     # After verify: the checkpoint commands add --checkpoint to it.
     register_checkpoint_commands(commands)
     register_report_commands(commands)
+    register_price_commands(commands)
 
     mcp = commands.add_parser(
         "mcp", help="serve an agent's budget and spending tools over MCP (stdio)"

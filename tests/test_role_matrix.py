@@ -121,6 +121,7 @@ ROUTE_ROLES = {
     ("GET", "/v1/me"): ANYONE,
     ("GET", "/v1/prices"): ANYONE,
     ("PUT", "/v1/prices/{model}"): ADMIN,
+    ("POST", "/v1/prices/import"): ADMIN,
     ("GET", "/v1/reports/spend"): STAFF,
     ("GET", "/v1/reports/top-spenders"): STAFF,
     ("GET", "/v1/teams"): STAFF,

@@ -16,7 +16,8 @@ ENTRIES = Listing(
     # An entry's columns, rendered by agent_ledger/ledger/render.py like every other entry.
     columns="e.id, e.seq, e.agent_id, e.team_id, e.kind, e.amount, e.currency, e.model,"
     " e.input_tokens, e.output_tokens, e.hold_id, e.idempotency_key, e.description, e.metadata,"
-    " e.key_id, e.created_at, e.prev_hash, e.hash, e.priced_by, e.xid",
+    " e.key_id, e.created_at, e.prev_hash, e.hash, e.priced_by, e.cached_input_tokens,"
+    " e.cache_write_tokens, e.reasoning_tokens, e.xid",
     filters={
         "agent_id": "e.agent_id = ${}",
         "team_id": "e.team_id = ${}",

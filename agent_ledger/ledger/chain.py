@@ -37,7 +37,8 @@ ENTRIES = """
 SELECT id, seq, chain_seq, agent_id, team_id, kind, amount, currency, model, input_tokens,
        output_tokens,
        hold_id, idempotency_key, description, metadata::text AS metadata_text, key_id,
-       created_at, prev_hash, hash, priced_by, hash_version
+       created_at, prev_hash, hash, priced_by, cached_input_tokens, cache_write_tokens,
+       reasoning_tokens, hash_version
 FROM ledger_entries
 WHERE ($1::text IS NULL OR agent_id = $1)
 ORDER BY agent_id, chain_seq
@@ -82,7 +83,8 @@ def _text(value: int | None) -> str | None:
 def entry_digest(row: Any, prev_hash: bytes | None) -> bytes | None:
     """SHA-256 over the canonical encoding of the entry's ``hash_version``; must match
     ledger.entry_digest() in SQL. Version 1 (entries before migration 0013) covers the fields
-    every entry had then; version 2 adds ``priced_by``. None for a version that does not
+    every entry had then; version 2 adds ``priced_by`` and the cache and reasoning token
+    counts. None for a version that does not
     exist (it matches no hash)."""
     version = row["hash_version"]
     if version not in _HASH_VERSIONS:
@@ -109,7 +111,12 @@ def entry_digest(row: Any, prev_hash: bytes | None) -> bytes | None:
         _field(prev_hash.hex() if prev_hash is not None else None),
     ]
     if version >= 2:
-        fields.append(_field(row["priced_by"]))
+        fields += [
+            _field(row["priced_by"]),
+            _field(_text(row["cached_input_tokens"])),
+            _field(_text(row["cache_write_tokens"])),
+            _field(_text(row["reasoning_tokens"])),
+        ]
     return hashlib.sha256("|".join(fields).encode()).digest()
 
 

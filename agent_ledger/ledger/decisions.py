@@ -66,6 +66,9 @@ class Request(msgspec.Struct, frozen=True, array_like=True):
     request_hash: bytes | None = None
     ttl_seconds: int | None = None
     context: dict[str, Any] | None = None
+    cached_input_tokens: int | None = None
+    cache_write_tokens: int | None = None
+    reasoning_tokens: int | None = None
 
     def as_tuple(self) -> tuple:
         return tuple(getattr(self, f) for f in self.__struct_fields__)

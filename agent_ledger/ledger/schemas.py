@@ -60,12 +60,17 @@ AgentRef = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
 
 
 class ChargeRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    """Either ``amount``, or ``model`` with both token counts (priced by the server)."""
+    """Either ``amount``, or ``model`` with both token counts (priced by the server), and
+    optionally the prompt tokens read from cache and written to it (counted apart from
+    ``input_tokens``) and the reasoning tokens among ``output_tokens``."""
 
     amount: MoneyText | None = None
     model: ModelName | None = None
     input_tokens: Tokens | None = None
     output_tokens: Tokens | None = None
+    cached_input_tokens: Tokens | None = None
+    cache_write_tokens: Tokens | None = None
+    reasoning_tokens: Tokens | None = None
     currency: Currency | None = None
     description: Description | None = None
     metadata: Metadata | None = None
@@ -83,6 +88,9 @@ class CaptureRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     model: ModelName | None = None
     input_tokens: Tokens | None = None
     output_tokens: Tokens | None = None
+    cached_input_tokens: Tokens | None = None
+    cache_write_tokens: Tokens | None = None
+    reasoning_tokens: Tokens | None = None
 
 
 class AdjustmentRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -134,6 +142,9 @@ class LedgerEntry(msgspec.Struct, kw_only=True):
     prev_hash: str | None
     hash: str
     priced_by: PricedBy | None
+    cached_input_tokens: int | None
+    cache_write_tokens: int | None
+    reasoning_tokens: int | None
 
 
 class Hold(msgspec.Struct, kw_only=True):

@@ -69,8 +69,22 @@ def validate_idempotency_key(value: str | None) -> str | None:
     return value
 
 
+# Request fields added after requests were first hashed (issue 14): left out of the hash when
+# absent, so a request without them hashes as it always did, and a retry that began before an
+# upgrade still finds its first answer under its Idempotency-Key.
+_LATER_FIELDS = ("cached_input_tokens", "cache_write_tokens", "reasoning_tokens")
+
+
 def _request_hash(operation: str, *parts: Any) -> bytes:
     return hashlib.sha256(_hash_encoder.encode([operation, *parts])).digest()
+
+
+def _hashed_body(data: msgspec.Struct) -> dict[str, Any]:
+    body = msgspec.to_builtins(data)
+    for name in _LATER_FIELDS:
+        if body.get(name, 0) is None:
+            del body[name]
+    return body
 
 
 def spending_agent(principal: Principal, requested: str | None) -> str:
@@ -85,30 +99,41 @@ def spending_agent(principal: Principal, requested: str | None) -> str:
 
 
 class _Priced(msgspec.Struct, frozen=True):
-    amount: int | None
-    model: str | None
-    input_tokens: int | None
-    output_tokens: int | None
+    amount: int | None = None
+    model: str | None = None
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    cached_input_tokens: int | None = None
+    cache_write_tokens: int | None = None
+    reasoning_tokens: int | None = None
 
 
-def _priced(
-    amount: str | None,
-    model: str | None,
-    input_tokens: int | None,
-    output_tokens: int | None,
-    *,
-    amount_required: bool = True,
-) -> _Priced:
-    """An explicit amount wins (model and tokens are then just recorded); else price tokens."""
-    if amount is not None:
-        return _Priced(parse_amount(amount), model, input_tokens, output_tokens)
-    if model is None:
-        if amount_required or input_tokens is not None or output_tokens is not None:
+def _priced(data: ChargeRequest | CaptureRequest, *, amount_required: bool = True) -> _Priced:
+    """An explicit amount wins (model and tokens are then just recorded); else price tokens.
+    Either way the entry records every count the request gave."""
+    counts = {
+        "input_tokens": data.input_tokens,
+        "output_tokens": data.output_tokens,
+        "cached_input_tokens": data.cached_input_tokens,
+        "cache_write_tokens": data.cache_write_tokens,
+        "reasoning_tokens": data.reasoning_tokens,
+    }
+    if data.reasoning_tokens is not None and (
+        data.output_tokens is None or data.reasoning_tokens > data.output_tokens
+    ):
+        raise InvalidInput(
+            '"reasoning_tokens" are part of "output_tokens", so at most "output_tokens".',
+            field="reasoning_tokens",
+        )
+    if data.amount is not None:
+        return _Priced(parse_amount(data.amount), data.model, **counts)
+    if data.model is None:
+        if amount_required or any(v is not None for v in counts.values()):
             raise InvalidInput('Give "amount", or "model" with "input_tokens" and "output_tokens".')
-        return _Priced(None, None, None, None)
-    if input_tokens is None or output_tokens is None:
+        return _Priced()
+    if data.input_tokens is None or data.output_tokens is None:
         raise InvalidInput('Pricing by model needs both "input_tokens" and "output_tokens".')
-    return _Priced(None, model, input_tokens, output_tokens)
+    return _Priced(None, data.model, **counts)
 
 
 def _check_currency(currency: str | None) -> None:
@@ -144,14 +169,14 @@ def _spend_request(
     idempotency_key: str | None,
 ) -> Request:
     """A charge or a hold, priced as asked; for the key's agent or the one an admin names."""
-    priced = _priced(data.amount, data.model, data.input_tokens, data.output_tokens)
+    priced = _priced(data)
     _check_currency(data.currency)
     if data.metadata is not None:
         check_metadata_size(data.metadata)
     if key.role == "admin" and data.agent_id is None:
         raise InvalidInput("agent_id is required when an admin key spends for an agent.")
     # The agent is part of the key's scope, not of the request: leave it out of the hash.
-    body = msgspec.to_builtins(msgspec.structs.replace(data, agent_id=None))
+    body = _hashed_body(msgspec.structs.replace(data, agent_id=None))
     return Request(
         action=action,
         key_hash=key.key_hash,
@@ -161,6 +186,9 @@ def _spend_request(
         model=priced.model,
         input_tokens=priced.input_tokens,
         output_tokens=priced.output_tokens,
+        cached_input_tokens=priced.cached_input_tokens,
+        cache_write_tokens=priced.cache_write_tokens,
+        reasoning_tokens=priced.reasoning_tokens,
         description=data.description,
         metadata=data.metadata,
         idempotency_key=idempotency_key,
@@ -201,9 +229,7 @@ async def capture_hold(
     *,
     idempotency_key: str | None,
 ) -> Outcome:
-    priced = _priced(
-        data.amount, data.model, data.input_tokens, data.output_tokens, amount_required=False
-    )
+    priced = _priced(data, amount_required=False)
     request = Request(
         action="capture",
         key_hash=key.key_hash,
@@ -212,8 +238,11 @@ async def capture_hold(
         model=priced.model,
         input_tokens=priced.input_tokens,
         output_tokens=priced.output_tokens,
+        cached_input_tokens=priced.cached_input_tokens,
+        cache_write_tokens=priced.cache_write_tokens,
+        reasoning_tokens=priced.reasoning_tokens,
         idempotency_key=idempotency_key,
-        request_hash=_request_hash("capture", hold_id, msgspec.to_builtins(data)),
+        request_hash=_request_hash("capture", hold_id, _hashed_body(data)),
     )
     decision = await _decided(decider, key, request)
     return Outcome(decision.status, _spend_result(decision), decision.replayed)

@@ -2,15 +2,25 @@
 
 from __future__ import annotations
 
-from litestar import Controller, get, put
-from litestar.params import FromPath, JSONBody
+from datetime import datetime
+from typing import Annotated
+
+from litestar import Controller, get, post, put
+from litestar.params import FromPath, JSONBody, QueryParameter
 
 from agent_ledger.auth import ADMIN, ANY_ROLE
 from agent_ledger.deps import Audit, Pool
+from agent_ledger.errors import InvalidInput
 from agent_ledger.prices import service
-from agent_ledger.prices.schemas import Price, PriceList, PriceUpdate
+from agent_ledger.prices.litellm import prices_of
+from agent_ledger.prices.schemas import ImportReport, ImportRequest, Price, PriceList, PriceUpdate
 
 __all__ = ["PriceController"]
+
+At = Annotated[
+    datetime | None,
+    QueryParameter(description="The prices in force at this time (default now)."),
+]
 
 
 class PriceController(Controller):
@@ -18,11 +28,30 @@ class PriceController(Controller):
     tags = ["prices"]
 
     @get(operation_id="listPrices", opt={"roles": ANY_ROLE})
-    async def list_prices(self, pool: Pool) -> PriceList:
-        return await service.list_prices(pool)
+    async def list_prices(self, pool: Pool, at: At = None) -> PriceList:
+        return await service.list_prices(pool, at)
 
     @put("/{model:str}", operation_id="setPrice", opt={"roles": ADMIN})
     async def set_price(
         self, model: FromPath[str], data: JSONBody[PriceUpdate], pool: Pool, audit: Audit
     ) -> Price:
         return await service.set_price(pool, audit, model, data)
+
+    @post("/import", operation_id="importPrices", status_code=200, opt={"roles": ADMIN})
+    async def import_prices(
+        self, data: JSONBody[ImportRequest], pool: Pool, audit: Audit
+    ) -> ImportReport:
+        """Apply a LiteLLM price file's prices as one dated change (or, with ``dry_run``, only
+        say what would change)."""
+        parsed = prices_of(data.prices, data.providers)
+        if not parsed.specs:
+            raise InvalidInput("The file gives no token prices to import.", field="prices")
+        async with pool.acquire() as conn:
+            return await service.apply_import(
+                conn,
+                audit,
+                parsed.specs,
+                parsed.skipped,
+                data.effective_from,
+                dry_run=data.dry_run,
+            )

@@ -248,3 +248,56 @@ def test_admin_key_acts_for_a_named_agent(agent: AgentSetup) -> None:
         assert admin.budget(agent_id=agent.agent_id).spent.day == Decimal("0.2")
         with pytest.raises(ValueError, match="agent_id"):
             admin.budget()
+
+
+# (recorded response, model, the counts the server must record, the exact cost at the seeded
+# prices of migration 0013, per million tokens: input, cached input, cache write, output).
+PRICED_USAGES = {
+    # gpt-4o 2.50 / 1.25 / 2.50 / 10: 86 x 2.50 + 1920 x 1.25 + 300 x 10
+    "openai chat, cache hit": (
+        recorded.OPENAI_CHAT_CACHED, "gpt-4o", (86, 1920, None, 300, None), "0.005615",
+    ),
+    # o4-mini 1.10 / 0.275 / 1.10 / 4.40: 75 x 1.10 + 1186 x 4.40 (reasoning is output)
+    "openai chat, reasoning": (
+        recorded.OPENAI_CHAT_REASONING, "o4-mini", (75, None, None, 1186, 1024), "0.0053009",
+    ),
+    # claude-sonnet-4.6 3 / 0.30 / 3.75 / 15: 21 x 3 + 188086 x 3.75 + 393 x 15
+    "anthropic, cache write": (
+        recorded.ANTHROPIC_CACHE_WRITE, "claude-sonnet-4.6", (21, None, 188086, 393, None),
+        "0.7112805",
+    ),
+    # claude-haiku-4.5 1 / 0.10 / 1.25 / 5: 21 x 1 + 188086 x 0.10 + 393 x 5
+    "anthropic, cache read": (
+        recorded.ANTHROPIC_CACHE_READ, "claude-haiku-4.5", (21, 188086, None, 393, None),
+        "0.0207946",
+    ),
+    # gemini-2.5-pro 1.25 / 0.125 / 1.25 / 10 (prompt under 200k): 500 x 1.25 + 10000 x 0.125
+    # + 250 x 10
+    "gemini, cached content": (
+        recorded.GEMINI_CACHED, "gemini-2.5-pro", (500, 10000, None, 250, None), "0.004375",
+    ),
+    # gemini-2.5-pro: 12 x 1.25 + 19 x 10 (4 of the 19 are thoughts)
+    "gemini, thinking": (
+        recorded.GEMINI_THINKING, "gemini-2.5-pro", (12, None, None, 19, 4), "0.000205",
+    ),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", PRICED_USAGES)
+def test_the_server_prices_every_count_a_usage_maps_to(agent: AgentSetup, case: str) -> None:
+    """A charge from a provider's usage sends the cached, cache-write and reasoning counts the
+    usage has; the server prices each at its own rate, exactly, and records every count."""
+    response, model, counts, cost = PRICED_USAGES[case]
+    with _ledger(agent) as ledger:
+        charged = ledger.charge(model=model, usage=recorded.as_object(response))
+    assert charged.amount == Decimal(cost)
+    [entry] = [e for e in agent.entries() if e["id"] == charged.id]
+    names = (
+        "input_tokens",
+        "cached_input_tokens",
+        "cache_write_tokens",
+        "output_tokens",
+        "reasoning_tokens",
+    )
+    assert tuple(entry[name] for name in names) == counts
+    assert entry["priced_by"] == "server"

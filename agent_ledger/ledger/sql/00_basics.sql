@@ -81,7 +81,9 @@ $$;
 -- A money request as the service passes it: what the HTTP request asked for, unjudged.
 -- action: 'charge', 'hold', 'capture', 'release' or 'adjustment'. key_hash: the caller's API key
 -- (its HMAC), authenticated by the decision itself. agent_id: the agent a staff key names (an
--- agent key acts for its own). amount NULL with a model: price the tokens.
+-- agent key acts for its own). amount NULL with a model: price the tokens. The cache and
+-- reasoning counts come last (added with them, issue 14); reasoning_tokens are part of
+-- output_tokens, recorded and not priced apart.
 CREATE TYPE ledger.request AS (
     action           text,
     key_hash         bytea,
@@ -97,7 +99,10 @@ CREATE TYPE ledger.request AS (
     idempotency_key  text,
     request_hash     bytea,
     ttl_seconds      integer,
-    context          jsonb
+    context          jsonb,
+    cached_input_tokens  bigint,
+    cache_write_tokens   bigint,
+    reasoning_tokens     bigint
 );
 
 -- Nano-units as the shortest exact decimal string (as agent_ledger/money.py format_amount),

@@ -14,7 +14,8 @@
 
 -- The hash of a ledger entry, over its fields and e.prev_hash (created_at as microseconds since
 -- the epoch: exact and zone-free), in the encoding of its e.hash_version: version 1 (entries
--- before migration 0013) covers the fields every entry had then; version 2 adds priced_by.
+-- before migration 0013) covers the fields every entry had then; version 2 adds priced_by and
+-- the cache and reasoning token counts.
 -- The version's name opens the hashed text, so an entry cannot be passed off as another
 -- version's without its hash changing.
 CREATE OR REPLACE FUNCTION ledger.entry_digest(e ledger_entries)
@@ -28,7 +29,14 @@ DECLARE
     v_tail  text := '';
 BEGIN
     IF e.hash_version = 2 THEN
-        v_tail := '|' || coalesce(octet_length(e.priced_by)::text || ':' || e.priced_by, '-');
+        v_tail := '|' || concat_ws('|',
+            coalesce(octet_length(e.priced_by)::text || ':' || e.priced_by, '-'),
+            coalesce(octet_length(e.cached_input_tokens::text)::text || ':'
+                     || e.cached_input_tokens::text, '-'),
+            coalesce(octet_length(e.cache_write_tokens::text)::text || ':'
+                     || e.cache_write_tokens::text, '-'),
+            coalesce(octet_length(e.reasoning_tokens::text)::text || ':'
+                     || e.reasoning_tokens::text, '-'));
     ELSIF e.hash_version IS DISTINCT FROM 1 THEN
         RAISE EXCEPTION 'unknown hash version % of entry %', e.hash_version, e.id;
     END IF;
@@ -92,7 +100,8 @@ $$;
 -- new head; the sequence only numbers entries across the whole ledger, and is drawn under the
 -- team's lock too where there is one, so seq order is also the order each team's counters
 -- moved in (verify replays them in that order). p_priced_by: 'server' or 'client', who priced
--- the amount (for a hold's later entries, whoever priced the hold).
+-- the amount (for a hold's later entries, whoever priced the hold). The cache and reasoning
+-- counts: what the amount was priced from, beside p_input_tokens and p_output_tokens.
 CREATE OR REPLACE FUNCTION ledger.next_entry(
     a                  balances,
     p_team_id          text,
@@ -108,7 +117,10 @@ CREATE OR REPLACE FUNCTION ledger.next_entry(
     p_metadata         jsonb,
     p_key_id           text,
     p_at               timestamptz,
-    p_priced_by        text
+    p_priced_by        text,
+    p_cached_input_tokens  bigint,
+    p_cache_write_tokens   bigint,
+    p_reasoning_tokens     bigint
 )
 RETURNS ledger_entries
 LANGUAGE plpgsql VOLATILE
@@ -136,6 +148,9 @@ BEGIN
     e.created_at := p_at;
     e.prev_hash := a.head_hash;
     e.priced_by := p_priced_by;
+    e.cached_input_tokens := p_cached_input_tokens;
+    e.cache_write_tokens := p_cache_write_tokens;
+    e.reasoning_tokens := p_reasoning_tokens;
     e.hash_version := 2;
     e.hash := ledger.entry_digest(e);
     e.xid := pg_current_xact_id();

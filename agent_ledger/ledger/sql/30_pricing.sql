@@ -4,29 +4,127 @@
 -- price over all dimensions, divided by a million and rounded up once, to the next whole
 -- nano-unit: a charge is never priced below what the tokens cost.
 
--- The exact cost in nano-units of tokens at prices per million tokens, rounded up once.
-CREATE OR REPLACE FUNCTION ledger.token_cost(p_input_tokens bigint, p_output_tokens bigint,
-                                  p_input_per_mtok bigint, p_output_per_mtok bigint)
+-- The exact cost in nano-units of tokens at one set of prices per million tokens, plus a
+-- per-request fee, rounded up once: input, cached input (cache reads), cache writes and output
+-- tokens, each times its price, summed exactly with the fee (times a million) and divided by a
+-- million. A missing count is zero.
+CREATE OR REPLACE FUNCTION ledger.token_cost(p_input_tokens bigint, p_cached_input_tokens bigint,
+                                             p_cache_write_tokens bigint, p_output_tokens bigint,
+                                             p_input_per_mtok bigint,
+                                             p_cached_input_per_mtok bigint,
+                                             p_cache_write_per_mtok bigint,
+                                             p_output_per_mtok bigint, p_per_request bigint)
 RETURNS numeric
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
 AS $$
     SELECT ledger.ceil_div(coalesce(p_input_tokens, 0)::numeric * p_input_per_mtok
-                           + coalesce(p_output_tokens, 0)::numeric * p_output_per_mtok,
+                           + coalesce(p_cached_input_tokens, 0)::numeric * p_cached_input_per_mtok
+                           + coalesce(p_cache_write_tokens, 0)::numeric * p_cache_write_per_mtok
+                           + coalesce(p_output_tokens, 0)::numeric * p_output_per_mtok
+                           + coalesce(p_per_request, 0)::numeric * 1000000,
                            1000000)
 $$;
 
--- The cost of tokens of p_model for a budget kept in p_currency: OUT amount, or OUT problem
--- (unknown model, another currency, free, or beyond what a counter can hold).
-CREATE OR REPLACE FUNCTION ledger.price_tokens(p_model text, p_currency text, p_input_tokens bigint,
-                                    p_output_tokens bigint, OUT amount bigint, OUT problem jsonb)
+-- The price of p_model in force at p_at: the row with the latest effective_from not after it.
+CREATE OR REPLACE FUNCTION ledger.price_at(p_model text, p_at timestamptz)
+RETURNS prices
+LANGUAGE sql STABLE
+AS $$
+    SELECT * FROM prices WHERE model = p_model AND effective_from <= p_at
+    ORDER BY effective_from DESC LIMIT 1
+$$;
+
+-- The cost of tokens at price pr. A request's prompt (input + cached input + cache writes)
+-- above a tier's above_input_tokens is priced whole at the highest such tier's rates (tiers
+-- are kept in ascending order).
+--
+-- p_worst_case (a hold): the most any usage within the counts can cost, an upper bound for a
+-- capture that stays within them. Which prompt tokens will be read from cache, written to it
+-- or neither is known only after the call, so every prompt token is priced at the dearest of
+-- the three rates; and a smaller prompt may fall into a lower tier, so every tier the prompt
+-- could reach (the base and each tier below it) is priced and the dearest taken. With plain
+-- prices (no tiers, cache rates at most the input rate) this is exactly the plain cost.
+CREATE OR REPLACE FUNCTION ledger.tokens_at_price(pr prices, p_input_tokens bigint,
+                                                  p_cached_input_tokens bigint,
+                                                  p_cache_write_tokens bigint,
+                                                  p_output_tokens bigint, p_worst_case boolean)
+RETURNS numeric
+LANGUAGE plpgsql IMMUTABLE
+AS $$
+DECLARE
+    v_prompt  numeric := coalesce(p_input_tokens, 0)::numeric
+                         + coalesce(p_cached_input_tokens, 0) + coalesce(p_cache_write_tokens, 0);
+    v_rates   jsonb;
+    v_tier    jsonb;
+    v_dearest bigint;
+    v_cost    numeric;
+    v_worst   numeric := 0;
+BEGIN
+    IF pr.tiers = '[]'::jsonb THEN
+        -- Most prices have no tiers: no JSON to walk on the hot path.
+        IF p_worst_case THEN
+            RETURN ledger.ceil_div(
+                v_prompt * greatest(pr.input_per_mtok, pr.cached_input_per_mtok,
+                                    pr.cache_write_per_mtok)
+                + coalesce(p_output_tokens, 0)::numeric * pr.output_per_mtok
+                + pr.per_request::numeric * 1000000, 1000000);
+        END IF;
+        RETURN ledger.token_cost(p_input_tokens, p_cached_input_tokens, p_cache_write_tokens,
+                                 p_output_tokens, pr.input_per_mtok, pr.cached_input_per_mtok,
+                                 pr.cache_write_per_mtok, pr.output_per_mtok, pr.per_request);
+    END IF;
+    v_rates := jsonb_build_object(
+        'input_per_mtok', pr.input_per_mtok, 'cached_input_per_mtok', pr.cached_input_per_mtok,
+        'cache_write_per_mtok', pr.cache_write_per_mtok, 'output_per_mtok', pr.output_per_mtok);
+    FOR v_tier IN
+        SELECT rates FROM (
+            SELECT v_rates AS rates, -1::numeric AS above
+            UNION ALL
+            SELECT t, (t ->> 'above_input_tokens')::numeric
+            FROM jsonb_array_elements(pr.tiers) AS t
+        ) AS r
+        WHERE v_prompt > r.above
+        ORDER BY r.above
+    LOOP
+        IF p_worst_case THEN
+            v_dearest := greatest((v_tier ->> 'input_per_mtok')::bigint,
+                                  (v_tier ->> 'cached_input_per_mtok')::bigint,
+                                  (v_tier ->> 'cache_write_per_mtok')::bigint);
+            v_cost := ledger.ceil_div(v_prompt * v_dearest
+                                      + coalesce(p_output_tokens, 0)::numeric
+                                        * (v_tier ->> 'output_per_mtok')::bigint
+                                      + pr.per_request::numeric * 1000000, 1000000);
+            v_worst := greatest(v_worst, v_cost);
+        ELSE
+            -- Base first, then the tiers the prompt is above, ascending: the last one applies.
+            v_worst := ledger.token_cost(p_input_tokens, p_cached_input_tokens,
+                                         p_cache_write_tokens, p_output_tokens,
+                                         (v_tier ->> 'input_per_mtok')::bigint,
+                                         (v_tier ->> 'cached_input_per_mtok')::bigint,
+                                         (v_tier ->> 'cache_write_per_mtok')::bigint,
+                                         (v_tier ->> 'output_per_mtok')::bigint, pr.per_request);
+        END IF;
+    END LOOP;
+    RETURN v_worst;
+END;
+$$;
+
+-- The cost of tokens of p_model, at the price in force at p_at, for a budget kept in
+-- p_currency (p_worst_case: a hold's, see ledger.tokens_at_price): OUT amount, or OUT problem
+-- (no price in force, another currency, free, or beyond what a counter can hold).
+CREATE OR REPLACE FUNCTION ledger.price_tokens(p_model text, p_currency text, p_at timestamptz,
+                                               p_input_tokens bigint,
+                                               p_cached_input_tokens bigint,
+                                               p_cache_write_tokens bigint,
+                                               p_output_tokens bigint, p_worst_case boolean,
+                                               OUT amount bigint, OUT problem jsonb)
 LANGUAGE plpgsql STABLE
 AS $$
 DECLARE
-    pr      prices;
+    pr      prices := ledger.price_at(p_model, p_at);
     v_cost  numeric;
 BEGIN
-    SELECT * INTO pr FROM prices WHERE model = p_model;
-    IF NOT FOUND THEN
+    IF pr.model IS NULL THEN
         problem := ledger.problem(422, 'unknown-model',
             format('No price is set for model %L.', p_model));
         RETURN;
@@ -37,8 +135,8 @@ BEGIN
                    p_model, pr.currency, p_currency));
         RETURN;
     END IF;
-    v_cost := ledger.token_cost(p_input_tokens, p_output_tokens, pr.input_per_mtok,
-                                pr.output_per_mtok);
+    v_cost := ledger.tokens_at_price(pr, p_input_tokens, p_cached_input_tokens,
+                                     p_cache_write_tokens, p_output_tokens, p_worst_case);
     IF v_cost = 0 THEN
         problem := ledger.problem(422, 'validation-error',
             format('These tokens of %L cost nothing; amounts must be greater than zero.',
@@ -57,7 +155,7 @@ CREATE OR REPLACE FUNCTION ledger.has_price(p_model text, p_at timestamptz)
 RETURNS boolean
 LANGUAGE sql STABLE
 AS $$
-    SELECT EXISTS (SELECT 1 FROM prices WHERE model = p_model)
+    SELECT EXISTS (SELECT 1 FROM prices WHERE model = p_model AND effective_from <= p_at)
 $$;
 
 -- 422 server-pricing-required when the agent a or its team t requires server pricing and a

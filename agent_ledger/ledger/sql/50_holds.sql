@@ -66,7 +66,8 @@ BEGIN
         a.held := a.held - h.amount;
         t.held := t.held - h.amount;
         e := ledger.next_entry(a, h.team_id, 'expire', h.amount, h.currency, h.model, NULL, NULL,
-                               h.id, NULL, NULL, NULL, NULL, p_at, h.priced_by);
+                               h.id, NULL, NULL, NULL, NULL, p_at, h.priced_by,
+                               NULL, NULL, NULL);
         a := ledger.link(a, e);
     END LOOP;
 END;

@@ -47,7 +47,10 @@ BEGIN
         v_refusal := ledger.pricing_refusal(a, t, r.amount, r.model, p_at);
     END IF;
     IF v_refusal IS NULL AND v_amount IS NULL THEN
-        x := ledger.price_tokens(r.model, v_currency, r.input_tokens, r.output_tokens);
+        -- A hold reserves the worst case its counts allow (ledger.price_tokens says which).
+        x := ledger.price_tokens(r.model, v_currency, p_at, r.input_tokens,
+                                 r.cached_input_tokens, r.cache_write_tokens, r.output_tokens,
+                                 r.action = 'hold');
         v_refusal := x.problem;
         v_amount := x.amount;
     END IF;
@@ -100,7 +103,8 @@ BEGIN
     END IF;
     e := ledger.next_entry(a, a.team_id, r.action, v_amount, v_currency, r.model,
                            r.input_tokens, r.output_tokens, h.id, r.idempotency_key,
-                           r.description, r.metadata, p_key_id, p_at, v_priced_by);
+                           r.description, r.metadata, p_key_id, p_at, v_priced_by,
+                           r.cached_input_tokens, r.cache_write_tokens, r.reasoning_tokens);
     a := ledger.link(a, e);
 
     IF r.action = 'adjustment' THEN

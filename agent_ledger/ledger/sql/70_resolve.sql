@@ -42,7 +42,8 @@ BEGIN
             a.held := a.held - h.amount;
             t.held := t.held - h.amount;
             e := ledger.next_entry(a, h.team_id, 'expire', h.amount, h.currency, h.model, NULL,
-                                   NULL, h.id, NULL, NULL, NULL, NULL, p_at, h.priced_by);
+                                   NULL, h.id, NULL, NULL, NULL, NULL, p_at, h.priced_by,
+                                   NULL, NULL, NULL);
             a := ledger.link(a, e);
         END IF;
         h.status := 'expired';
@@ -58,7 +59,12 @@ BEGIN
         -- An explicit amount booked under the hold's model is the client's price for it.
         v_refusal := ledger.pricing_refusal(a, t, r.amount, coalesce(r.model, h.model), p_at);
         IF v_refusal IS NULL AND v_amount IS NULL AND r.model IS NOT NULL THEN
-            x := ledger.price_tokens(r.model, h.currency, r.input_tokens, r.output_tokens);
+            -- At the prices in force when the hold was made: the model was called under the
+            -- hold, which reserved the worst case at those prices, so a price change while it
+            -- is open neither raises a capture past its hold nor lowers it.
+            x := ledger.price_tokens(r.model, h.currency, h.created_at, r.input_tokens,
+                                     r.cached_input_tokens, r.cache_write_tokens,
+                                     r.output_tokens, false);
             v_refusal := x.problem;
             v_amount := x.amount;
         END IF;
@@ -107,10 +113,12 @@ BEGIN
                                       v_amount, p_at, v_priced_by);
         e := ledger.next_entry(a, h.team_id, 'capture', v_amount, h.currency, v_model,
                                r.input_tokens, r.output_tokens, h.id, r.idempotency_key,
-                               h.description, h.metadata, p_key_id, p_at, v_priced_by);
+                               h.description, h.metadata, p_key_id, p_at, v_priced_by,
+                               r.cached_input_tokens, r.cache_write_tokens, r.reasoning_tokens);
     ELSE
         e := ledger.next_entry(a, h.team_id, 'release', h.amount, h.currency, h.model, NULL,
-                               NULL, h.id, NULL, NULL, NULL, p_key_id, p_at, h.priced_by);
+                               NULL, h.id, NULL, NULL, NULL, p_key_id, p_at, h.priced_by,
+                               NULL, NULL, NULL);
     END IF;
     a := ledger.link(a, e);
 
