@@ -33,6 +33,7 @@ MODULES = [
     "tests/test_entries.py",
     "tests/test_exports.py",
     "tests/test_priced_by.py",
+    "tests/test_prices.py",
 ]
 
 pytestmark = pytest.mark.skipif(
