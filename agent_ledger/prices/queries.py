@@ -1,5 +1,5 @@
 """SQL owned by prices. A price change is a new row from its ``effective_from``; a model's price
-at a time is its row with the latest ``effective_from`` not after it (ledger.price_at in
+at a time is its row with the latest ``effective_from`` not after it (ledger.price_tokens in
 agent_ledger/ledger/sql/30_pricing.sql decides charges by the same rule)."""
 
 PRICE_COLUMNS = (

@@ -25,15 +25,6 @@ AS $$
                            1000000)
 $$;
 
--- The price of p_model in force at p_at: the row with the latest effective_from not after it.
-CREATE OR REPLACE FUNCTION ledger.price_at(p_model text, p_at timestamptz)
-RETURNS prices
-LANGUAGE sql STABLE
-AS $$
-    SELECT * FROM prices WHERE model = p_model AND effective_from <= p_at
-    ORDER BY effective_from DESC LIMIT 1
-$$;
-
 -- The cost of tokens at price pr. A request's prompt (input + cached input + cache writes)
 -- above a tier's above_input_tokens is priced whole at the highest such tier's rates (tiers
 -- are kept in ascending order).
@@ -109,7 +100,8 @@ BEGIN
 END;
 $$;
 
--- The cost of tokens of p_model, at the price in force at p_at, for a budget kept in
+-- The cost of tokens of p_model, at the price in force at p_at (the row with the latest
+-- effective_from not after it), for a budget kept in
 -- p_currency (p_worst_case: a hold's, see ledger.tokens_at_price): OUT amount, or OUT problem
 -- (no price in force, another currency, free, or beyond what a counter can hold).
 CREATE OR REPLACE FUNCTION ledger.price_tokens(p_model text, p_currency text, p_at timestamptz,
@@ -121,10 +113,14 @@ CREATE OR REPLACE FUNCTION ledger.price_tokens(p_model text, p_currency text, p_
 LANGUAGE plpgsql STABLE
 AS $$
 DECLARE
-    pr      prices := ledger.price_at(p_model, p_at);
+    pr      prices;
     v_cost  numeric;
 BEGIN
-    IF pr.model IS NULL THEN
+    -- The price in force at p_at: the latest effective_from not after it. (Inline rather than
+    -- a function of its own: PL/pgSQL caches this plan; a SQL function call would not be.)
+    SELECT * INTO pr FROM prices WHERE model = p_model AND effective_from <= p_at
+    ORDER BY effective_from DESC LIMIT 1;
+    IF NOT FOUND THEN
         problem := ledger.problem(422, 'unknown-model',
             format('No price is set for model %L.', p_model));
         RETURN;
