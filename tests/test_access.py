@@ -40,6 +40,10 @@ BODIES: dict[str, dict[str, Any]] = {
     "setAgentBudget": {"limits": {"day": "0"}},
     "setTeamBudget": {"limits": {"day": "0"}},
     "setPrice": {"input_per_mtok": "0", "output_per_mtok": "0"},
+    "importPrices": {
+        "prices": {"intruder-model": {"input_cost_per_token": 1e-06, "output_cost_per_token": 0}},
+        "dry_run": True,
+    },
     "createCharge": {"amount": "0.01", "agent_id": "{agent_id}"},
     "createHold": {"amount": "0.01", "agent_id": "{agent_id}"},
     "captureHold": {"amount": "0.01"},
