@@ -47,6 +47,8 @@ from agent_ledger.reports.controller import ReportController
 from agent_ledger.request_input import check_request_input
 from agent_ledger.teams.controller import TeamController
 from agent_ledger.verification.controller import VerifyController
+from agent_ledger.webhooks.controller import WebhookController
+from agent_ledger.webhooks.delivery import DeliveryWorker
 
 __all__ = ["app_from_environment", "create_app"]
 
@@ -69,6 +71,7 @@ ROUTE_HANDLERS = [
     AuditEventController,
     CheckpointController,
     ReportController,
+    WebhookController,
 ]
 
 log = structlog.get_logger("agent_ledger.app")
@@ -115,10 +118,20 @@ async def _database(app: Litestar) -> AsyncIterator[None]:
     if unsafe:
         log.warning("unsafe_durability_allowed", settings=unsafe)
     app.state.decider = Decider(app.state.pool, clock=app.state.clock)
+    deliveries = DeliveryWorker(
+        app.state.pool,
+        pepper=settings.key_pepper,
+        allow_private=settings.webhook_allow_private,
+        timeout_seconds=settings.webhook_timeout_seconds,
+        poll_seconds=settings.webhook_poll_seconds,
+    )
     background = [
         asyncio.create_task(_flush_last_used(app)),
         asyncio.create_task(run_sweeper(app.state.pool, settings.sweep_interval_seconds)),
-        asyncio.create_task(run_publisher(app.state.pool, settings.sweep_interval_seconds)),
+        asyncio.create_task(
+            run_publisher(app.state.pool, settings.sweep_interval_seconds, deliveries.wake)
+        ),
+        asyncio.create_task(deliveries.run()),
         asyncio.create_task(run_checkpointer(app.state.pool, settings.checkpoint_interval_seconds)),
     ]
     if settings.rate_limit_per_key is not None:
@@ -133,6 +146,7 @@ async def _database(app: Litestar) -> AsyncIterator[None]:
                 await task
         with contextlib.suppress(Exception):
             await app.state.last_used.flush(app.state.pool)
+        await deliveries.close()
         await app.state.pool.close()
 
 

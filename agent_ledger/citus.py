@@ -6,11 +6,12 @@ database `agent-ledger migrate` targets has the citus extension (a coordinator w
 
 - money tables are distributed on ``home_id`` (an agent's team, or the agent itself without
   one; migration 0009) and co-located, so that one home's balance rows, entries, holds,
-  idempotency answers, rollups and outbox rows live on one node;
-- small global tables (teams, agents, api_keys, prices) are reference tables: a copy on every
-  node, so a decision reads them locally;
-- the staff audit log, checkpoints and the migration bookkeeping stay on the coordinator (they
-  are written only there, and the audit chain's trigger must see one table);
+  idempotency answers, rollups, outbox rows and alert crossings live on one node;
+- small global tables (teams, agents, api_keys, prices, webhooks) are reference tables: a copy on
+  every node, so a decision reads them locally (a decision asks whether a webhook wants an event);
+- the staff audit log, checkpoints, webhook deliveries and the migration bookkeeping stay on the
+  coordinator (they are written only there, never by a decision; the audit chain's trigger must
+  see one table, and delivery workers claim due deliveries across all homes with SKIP LOCKED);
 - ``ledger.decide`` and ``ledger.sweep_agent`` are distributed functions on their home argument:
   Citus runs each call on the node that holds the home, as one local transaction, so a charge is
   still one round trip from the service (to the coordinator, which delegates it).
@@ -25,7 +26,7 @@ import asyncpg
 
 __all__ = ["DISTRIBUTED", "REFERENCE", "distribute", "distribute_functions", "is_citus"]
 
-REFERENCE = ("teams", "agents", "api_keys", "prices")
+REFERENCE = ("teams", "agents", "api_keys", "prices", "webhooks")
 # The first is the co-location anchor of the others.
 DISTRIBUTED = (
     "balances",
@@ -35,6 +36,7 @@ DISTRIBUTED = (
     "spend_rollups",
     "spend_rollups_daily",
     "outbox",
+    "alert_crossings",
 )
 DISTRIBUTED_FUNCTIONS = (
     "ledger.decide(text, ledger.request[], timestamptz)",

@@ -47,6 +47,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     rate_limit_per_key: Annotated[int, msgspec.Meta(ge=1)] | None = None
     # Every request is answered within this (a 503 when the database does not answer in time).
     request_timeout_seconds: Annotated[float, msgspec.Meta(gt=0, le=3600)] = 5.0
+    # Webhooks may call loopback and private addresses (a receiver on this machine or network).
+    webhook_allow_private: bool = False
+    # How often each process looks for deliveries due; the first retry comes 1 s after a failure.
+    webhook_poll_seconds: Annotated[float, msgspec.Meta(gt=0)] = 0.5
+    # Connect, write and read timeout of one delivery attempt.
+    webhook_timeout_seconds: Annotated[float, msgspec.Meta(gt=0, le=60)] = 5.0
 
 
 # The environment variable behind each setting.
@@ -72,6 +78,9 @@ ENVIRONMENT: Mapping[str, str] = {
     "allow_unsafe_durability": "LEDGER_ALLOW_UNSAFE_DURABILITY",
     "rate_limit_per_key": "LEDGER_RATE_LIMIT_PER_KEY",
     "request_timeout_seconds": "LEDGER_REQUEST_TIMEOUT_SECONDS",
+    "webhook_allow_private": "LEDGER_WEBHOOK_ALLOW_PRIVATE",
+    "webhook_poll_seconds": "LEDGER_WEBHOOK_POLL_SECONDS",
+    "webhook_timeout_seconds": "LEDGER_WEBHOOK_TIMEOUT_SECONDS",
 }
 
 # Case-insensitive settings, normalised before conversion.

@@ -35,6 +35,7 @@ __all__ = [
     "NotFound",
     "Refusal",
     "Unauthorized",
+    "WebhookUrlNotAllowed",
     "exception_handlers",
     "problem_response",
 ]
@@ -95,6 +96,10 @@ class Conflict(DomainError):
 
 class LastAdminKey(DomainError):
     status, code, title = 409, "last-admin-key", "Last admin key"
+
+
+class WebhookUrlNotAllowed(DomainError):
+    status, code, title = 422, "webhook-url-not-allowed", "Webhook URL not allowed"
 
 
 _TITLES = {

@@ -36,6 +36,9 @@ ID_PREFIXES = {
     "hold_id": "hold",
     "entry_id": "ent",
     "checkpoint_id": "chk",
+    "webhook_id": "whk",
+    "delivery_id": "whd",
+    "event_id": "evt",
 }
 # ...and of the ``id`` of each answer that is one of those things.
 ID_OF = {
@@ -51,6 +54,9 @@ ID_OF = {
     "AuditEvent": "evt",
     "Checkpoint": "chk",
     "CheckpointSummary": "chk",
+    "Webhook": "whk",
+    "WebhookCreated": "whk",
+    "Delivery": "whd",
 }
 
 

@@ -67,9 +67,9 @@ INSERT_MOVED_BALANCE = """
 INSERT INTO balances (home_id, owner_id, owner_type, team_id, agent_status, currency,
                       limit_total, limit_month, limit_day, limit_per_charge, spent_total,
                       spent_month, month_start, spent_day, day_start, held, head_hash, head_seq,
-                      entry_count)
+                      entry_count, alert_thresholds)
 VALUES (coalesce($2, $1), $1, 'agent', $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14,
-        $15, $16, $17)
+        $15, $16, $17, $18)
 """
 
 COPY_ANSWERS = """
@@ -81,3 +81,12 @@ FROM idempotency_keys WHERE home_id = coalesce($2, $1) AND agent_id = $1
 """
 
 DELETE_ANSWERS = "DELETE FROM idempotency_keys WHERE home_id = coalesce($2, $1) AND agent_id = $1"
+
+# The budget's alert crossings go along, so a threshold already announced is not announced again.
+COPY_CROSSINGS = """
+INSERT INTO alert_crossings (home_id, owner_id, "window", period, threshold, event_id, crossed_at)
+SELECT coalesce($3, $1), owner_id, "window", period, threshold, event_id, crossed_at
+FROM alert_crossings WHERE home_id = coalesce($2, $1) AND owner_id = $1
+"""
+
+DELETE_CROSSINGS = "DELETE FROM alert_crossings WHERE home_id = coalesce($2, $1) AND owner_id = $1"

@@ -17,6 +17,7 @@ from agent_ledger.db import from_row, transactions
 from agent_ledger.errors import Conflict, InvalidInput, NotFound
 from agent_ledger.ids import new_id
 from agent_ledger.keyset import read_page
+from agent_ledger.webhooks.events import announce
 
 __all__ = ["create_agent", "get_agent", "list_agents", "update_agent"]
 
@@ -134,6 +135,8 @@ async def update_agent(
                     queries.SET_BALANCE_STATUS, agent_id, before.team_id, merged.status
                 )
             after = _agent(row)
+            if after.status == "suspended" and before.status != "suspended":
+                await _announce_suspended(conn, ctx, after)
             await record_event(
                 conn,
                 ctx,
@@ -144,6 +147,23 @@ async def update_agent(
                 after=after,
             )
     return after
+
+
+async def _announce_suspended(conn: asyncpg.Connection, ctx: AuditContext, agent: Agent) -> None:
+    await announce(
+        conn,
+        "agent.suspended",
+        home_id=agent.team_id or agent.id,
+        agent_id=agent.id,
+        team_id=agent.team_id,
+        data={
+            "agent_id": agent.id,
+            "team_id": agent.team_id,
+            "name": agent.name,
+            "reason": "staff",
+            "actor_key_id": ctx.actor_key_id,
+        },
+    )
 
 
 async def _move_balance(
@@ -162,12 +182,14 @@ async def _move_balance(
             for column in (
                 "currency", "limit_total", "limit_month", "limit_day", "limit_per_charge",
                 "spent_total", "spent_month", "month_start", "spent_day", "day_start", "held",
-                "head_hash", "head_seq", "entry_count",
+                "head_hash", "head_seq", "entry_count", "alert_thresholds",
             )
         ),
     )  # fmt: skip
     await conn.execute(queries.COPY_ANSWERS, agent_id, old_team, team_id)
     await conn.execute(queries.DELETE_ANSWERS, agent_id, old_team)
+    await conn.execute(queries.COPY_CROSSINGS, agent_id, old_team, team_id)
+    await conn.execute(queries.DELETE_CROSSINGS, agent_id, old_team)
 
 
 async def list_agents(

@@ -1,4 +1,4 @@
-"""Publishing the outbox: audit events that money decisions wrote in their own transactions.
+"""Publishing the outbox: what money decisions and staff actions wrote in their own transactions.
 
 A decision that a staff audit event must record (an adjustment) writes the event to ``outbox``
 in the decision's transaction, in its home (migration 0010; on Citus, on the home's node). This
@@ -7,16 +7,23 @@ and marks it published, both in one transaction: an event is in the audit log ex
 whatever crashes in between. The service publishes right after the decision that wrote the row
 (so the audit log has it before the client has its answer), and a background task every
 second publishes whatever a crash left behind.
+
+Rows of topic ``webhook`` (alert events, 45_alerts.sql) are fanned out to the deliveries of the
+webhooks that want them (agent_ledger/webhooks/fanout.py), in the same way: once, in the
+transaction that marks the row published; the delivery worker (agent_ledger/webhooks/delivery.py)
+then sends them.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 import asyncpg
 import structlog
 
 from agent_ledger.db import UNAVAILABLE
+from agent_ledger.webhooks.fanout import fan_out
 
 __all__ = ["publish", "run_publisher"]
 
@@ -24,7 +31,7 @@ log = structlog.get_logger("agent_ledger.outbox")
 
 # Oldest first; $1 narrows to one home.
 UNPUBLISHED = """
-SELECT home_id, id FROM outbox
+SELECT home_id, id, topic FROM outbox
 WHERE published_at IS NULL AND ($1::text IS NULL OR home_id = $1)
 ORDER BY created_at
 LIMIT $2
@@ -70,12 +77,16 @@ async def _publish_one(conn: asyncpg.Connection, home_id: str, event_id: str) ->
                 event.get("request_id"),
                 event.get("client_ip"),
             )
+        elif row["topic"] == "webhook":
+            await fan_out(conn, event)
         await conn.execute(MARK_PUBLISHED, home_id, event_id)
     return True
 
 
 async def publish(pool: asyncpg.Pool, home_id: str | None = None) -> int:
-    """Publish every unpublished outbox row (or one home's); returns how many this call did."""
+    """Publish every unpublished outbox row (or one home's); returns how many this call did.
+    The background publisher does it for every home; right after a decision, one home is
+    enough."""
     published = 0
     async with pool.acquire() as conn:
         while True:
@@ -86,12 +97,19 @@ async def publish(pool: asyncpg.Pool, home_id: str | None = None) -> int:
                 return published
 
 
-async def run_publisher(pool: asyncpg.Pool, interval_seconds: float) -> None:
-    """Background task: publish what decisions left (a crash between commit and publish)."""
+async def run_publisher(
+    pool: asyncpg.Pool,
+    interval_seconds: float,
+    on_published: Callable[[], None] | None = None,
+) -> None:
+    """Background task: publish what decisions left (a crash between commit and publish) and
+    every webhook event; ``on_published`` is called after a round that published anything."""
     while True:
         try:
             if count := await publish(pool):
                 log.info("outbox_published", count=count)
+                if on_published is not None:
+                    on_published()
         except UNAVAILABLE as exc:
             log.warning("outbox_publish_failed", error=str(exc))
         await asyncio.sleep(interval_seconds)

@@ -7,9 +7,8 @@ from litestar.params import FromPath, JSONBody
 
 from agent_ledger.auth import ADMIN, STAFF
 from agent_ledger.budgets import service
-from agent_ledger.budgets.schemas import BudgetUpdate
+from agent_ledger.budgets.schemas import BudgetSettings, BudgetUpdate
 from agent_ledger.deps import Audit, Now, Pool
-from agent_ledger.ledger.schemas import BudgetStatus
 
 __all__ = ["BudgetController"]
 
@@ -34,11 +33,13 @@ class BudgetController(Controller):
         pool: Pool,
         audit: Audit,
         now: Now,
-    ) -> BudgetStatus:
+    ) -> BudgetSettings:
         return await service.set_budget(pool, audit, "agent", agent_id, data, now)
 
     @get("/agents/{agent_id:str}/budget", operation_id="getAgentBudget", opt={"roles": STAFF})
-    async def get_agent_budget(self, agent_id: FromPath[str], pool: Pool, now: Now) -> BudgetStatus:
+    async def get_agent_budget(
+        self, agent_id: FromPath[str], pool: Pool, now: Now
+    ) -> BudgetSettings:
         return await service.budget_status(pool, "agent", agent_id, now)
 
     @put(
@@ -53,9 +54,9 @@ class BudgetController(Controller):
         pool: Pool,
         audit: Audit,
         now: Now,
-    ) -> BudgetStatus:
+    ) -> BudgetSettings:
         return await service.set_budget(pool, audit, "team", team_id, data, now)
 
     @get("/teams/{team_id:str}/budget", operation_id="getTeamBudget", opt={"roles": STAFF})
-    async def get_team_budget(self, team_id: FromPath[str], pool: Pool, now: Now) -> BudgetStatus:
+    async def get_team_budget(self, team_id: FromPath[str], pool: Pool, now: Now) -> BudgetSettings:
         return await service.budget_status(pool, "team", team_id, now)

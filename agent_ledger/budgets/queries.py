@@ -9,13 +9,13 @@ so that on Citus they go to the one node that holds the row.
 AGENT_HOME = "SELECT coalesce(team_id, id) FROM agents WHERE id = $1"
 
 GET_STATUS = """
-SELECT ledger.budget_of(p_home_id => $1, p_owner_type => $2, p_owner_id => $3,
-                        p_at => coalesce($4, now()))
+SELECT budget, alert_thresholds FROM ledger.budget_of(
+    p_home_id => $1, p_owner_type => $2, p_owner_id => $3, p_at => coalesce($4, now()))
 """
 
 SET_LIMITS = """
-SELECT before, after, problem FROM ledger.set_limits(
+SELECT before, after, problem, thresholds_before, alert_thresholds FROM ledger.set_limits(
     p_home_id => $1, p_owner_type => $2, p_owner_id => $3, p_currency => $4, p_total => $5,
     p_month => $6, p_day => $7, p_per_charge => $8, p_require_server_pricing => $9,
-    p_at => coalesce($10, now()))
+    p_thresholds => $10::numeric[], p_at => coalesce($11, now()))
 """

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
+from decimal import Decimal
 
 import asyncpg
 
 from agent_ledger.audit.recorder import AuditContext, record_event
 from agent_ledger.budgets import queries
-from agent_ledger.budgets.schemas import BudgetUpdate
+from agent_ledger.budgets.schemas import BudgetSettings, BudgetUpdate
 from agent_ledger.db import transactions
 from agent_ledger.errors import InvalidInput, NotFound
 from agent_ledger.ledger import render
@@ -27,6 +28,26 @@ def _limit(text: str | None, field: str) -> int | None:
     return parse_amount(text, field=f"limits.{field}", allow_zero=True)
 
 
+def _thresholds(texts: list[str] | None) -> list[Decimal] | None:
+    """Distinct fractions in ascending order; None for none."""
+    if not texts:
+        return None
+    values = sorted({Decimal(t) for t in texts})
+    if values[0] <= 0:
+        raise InvalidInput(
+            'alert_thresholds must be fractions above 0 and at most 1, e.g. "0.8".',
+            field="alert_thresholds",
+        )
+    return values
+
+
+def _settings(budget: BudgetStatus, thresholds: list[Decimal] | None) -> BudgetSettings:
+    return BudgetSettings(
+        **{f: getattr(budget, f) for f in budget.__struct_fields__},
+        alert_thresholds=[str(t) for t in thresholds or ()],
+    )
+
+
 async def _home(conn: asyncpg.Pool | asyncpg.Connection, owner_type: str, owner_id: str) -> str:
     """Where the balance row lives: a team's own home, an agent's team (or itself)."""
     if owner_type == "team":
@@ -36,12 +57,12 @@ async def _home(conn: asyncpg.Pool | asyncpg.Connection, owner_type: str, owner_
 
 async def budget_status(
     conn: asyncpg.Pool | asyncpg.Connection, owner_type: str, owner_id: str, now: datetime | None
-) -> BudgetStatus:
+) -> BudgetSettings:
     home = await _home(conn, owner_type, owner_id)
-    raw = await conn.fetchval(queries.GET_STATUS, home, owner_type, owner_id, now)
-    if raw is None:
+    row = await conn.fetchrow(queries.GET_STATUS, home, owner_type, owner_id, now)
+    if row["budget"] is None:
         raise NotFound(f"No {owner_type} with id {owner_id!r}.")
-    return render.budget_status(raw)
+    return _settings(render.budget_status(row["budget"]), row["alert_thresholds"])
 
 
 async def set_budget(
@@ -51,13 +72,14 @@ async def set_budget(
     owner_id: str,
     data: BudgetUpdate,
     now: datetime | None,
-) -> BudgetStatus:
+) -> BudgetSettings:
     limits = [
         _limit(data.limits.total, "total"),
         _limit(data.limits.month, "month"),
         _limit(data.limits.day, "day"),
         _limit(data.limits.per_charge, "per_charge"),
     ]
+    thresholds = _thresholds(data.alert_thresholds)
     if data.currency is not None and not _CURRENCY.match(data.currency):
         raise InvalidInput("currency must be a three-letter ISO 4217 code such as USD.")
     async for attempt in transactions(pool):
@@ -71,13 +93,15 @@ async def set_budget(
                 data.currency,
                 *limits,
                 data.require_server_pricing,
+                thresholds,
                 now,
             )
             if row["problem"] is not None:
                 render.raise_refusal(row["problem"], replayed=False)
             if row["after"] is None:
                 raise NotFound(f"No {owner_type} with id {owner_id!r}.")
-            before, after = render.budget_status(row["before"]), render.budget_status(row["after"])
+            before = _settings(render.budget_status(row["before"]), row["thresholds_before"])
+            after = _settings(render.budget_status(row["after"]), row["alert_thresholds"])
             await record_event(
                 conn,
                 ctx,

@@ -52,4 +52,6 @@ RETURNING {KEY_COLUMNS}
 
 COUNT_KEYS = "SELECT count(*) FROM api_keys"
 
+AGENT_TEAM = "SELECT team_id FROM agents WHERE id = $1"
+
 AGENT_EXISTS = "SELECT EXISTS (SELECT 1 FROM agents WHERE id = $1)"

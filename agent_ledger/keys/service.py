@@ -15,6 +15,7 @@ from agent_ledger.keys import queries
 from agent_ledger.keys.schemas import KeyCreated, KeyInfo, KeyPage
 from agent_ledger.keyset import read_page
 from agent_ledger.timebounds import checked_time
+from agent_ledger.webhooks.events import announce
 
 __all__ = [
     "count_keys",
@@ -165,6 +166,28 @@ async def _refuse_last_admin_key(conn: asyncpg.Connection, key_id: str) -> None:
         )
 
 
+async def _announce_revoked(conn: asyncpg.Connection, key: KeyInfo) -> None:
+    """key.revoked, in the agent's home (a staff key's event lives under the key's own id)."""
+    team_id = None
+    if key.agent_id is not None:
+        team_id = await conn.fetchval(queries.AGENT_TEAM, key.agent_id)
+    await announce(
+        conn,
+        "key.revoked",
+        home_id=team_id or key.agent_id or key.id,
+        agent_id=key.agent_id,
+        team_id=team_id,
+        data={
+            "key_id": key.id,
+            "prefix": key.prefix,
+            "role": key.role,
+            "agent_id": key.agent_id,
+            "name": key.name,
+            "revoked_at": key.revoked_at,
+        },
+    )
+
+
 async def revoke_key(pool: asyncpg.Pool, ctx: AuditContext, key_id: str) -> KeyInfo:
     async for attempt in transactions(pool):
         async with attempt as conn:
@@ -172,6 +195,8 @@ async def revoke_key(pool: asyncpg.Pool, ctx: AuditContext, key_id: str) -> KeyI
                 await _refuse_last_admin_key(conn, key_id)
             before = key_info(await _lock_key(conn, key_id))
             after = key_info(await conn.fetchrow(queries.REVOKE_KEY, key_id))
+            if before.revoked_at is None:
+                await _announce_revoked(conn, after)
             await record_event(
                 conn,
                 ctx,

@@ -6,9 +6,9 @@ from litestar import Controller, get
 from agent_ledger.agents.schemas import Agent
 from agent_ledger.agents.service import get_agent
 from agent_ledger.auth import ANY_ROLE
+from agent_ledger.budgets.schemas import BudgetSettings
 from agent_ledger.budgets.service import budget_status
 from agent_ledger.deps import Caller, Now, Pool
-from agent_ledger.ledger.schemas import BudgetStatus
 
 __all__ = ["MeController"]
 
@@ -17,7 +17,7 @@ class Me(msgspec.Struct, kw_only=True, omit_defaults=True):
     role: str
     key_id: str
     agent: Agent | None = None
-    budget: BudgetStatus | None = None
+    budget: BudgetSettings | None = None
 
 
 class MeController(Controller):

@@ -69,6 +69,7 @@ BEGIN
                                h.id, NULL, NULL, NULL, NULL, p_at, h.priced_by,
                                NULL, NULL, NULL);
         a := ledger.link(a, e);
+        PERFORM ledger.announce_hold_expired(h, p_at);
     END LOOP;
 END;
 $$;

@@ -57,6 +57,9 @@ DECLARE
     v_hold_ids   text[] := '{}';
     v_agents     balances[];
     v_team       balances;
+    v_before_a   balances[];
+    v_before_t   balances;
+    v_at         timestamptz;
     v_changed_a  boolean[] := '{}';
     v_changed_t  boolean := false;
 BEGIN
@@ -104,6 +107,9 @@ BEGIN
         PERFORM 1 FROM holds WHERE home_id = p_home_id AND id = ANY (v_hold_ids)
         ORDER BY id FOR UPDATE;
     END IF;
+    -- As locked, before the batch: what budget thresholds are measured against (45_alerts.sql).
+    v_before_a := v_agents;
+    v_before_t := v_team;
 
     -- 3. Each request in turn, on the locked rows as the requests before it left them.
     FOR i IN 1 .. n LOOP
@@ -125,12 +131,12 @@ BEGIN
             a := v_agents[ai];
             t := CASE WHEN a.team_id IS NOT NULL THEN v_team END;
             h := NULL;
+            v_at := coalesce(p_at, clock_timestamp());
             IF r.action IN ('capture', 'release') THEN
                 SELECT * INTO h FROM holds WHERE home_id = p_home_id AND id = r.hold_id;
-                x := ledger.resolve_one(a, t, h, r, v_key_ids[i],
-                                        coalesce(p_at, clock_timestamp()));
+                x := ledger.resolve_one(a, t, h, r, v_key_ids[i], v_at);
             ELSE
-                x := ledger.spend_one(a, t, r, v_key_ids[i], coalesce(p_at, clock_timestamp()));
+                x := ledger.spend_one(a, t, r, v_key_ids[i], v_at);
             END IF;
             IF x.a IS DISTINCT FROM a THEN
                 v_agents[ai] := x.a;
@@ -141,6 +147,11 @@ BEGIN
                 v_changed_t := true;
             END IF;
             o := x.o;
+            IF o.status = 402 AND NOT o.replayed AND o.problem ->> 'code' = 'budget-exceeded' THEN
+                -- Written with the refusal (its idempotent answer included): a replay of it
+                -- returns before this, so one refusal is one event.
+                PERFORM ledger.announce_exceeded(a, o.problem, v_at);
+            END IF;
             o.agent_id := a.owner_id;
             o.team_id := a.team_id;
         END IF;
@@ -148,14 +159,17 @@ BEGIN
         RETURN NEXT o;
     END LOOP;
 
-    -- 4. Every balance row the batch changed, written once.
+    -- 4. Every balance row the batch changed, written once, and the alert thresholds it
+    --    reached (as of the batch's last decision).
     FOR i IN 1 .. coalesce(array_length(v_agents, 1), 0) LOOP
         IF v_changed_a[i] THEN
             PERFORM ledger.save_balance(v_agents[i]);
+            PERFORM ledger.note_rise(v_before_a[i], v_agents[i], v_at);
         END IF;
     END LOOP;
     IF v_changed_t THEN
         PERFORM ledger.save_balance(v_team);
+        PERFORM ledger.note_rise(v_before_t, v_team, v_at);
     END IF;
 END;
 $$;

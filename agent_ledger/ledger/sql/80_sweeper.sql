@@ -49,6 +49,7 @@ BEGIN
                                h.id, NULL, NULL, NULL, NULL, v_at, h.priced_by,
                                NULL, NULL, NULL);
         a := ledger.link(a, e);
+        PERFORM ledger.announce_hold_expired(h, v_at);
         v_swept := v_swept + 1;
     END LOOP;
     PERFORM ledger.save_balance(a);
