@@ -131,9 +131,10 @@ async def _database(app: Litestar) -> AsyncIterator[None]:
         asyncio.create_task(
             run_publisher(app.state.pool, settings.sweep_interval_seconds, deliveries.wake)
         ),
-        asyncio.create_task(deliveries.run()),
         asyncio.create_task(run_checkpointer(app.state.pool, settings.checkpoint_interval_seconds)),
     ]
+    if settings.webhook_deliveries:
+        background.append(asyncio.create_task(deliveries.run()))
     if settings.rate_limit_per_key is not None:
         background.append(asyncio.create_task(run_pruner(app.state.pool)))
     try:

@@ -49,6 +49,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     request_timeout_seconds: Annotated[float, msgspec.Meta(gt=0, le=3600)] = 5.0
     # Webhooks may call loopback and private addresses (a receiver on this machine or network).
     webhook_allow_private: bool = False
+    # Whether this process sends webhook deliveries (off: an API-only process; others deliver).
+    webhook_deliveries: bool = True
     # How often each process looks for deliveries due; the first retry comes 1 s after a failure.
     webhook_poll_seconds: Annotated[float, msgspec.Meta(gt=0)] = 0.5
     # Connect, write and read timeout of one delivery attempt.
@@ -79,6 +81,7 @@ ENVIRONMENT: Mapping[str, str] = {
     "rate_limit_per_key": "LEDGER_RATE_LIMIT_PER_KEY",
     "request_timeout_seconds": "LEDGER_REQUEST_TIMEOUT_SECONDS",
     "webhook_allow_private": "LEDGER_WEBHOOK_ALLOW_PRIVATE",
+    "webhook_deliveries": "LEDGER_WEBHOOK_DELIVERIES",
     "webhook_poll_seconds": "LEDGER_WEBHOOK_POLL_SECONDS",
     "webhook_timeout_seconds": "LEDGER_WEBHOOK_TIMEOUT_SECONDS",
 }

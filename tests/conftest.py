@@ -157,6 +157,9 @@ def settings(database_url: str) -> Settings:
         pool_min_size=1,
         pool_max_size=20,
         checkpoint_interval_seconds=0,
+        # No test of the shared database delivers webhooks: whatever URL a generated request
+        # registers is never called (the webhook tests use databases of their own).
+        webhook_deliveries=False,
     )
 
 
@@ -263,6 +266,7 @@ class ServerProcess:
             "LOG_LEVEL": "WARNING",
             "LEDGER_POOL_MAX_SIZE": "20",
             "LEDGER_CHECKPOINT_INTERVAL_SECONDS": "0",
+            "LEDGER_WEBHOOK_DELIVERIES": "false",
             **(env or {}),
         }
         self.log = tempfile.TemporaryFile()

@@ -19,13 +19,13 @@ import pytest
 from standardwebhooks.webhooks import Webhook as StandardWebhook
 
 from agent_ledger.db import init_connection
-from tests.conftest import ServerProcess, bearer, issue_staff_key, scratch_database, unique_name
-from tests.webhook_support import SERVER_ENV, Receiver, eventually
+from tests.conftest import ServerProcess, bearer, issue_staff_key, unique_name
+from tests.webhook_support import SERVER_ENV, Receiver, eventually, own_database
 
 
 @pytest.fixture(scope="module")
 def alerts_db(server_url: str) -> Iterator[str]:
-    with scratch_database(server_url) as url:
+    with own_database(server_url) as url:
         yield url
 
 

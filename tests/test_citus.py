@@ -34,6 +34,8 @@ MODULES = [
     "tests/test_exports.py",
     "tests/test_priced_by.py",
     "tests/test_prices.py",
+    "tests/test_webhooks.py",
+    "tests/test_alerts.py",
 ]
 
 pytestmark = pytest.mark.skipif(

@@ -195,7 +195,11 @@ def test_expected_output_pieces() -> None:
 @pytest.fixture
 def live_server(new_database: Callable[[], str]) -> Iterator[ServerProcess]:
     """`agent-ledger serve` on a database of its own, as a first start (it prints a key)."""
-    server = ServerProcess(new_database())
+    # The Alerts walkthrough's receiver runs on this machine (README.md says so).
+    server = ServerProcess(
+        new_database(),
+        env={"LEDGER_WEBHOOK_ALLOW_PRIVATE": "true", "LEDGER_WEBHOOK_DELIVERIES": "true"},
+    )
     try:
         server.wait_ready()
         yield server

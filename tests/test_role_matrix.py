@@ -130,6 +130,11 @@ ROUTE_ROLES = {
     ("PATCH", "/v1/teams/{team_id}"): ADMIN,
     ("GET", "/v1/teams/{team_id}/budget"): STAFF,
     ("PUT", "/v1/teams/{team_id}/budget"): ADMIN,
+    ("GET", "/v1/webhooks"): STAFF,
+    ("POST", "/v1/webhooks"): ADMIN,
+    ("DELETE", "/v1/webhooks/{webhook_id}"): ADMIN,
+    ("GET", "/v1/webhooks/{webhook_id}/deliveries"): STAFF,
+    ("POST", "/v1/webhooks/{webhook_id}/deliveries/{delivery_id}/redeliver"): ADMIN,
 }
 PINNED = [
     Endpoint(path=path, method=method, roles=roles, handler_name="")

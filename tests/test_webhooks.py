@@ -20,15 +20,14 @@ from tests.conftest import (
     Fleet,
     bearer,
     issue_staff_key,
-    scratch_database,
     unique_name,
 )
-from tests.webhook_support import Receiver, alerts_settings, eventually
+from tests.webhook_support import Receiver, alerts_settings, eventually, own_database
 
 
 @pytest.fixture(scope="module")
 def hooks_db(server_url: str) -> Iterator[str]:
-    with scratch_database(server_url) as url:
+    with own_database(server_url) as url:
         yield url
 
 

@@ -9,16 +9,37 @@ deliveries, and no webhook another test registers can send anything anywhere.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import secrets
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from tests.conftest import free_port
+from agent_ledger.migrate import migrate
+from tests import citus_support
+from tests.conftest import free_port, scratch_database
 
-__all__ = ["Delivered", "Receiver", "eventually"]
+__all__ = ["Delivered", "Receiver", "eventually", "own_database"]
+
+
+@contextlib.contextmanager
+def own_database(server_url: str) -> Iterator[str]:
+    """A migrated database for one test module (on the Citus cluster, distributed, when this
+    run is tests/test_citus.py's)."""
+    if citus_support.on_citus():
+        name = f"agent_ledger_hooks_{secrets.token_hex(4)}"
+        url = citus_support.create_database(server_url, name)
+        try:
+            migrate(url)
+            yield url
+        finally:
+            citus_support.drop_database(server_url, name)
+        return
+    with scratch_database(server_url) as url:
+        yield url
 
 
 class Delivered:
@@ -120,6 +141,7 @@ def alerts_settings(database_url: str, **overrides: Any) -> Any:
 
 
 SERVER_ENV = {
+    "LEDGER_WEBHOOK_DELIVERIES": "true",
     "LEDGER_WEBHOOK_ALLOW_PRIVATE": "true",
     "LEDGER_SWEEP_INTERVAL_SECONDS": "0.1",
     "LEDGER_WEBHOOK_POLL_SECONDS": "0.1",
