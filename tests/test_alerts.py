@@ -34,7 +34,7 @@ def servers(alerts_db: str) -> Iterator[list[ServerProcess]]:
     started = [ServerProcess(alerts_db, env=SERVER_ENV) for _ in range(2)]
     try:
         for server in started:
-            server.wait_ready()
+            server.wait_ready(timeout=120)
         yield started
     finally:
         for server in started:
@@ -93,6 +93,20 @@ async def _budget(api: httpx.AsyncClient, admin: dict, path: str, **body: object
     return response.json()
 
 
+async def _charge(client: httpx.AsyncClient, headers: dict) -> int:
+    """One charge of 0.25; sent again (same Idempotency-Key, so never charged twice) when the
+    connection drops, as a server may close a kept-alive one just as it is reused."""
+    for attempt in range(5):
+        try:
+            response = await client.post("/v1/charges", json={"amount": "0.25"}, headers=headers)
+            return response.status_code
+        except httpx.TransportError:
+            if attempt == 4:
+                raise
+            await asyncio.sleep(0.1)
+    raise AssertionError("unreachable")
+
+
 async def _events(db: asyncpg.Connection, kind: str, **match: str) -> list[dict]:
     """Webhook events of type ``kind`` in the outbox whose data has the given members."""
     rows = await db.fetch(
@@ -131,10 +145,10 @@ async def test_each_threshold_is_announced_once_under_racing_charges(
     clients = [httpx.AsyncClient(base_url=s.base_url, timeout=60, limits=limits) for s in servers]
     try:
         calls = [
-            client.post("/v1/charges", json={"amount": "0.25"}, headers=headers)
-            for client, headers in zip(itertools.cycle(clients), requests, strict=False)
+            _charge(client, {**headers, "Idempotency-Key": f"race-{i}"})
+            for i, (client, headers) in enumerate(zip(itertools.cycle(clients), requests))
         ]
-        statuses = Counter(r.status_code for r in await asyncio.gather(*calls))
+        statuses = Counter(await asyncio.gather(*calls))
     finally:
         for client in clients:
             await client.aclose()
@@ -301,7 +315,7 @@ async def test_delivery_survives_a_receiver_outage_and_a_killed_service(
     receiver.start()
     restarted = ServerProcess(alerts_db, env=SERVER_ENV)
     try:
-        restarted.wait_ready()
+        restarted.wait_ready(timeout=120)
         await eventually(lambda: {d.id for d in receiver.events()} >= wanted, timeout=40)
         delivered = await eventually(
             lambda: db.fetchval(

@@ -201,7 +201,7 @@ def live_server(new_database: Callable[[], str]) -> Iterator[ServerProcess]:
         env={"LEDGER_WEBHOOK_ALLOW_PRIVATE": "true", "LEDGER_WEBHOOK_DELIVERIES": "true"},
     )
     try:
-        server.wait_ready()
+        server.wait_ready(timeout=120)  # a first start migrates; slow on a busy machine
         yield server
     finally:
         server.stop()

@@ -164,12 +164,16 @@ BEGIN
     FOR i IN 1 .. coalesce(array_length(v_agents, 1), 0) LOOP
         IF v_changed_a[i] THEN
             PERFORM ledger.save_balance(v_agents[i]);
-            PERFORM ledger.note_rise(v_before_a[i], v_agents[i], v_at);
+            IF (v_agents[i]).alert_thresholds IS NOT NULL THEN
+                PERFORM ledger.note_rise(v_before_a[i], v_agents[i], v_at);
+            END IF;
         END IF;
     END LOOP;
     IF v_changed_t THEN
         PERFORM ledger.save_balance(v_team);
-        PERFORM ledger.note_rise(v_before_t, v_team, v_at);
+        IF v_team.alert_thresholds IS NOT NULL THEN
+            PERFORM ledger.note_rise(v_before_t, v_team, v_at);
+        END IF;
     END IF;
 END;
 $$;
