@@ -250,7 +250,7 @@ async def test_thresholds_set_on_a_budget_already_past_them_announce_at_once(
 async def test_expired_holds_suspensions_and_revocations_are_announced(
     api: httpx.AsyncClient, admin: dict, db: asyncpg.Connection, receiver: Receiver
 ) -> None:
-    """hold.expired when the sweeper (or the agent's own next decision) closes a lapsed hold,
+    """hold.expired for each lapsed hold when its expire entry is written,
     agent.suspended when an admin suspends the agent (once, not again while it stays so),
     key.revoked when its key is revoked (once); all delivered to the team's webhook."""
     team_id, [(agent_id, headers)] = await _team(api, admin, agents=1)
@@ -263,7 +263,8 @@ async def test_expired_holds_suspensions_and_revocations_are_announced(
     lapsed = await _post(api, "/v1/holds", {"amount": "2", "ttl_seconds": 1}, headers)
     [expired] = await eventually(lambda: _events(db, "hold.expired", hold_id=swept["id"]))
     assert expired["data"]["agent_id"] == agent_id and expired["data"]["amount"] == "1"
-    assert await _events(db, "hold.expired", hold_id=lapsed["id"])
+    [other] = await eventually(lambda: _events(db, "hold.expired", hold_id=lapsed["id"]))
+    assert other["data"]["amount"] == "2" and other["data"]["team_id"] == team_id
 
     for _ in range(2):
         response = await api.patch(f"/v1/agents/{agent_id}", json={"status": "suspended"},

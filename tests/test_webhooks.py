@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 from collections.abc import AsyncIterator, Iterator
+from datetime import timedelta
 
 import asyncpg
 import pytest
@@ -14,6 +15,7 @@ from standardwebhooks.webhooks import Webhook as StandardWebhook
 
 from agent_ledger.app import create_app
 from agent_ledger.db import init_connection
+from agent_ledger.ledger.decisions import Request, decide
 from agent_ledger.webhooks.delivery import DeliveryWorker
 from tests.conftest import (
     TEST_PEPPER,
@@ -401,3 +403,36 @@ async def test_delivery_checks_the_address_again(
         await pool.close()
     assert status is None and "non-public address" in error
     assert [d.id for d in receiver.events()] == ["evt_y"]
+
+
+async def test_a_decision_closing_a_lapsed_hold_announces_it(
+    hooks: AsyncTestClient, admin: dict, conn: asyncpg.Connection
+) -> None:
+    """The agent's own next decision closes its lapsed hold (not only the sweeper) and writes
+    hold.expired with the expire entry, in that decision's transaction. Decided at a clock an
+    hour ahead, so the sweeper, on the real clock, leaves the hold alone."""
+    team_id, agent_id, _ = await _team_with_agent(hooks, admin)
+    await _register(hooks, admin, url="http://127.0.0.1:9/x", events=["hold.expired"],
+                    agent_id=agent_id)  # fmt: skip
+    key_hash = await conn.fetchval(
+        "SELECT key_hash FROM api_keys WHERE agent_id = $1 AND revoked_at IS NULL", agent_id
+    )
+    ahead = await conn.fetchval("SELECT now() + interval '1 hour'")
+    hold = Request(action="hold", key_hash=key_hash, amount=10**9, ttl_seconds=60)
+    [held] = await decide(conn, team_id, [hold], ahead)
+    assert held.status == 201
+    charge = Request(action="charge", key_hash=key_hash, amount=1000)
+    [charged] = await decide(conn, team_id, [charge], ahead + timedelta(minutes=2))
+    assert charged.status == 201
+    event = await conn.fetchval(
+        "SELECT payload -> 'event' FROM outbox WHERE payload #>> '{event,data,hold_id}' = $1",
+        held.hold["id"],
+    )
+    assert event["type"] == "hold.expired" and event["data"]["agent_id"] == agent_id
+    assert (
+        await conn.fetchval(
+            "SELECT kind FROM ledger_entries WHERE hold_id = $1 AND kind = 'expire'",
+            held.hold["id"],
+        )
+        == "expire"
+    )
