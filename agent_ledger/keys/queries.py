@@ -37,8 +37,10 @@ KEY_LISTING = Listing(
     time_filters=(),
 )
 
+# $2: when it was revoked (the first revocation's time stays). A value, not coalesce(revoked_at,
+# now()): Citus refuses a non-immutable function inside COALESCE on a reference table.
 REVOKE_KEY = f"""
-UPDATE api_keys SET revoked_at = coalesce(revoked_at, now()) WHERE id = $1
+UPDATE api_keys SET revoked_at = $2 WHERE id = $1
 RETURNING {KEY_COLUMNS}
 """
 

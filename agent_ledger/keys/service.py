@@ -193,8 +193,10 @@ async def revoke_key(pool: asyncpg.Pool, ctx: AuditContext, key_id: str) -> KeyI
         async with attempt as conn:
             if await conn.fetchval(queries.KEY_ROLE, key_id) == "admin":
                 await _refuse_last_admin_key(conn, key_id)
-            before = key_info(await _lock_key(conn, key_id))
-            after = key_info(await conn.fetchrow(queries.REVOKE_KEY, key_id))
+            locked = await _lock_key(conn, key_id)
+            before = key_info(locked)
+            revoked_at = before.revoked_at or locked["db_now"]
+            after = key_info(await conn.fetchrow(queries.REVOKE_KEY, key_id, revoked_at))
             if before.revoked_at is None:
                 await _announce_revoked(conn, after)
             await record_event(
