@@ -24,6 +24,7 @@ import httpx
 import structlog
 from cryptography.exceptions import InvalidTag
 
+from agent_ledger.db import UNAVAILABLE
 from agent_ledger.errors import DomainError
 from agent_ledger.webhooks import queries, signing
 from agent_ledger.webhooks.secrets import unseal
@@ -80,7 +81,7 @@ class DeliveryWorker:
             try:
                 if await self.deliver_due() == BATCH:
                     continue  # more may be due
-            except (asyncpg.PostgresError, OSError) as exc:
+            except UNAVAILABLE as exc:
                 log.warning("webhook_delivery_failed", error=str(exc))
             try:
                 await asyncio.wait_for(self._wake.wait(), self.poll)
