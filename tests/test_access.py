@@ -48,6 +48,11 @@ BODIES: dict[str, dict[str, Any]] = {
     "createHold": {"amount": "0.01", "agent_id": "{agent_id}"},
     "captureHold": {"amount": "0.01"},
     "createAdjustment": {"agent_id": "{agent_id}", "amount": "-5", "reason": "refund to me"},
+    "createWebhook": {
+        "url": "http://127.0.0.1:9/hook",
+        "events": ["key.revoked"],
+        "team_id": "{team_id}",
+    },
 }
 
 # Fields the server sets; a body carrying one is refused (unless the field is really an input

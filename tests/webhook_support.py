@@ -136,6 +136,8 @@ def alerts_settings(database_url: str, **overrides: Any) -> Any:
         "webhook_allow_private": True,
         "webhook_poll_seconds": 0.1,
         "webhook_timeout_seconds": 2.0,
+        # These tests are about alerts, not bounded waits: room for a busy machine (or cluster).
+        "request_timeout_seconds": 30.0,
     }
     return Settings(**(values | overrides))
 
@@ -146,5 +148,6 @@ SERVER_ENV = {
     "LEDGER_SWEEP_INTERVAL_SECONDS": "0.1",
     "LEDGER_WEBHOOK_POLL_SECONDS": "0.1",
     "LEDGER_WEBHOOK_TIMEOUT_SECONDS": "1",
+    "LEDGER_REQUEST_TIMEOUT_SECONDS": "30",
     "LOG_LEVEL": "INFO",
 }
