@@ -160,6 +160,8 @@ def settings(database_url: str) -> Settings:
         # No test of the shared database delivers webhooks: whatever URL a generated request
         # registers is never called (the webhook tests use databases of their own).
         webhook_deliveries=False,
+        # Generous: a loaded CI machine must not turn slow answers into 503s.
+        request_timeout_seconds=30,
     )
 
 
@@ -265,6 +267,9 @@ class ServerProcess:
             "LEDGER_KEY_PEPPER": TEST_PEPPER,
             "LOG_LEVEL": "WARNING",
             "LEDGER_POOL_MAX_SIZE": "20",
+            # Generous: a loaded CI machine must not turn slow answers into 503s. The tests of
+            # the deadline itself set their own.
+            "LEDGER_REQUEST_TIMEOUT_SECONDS": "30",
             "LEDGER_CHECKPOINT_INTERVAL_SECONDS": "0",
             "LEDGER_WEBHOOK_DELIVERIES": "false",
             **(env or {}),
