@@ -24,6 +24,8 @@ from agent_ledger.budgets.controller import BudgetController
 from agent_ledger.checkpoints.controller import CheckpointController
 from agent_ledger.checkpoints.service import run_checkpointer
 from agent_ledger.config import Settings, cors_origins, load_settings
+from agent_ledger.dashboard.controller import dashboard_router
+from agent_ledger.dashboard.templating import template_config
 from agent_ledger.db import UNAVAILABLE, create_pool
 from agent_ledger.deadline import DeadlineLayer
 from agent_ledger.deps import providers
@@ -165,7 +167,8 @@ def create_app(settings: Settings, *, clock: Callable[[], datetime] | None = Non
     """Build the application. ``clock`` replaces the database's clock for money decisions
     (tests use it to cross day and month boundaries); leave it None in production."""
     app = Litestar(
-        route_handlers=ROUTE_HANDLERS,
+        route_handlers=[*ROUTE_HANDLERS, dashboard_router()],
+        template_config=template_config(),
         guards=[authorize],
         before_request=check_request_input,
         dependencies=providers(),

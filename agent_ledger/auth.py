@@ -248,9 +248,10 @@ async def authorize(
             if roles is None or presented.role not in roles:
                 raise Forbidden(f"A key with role '{presented.role}' may not call this endpoint.")
             return
-        principal = await authenticate(connection)
+        # A route may bring its own authenticator (the dashboard's session cookie).
+        principal = await handler.opt.get("authenticate", authenticate)(connection)
         connection.scope["state"]["principal"] = principal
-        if state.settings.rate_limit_per_key is not None:
+        if state.settings.rate_limit_per_key is not None and "authenticate" not in handler.opt:
             token = _bearer_token(connection) or ""
             await count_request(
                 state.pool,
@@ -260,8 +261,9 @@ async def authorize(
         if roles is None or principal.role not in roles:
             raise Forbidden(f"A key with role '{principal.role}' may not call this endpoint.")
     except (Unauthorized, Forbidden) as refusal:
-        # Rate-limited; never raises.
-        await record_auth_refusal(connection, refusal, roles)
+        # Rate-limited; never raises. An authenticator may have dealt with it already.
+        if not refusal.audited:
+            await record_auth_refusal(connection, refusal, roles)
         refusal.audited = True
         raise
 

@@ -7,8 +7,9 @@ database `agent-ledger migrate` targets has the citus extension (a coordinator w
 - money tables are distributed on ``home_id`` (an agent's team, or the agent itself without
   one; migration 0009) and co-located, so that one home's balance rows, entries, holds,
   idempotency answers, rollups, outbox rows and alert crossings live on one node;
-- small global tables (teams, agents, api_keys, prices, webhooks) are reference tables: a copy on
-  every node, so a decision reads them locally (a decision asks whether a webhook wants an event);
+- small global tables (teams, agents, api_keys, prices, webhooks, and the dashboard's sessions,
+  read with their key) are reference tables: a copy on every node, so a decision reads them
+  locally (a decision asks whether a webhook wants an event);
 - the staff audit log, checkpoints, webhook deliveries and the migration bookkeeping stay on the
   coordinator (they are written only there, never by a decision; the audit chain's trigger must
   see one table, and delivery workers claim due deliveries across all homes with SKIP LOCKED);
@@ -26,7 +27,7 @@ import asyncpg
 
 __all__ = ["DISTRIBUTED", "REFERENCE", "distribute", "distribute_functions", "is_citus"]
 
-REFERENCE = ("teams", "agents", "api_keys", "prices", "webhooks")
+REFERENCE = ("teams", "agents", "api_keys", "prices", "webhooks", "dashboard_sessions")
 # The first is the co-location anchor of the others.
 DISTRIBUTED = (
     "balances",

@@ -55,6 +55,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     webhook_poll_seconds: Annotated[float, msgspec.Meta(gt=0)] = 0.5
     # Connect, write and read timeout of one delivery attempt.
     webhook_timeout_seconds: Annotated[float, msgspec.Meta(gt=0, le=60)] = 5.0
+    # How long a dashboard sign-in lasts (it also ends at logout and when its key is revoked).
+    dashboard_session_seconds: Annotated[int, msgspec.Meta(ge=60, le=7 * 86400)] = 8 * 3600
 
 
 # The environment variable behind each setting.
@@ -84,6 +86,7 @@ ENVIRONMENT: Mapping[str, str] = {
     "webhook_deliveries": "LEDGER_WEBHOOK_DELIVERIES",
     "webhook_poll_seconds": "LEDGER_WEBHOOK_POLL_SECONDS",
     "webhook_timeout_seconds": "LEDGER_WEBHOOK_TIMEOUT_SECONDS",
+    "dashboard_session_seconds": "LEDGER_DASHBOARD_SESSION_SECONDS",
 }
 
 # Case-insensitive settings, normalised before conversion.

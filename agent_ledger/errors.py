@@ -28,6 +28,7 @@ __all__ = [
     "AgentSuspended",
     "AmountOutOfRange",
     "Conflict",
+    "CsrfRefused",
     "DomainError",
     "Forbidden",
     "InvalidInput",
@@ -80,6 +81,12 @@ class Unauthorized(DomainError):
 
 class Forbidden(DomainError):
     status, code, title = 403, "forbidden", "Forbidden"
+
+
+class CsrfRefused(DomainError):
+    """A dashboard form posted without its session's token: possibly another site's doing."""
+
+    status, code, title = 403, "csrf-refused", "Form refused"
 
 
 class AgentSuspended(DomainError):

@@ -1,0 +1,1 @@
+"""The dashboard: server-rendered pages for staff under /dashboard (see controller.py)."""

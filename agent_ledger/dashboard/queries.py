@@ -1,0 +1,110 @@
+"""SQL owned by the dashboard: its sessions, and the few reads no API service already makes.
+
+Everything else a page shows comes from the feature services (reports, budgets, entries, audit,
+keys, agents, teams). Budgets are read through ``ledger.budget_of``, the function behind
+``GET .../budget``, so a bar on a page and the API never disagree.
+"""
+
+from __future__ import annotations
+
+from agent_ledger.entries.queries import ENTRIES
+
+__all__ = [
+    "AGENT_COUNTS",
+    "AGENT_REFUSALS",
+    "BUDGETS_OF",
+    "DELETE_EXPIRED_SESSIONS",
+    "DELETE_SESSION",
+    "FIND_SESSION",
+    "INSERT_SESSION",
+    "LIMITED_BUDGETS",
+    "NAMES_OF_TEAMS",
+    "OPEN_HOLDS_TOTAL",
+    "RECENT_ENTRIES",
+]
+
+# --- sessions ------------------------------------------------------------------------------------
+
+INSERT_SESSION = """
+INSERT INTO dashboard_sessions (token_hash, key_id, expires_at, client_ip)
+VALUES ($1, $2, now() + make_interval(secs => $3), $4)
+RETURNING expires_at
+"""
+
+DELETE_EXPIRED_SESSIONS = "DELETE FROM dashboard_sessions WHERE expires_at <= now()"
+
+DELETE_SESSION = """
+WITH gone AS (DELETE FROM dashboard_sessions WHERE token_hash = $1 RETURNING 1)
+SELECT count(*) FROM gone
+"""
+
+# A session lives only as long as its key does: revoked or expired, the key ends it.
+FIND_SESSION = """
+SELECT s.key_id, k.role, s.expires_at
+FROM dashboard_sessions AS s
+JOIN api_keys AS k ON k.id = s.key_id
+WHERE s.token_hash = $1
+  AND s.expires_at > now()
+  AND k.revoked_at IS NULL
+  AND (k.expires_at IS NULL OR k.expires_at > now())
+  AND k.role IN ('admin', 'auditor')
+"""
+
+# --- budgets -------------------------------------------------------------------------------------
+
+# The budgets of some agents or teams ($1: 'agent' or 'team'; $2: their ids).
+BUDGETS_OF = """
+SELECT b.owner_id, ledger.budget_of(b.home_id, b.owner_type, b.owner_id, now()) AS budget
+FROM balances AS b
+WHERE b.owner_type = $1 AND b.owner_id = ANY ($2::text[])
+"""
+
+# Every budget with a limit in some window, with its owner's name: the candidates for "nearest
+# their limits" (one row per agent and team, never the ledger).
+LIMITED_BUDGETS = """
+SELECT b.owner_type, b.owner_id, coalesce(a.name, t.name) AS name,
+       ledger.budget_of(b.home_id, b.owner_type, b.owner_id, now()) AS budget
+FROM balances AS b
+LEFT JOIN agents AS a ON b.owner_type = 'agent' AND a.id = b.owner_id
+LEFT JOIN teams AS t ON b.owner_type = 'team' AND t.id = b.owner_id
+WHERE b.limit_total IS NOT NULL OR b.limit_month IS NOT NULL OR b.limit_day IS NOT NULL
+"""
+
+# --- the rest ------------------------------------------------------------------------------------
+
+NAMES_OF_TEAMS = "SELECT id, name FROM teams WHERE id = ANY ($1::text[])"
+
+AGENT_COUNTS = """
+SELECT team_id, count(*) AS agents, count(*) FILTER (WHERE status = 'suspended') AS suspended
+FROM agents
+WHERE team_id = ANY ($1::text[])
+GROUP BY team_id
+"""
+
+OPEN_HOLDS_TOTAL = """
+SELECT currency, count(*) AS holds, sum(amount) AS amount
+FROM holds
+WHERE status = 'open' AND expires_at > now()
+GROUP BY currency
+ORDER BY currency
+"""
+
+# An agent's newest entries, newest first (its chain index; the listing API pages oldest first).
+RECENT_ENTRIES = f"""
+SELECT {ENTRIES.columns}
+FROM ledger_entries AS e
+WHERE e.agent_id = $1
+ORDER BY e.seq DESC
+LIMIT $2
+"""
+
+# Refused requests the ledger kept: those sent with an Idempotency-Key, whose answer is stored
+# so that a retry gets the same refusal. A refusal without a key changes nothing and is kept
+# nowhere (the API's contract), so it cannot be shown.
+AGENT_REFUSALS = """
+SELECT k.key, k.status, k.problem, k.created_at
+FROM idempotency_keys AS k
+WHERE k.home_id = $1 AND k.agent_id = $2 AND k.problem IS NOT NULL
+ORDER BY k.created_at DESC
+LIMIT $3
+"""
