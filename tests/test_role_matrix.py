@@ -20,6 +20,7 @@ from litestar.testing import AsyncTestClient
 from agent_ledger.app import create_app
 from agent_ledger.config import Settings
 from tests.conftest import Fleet, bearer, unique_name
+from tests.dashboard_helpers import Browser, signed_in
 
 ROLES = ("admin", "auditor", "agent")
 BODY_METHODS = {"POST", "PUT", "PATCH"}
@@ -135,7 +136,19 @@ ROUTE_ROLES = {
     ("DELETE", "/v1/webhooks/{webhook_id}"): ADMIN,
     ("GET", "/v1/webhooks/{webhook_id}/deliveries"): STAFF,
     ("POST", "/v1/webhooks/{webhook_id}/deliveries/{delivery_id}/redeliver"): ADMIN,
+    # The dashboard: staff sessions (a cookie, never a bearer key); agents cannot sign in.
+    ("GET", "/dashboard"): STAFF,
+    ("GET", "/dashboard/agents"): STAFF,
+    ("GET", "/dashboard/agents/{agent_id}"): STAFF,
+    ("POST", "/dashboard/agents/{agent_id}/status"): ADMIN,
+    ("GET", "/dashboard/audit"): STAFF,
+    ("GET", "/dashboard/entries"): STAFF,
+    ("GET", "/dashboard/entries/export"): STAFF,
+    ("POST", "/dashboard/logout"): STAFF,
+    ("GET", "/dashboard/teams"): STAFF,
 }
+# Writes that change nothing but the caller's own sign-in, which an auditor may do too.
+OWN_SESSION = {("POST", "/dashboard/logout")}
 PINNED = [
     Endpoint(path=path, method=method, roles=roles, handler_name="")
     for (method, path), roles in sorted(ROUTE_ROLES.items(), key=lambda item: item[0][::-1])
@@ -168,7 +181,10 @@ def test_admin_may_do_everything_and_auditors_only_read(endpoint: Endpoint) -> N
     """Role invariants of the contract, over the table: admin is admitted everywhere, and an
     auditor is admitted only to reads."""
     assert "admin" in endpoint.roles, f"{endpoint} refuses admin"
-    if endpoint.method not in {"GET", "HEAD"}:
+    if (
+        endpoint.method not in {"GET", "HEAD"}
+        and (endpoint.method, endpoint.path) not in OWN_SESSION
+    ):
         assert "auditor" not in endpoint.roles, f"{endpoint} lets a read-only auditor write"
 
 
@@ -178,9 +194,13 @@ def test_only_probes_and_schema_are_public() -> None:
     assert public, "expected at least the health probes to be public"
     for path in public:
         assert not path.startswith("/v1"), path
-        assert path in {"/healthz", "/readyz", "/docs"} or path.startswith(("/schema", "/docs/")), (
-            path
-        )
+        assert path in {
+            "/healthz",
+            "/readyz",
+            "/docs",
+            "/dashboard/login",
+            "/dashboard/static/dashboard.css",
+        } or path.startswith(("/schema", "/docs/")), path
 
 
 @dataclass
@@ -217,7 +237,11 @@ async def call(
     return response.status_code, (response.json() if is_problem else {})
 
 
-@pytest.mark.parametrize("endpoint", PINNED, ids=str)
+API_ENDPOINTS = [e for e in PINNED if not e.path.startswith("/dashboard")]
+DASHBOARD_ENDPOINTS = [e for e in PINNED if e.path.startswith("/dashboard")]
+
+
+@pytest.mark.parametrize("endpoint", API_ENDPOINTS, ids=str)
 async def test_role_matrix(client: AsyncTestClient, actors: Actors, endpoint: Endpoint) -> None:
     """Driven by the pinned table: no key, 401; a role the table does not admit, 403
     ``forbidden``; an admitted role is neither 401 nor 403 (the route may still say 400, 404 or
@@ -237,6 +261,44 @@ async def test_role_matrix(client: AsyncTestClient, actors: Actors, endpoint: En
     for role in admitted:
         status, problem = await call(client, endpoint, url, bearer(actors.keys[role]))
         assert status not in (401, 403), f"{endpoint} as {role}: {status} {problem}"
+
+
+@pytest.mark.parametrize("endpoint", DASHBOARD_ENDPOINTS, ids=str)
+async def test_dashboard_role_matrix(
+    client: AsyncTestClient, actors: Actors, endpoint: Endpoint
+) -> None:
+    """The same table for the dashboard, whose credential is a session: without one (and with
+    only a bearer key) a page sends the browser to sign in (303) and does nothing; an agent key
+    gets no session at all (403); a signed-in role the table does not admit gets 403; an admitted
+    one is served."""
+    url = actors.url(endpoint)
+
+    async def send(browser: Browser, form: dict) -> tuple[int, str]:
+        if endpoint.method == "GET":
+            response = await browser.get(url)
+        else:
+            response = await browser.post(url, form)
+        # A form's success is a 303 too, but never to the sign-in form with a way back.
+        sent_to_sign_in = response.headers.get("location", "").startswith("/dashboard/login?")
+        return response.status_code, "sign-in" if sent_to_sign_in else ""
+
+    for headers in ({}, bearer(actors.keys["admin"])):
+        response = await client.request(
+            endpoint.method, url, headers=headers, follow_redirects=False
+        )
+        assert response.status_code == 303, f"{endpoint} without a session: {response.status_code}"
+        assert response.headers["location"].startswith("/dashboard/login")
+    refused_login = await Browser(client).login(actors.keys["agent"])
+    assert refused_login.status_code == 403, f"an agent key signed in: {refused_login.status_code}"
+
+    for role in ("admin", "auditor"):
+        browser = await signed_in(client, actors.keys[role])
+        form = {"csrf": await browser.form_token("/dashboard"), "status": "active"}
+        status, where = await send(browser, form)
+        if role in endpoint.roles:
+            assert status not in (401, 403) and not where, f"{endpoint} as {role}: {status}"
+        else:
+            assert status == 403, f"{endpoint} as {role}: {status}"
 
 
 def methods_by_path(endpoints: list[Endpoint]) -> dict[str, set[str]]:
