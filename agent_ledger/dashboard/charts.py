@@ -25,6 +25,7 @@ _VALUE = 110
 _ROW = 26
 _COLUMN_HEIGHT = 180
 _AXIS = 24
+_MAX_COLUMN = 48
 
 
 class Bar(msgspec.Struct, frozen=True):
@@ -102,7 +103,8 @@ def column_chart(
     """One column per bucket, oldest on the left, with the largest amount marked on the axis."""
     count = max(1, len(columns))
     plot = _WIDTH - 16
-    step = plot // count if count <= plot else 1
+    # A few buckets do not make a wall of colour: columns are at most _MAX_COLUMN wide.
+    step = max(1, min(plot // count, _MAX_COLUMN))
     largest = max((c.amount for c in columns), default=0)
     height = _COLUMN_HEIGHT + _AXIS
     fmt = "%d %H:00" if hourly else "%b %d"

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping, Sequence
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -50,6 +50,7 @@ PAGE_SIZE = 50
 NEAREST = 10
 RECENT = 25
 WINDOWS = ("day", "month", "total")
+SERIES_DAYS = 30
 
 
 class Window(msgspec.Struct, frozen=True, kw_only=True):
@@ -144,6 +145,13 @@ async def nearest_limits(pool: asyncpg.Pool, count: int = NEAREST) -> list[Neare
     return found[:count]
 
 
+def _series_start(now: datetime) -> datetime:
+    """The first of the last ``SERIES_DAYS`` UTC days, today included: a trend reads the same
+    on the 1st of a month as on the 30th."""
+    today = now.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    return today - timedelta(days=SERIES_DAYS - 1)
+
+
 def _nanos(text: str) -> int:
     """A report's decimal string back in nano-units, exactly (reports may sum past what a
     single amount may be, so this is not ``parse_amount``)."""
@@ -162,7 +170,12 @@ async def overview(
             pool, group_by=group_by, since=None, until=None, now=now, currency=currency
         ),
         reports.spend_series(
-            pool, granularity="day", since=None, until=None, now=now, currency=currency
+            pool,
+            granularity="day",
+            since=_series_start(now),
+            until=None,
+            now=now,
+            currency=currency,
         ),
         nearest_limits(pool),
         pool.fetch(queries.OPEN_HOLDS_TOTAL),
@@ -189,7 +202,10 @@ async def overview(
             "top-spenders", f"Top spenders by {group_by} this month", bars, top.currency
         ),
         "series_chart": column_chart(
-            "spend-over-time", "Spend per day this month", _columns(series.items), series.currency
+            "spend-over-time",
+            f"Spend per day, last {SERIES_DAYS} days",
+            _columns(series.items),
+            series.currency,
         ),
     }
 
@@ -229,7 +245,12 @@ async def agent_page(pool: asyncpg.Pool, agent_id: str, now: datetime) -> dict[s
         keys.list_keys(pool, 100, None, agent_id=agent.id),
         pool.fetch(queries.AGENT_REFUSALS, home, agent.id, RECENT),
         reports.spend_series(
-            pool, granularity="day", since=None, until=None, now=now, agent_id=agent.id
+            pool,
+            granularity="day",
+            since=_series_start(now),
+            until=None,
+            now=now,
+            agent_id=agent.id,
         ),
     )
     budget = budget_view(budget_rows[0]["budget"]) if budget_rows else None
@@ -253,7 +274,7 @@ async def agent_page(pool: asyncpg.Pool, agent_id: str, now: datetime) -> dict[s
         ],
         "series_chart": column_chart(
             "agent-spend",
-            f"Spend per day this month, {agent.name}",
+            f"Spend per day, last {SERIES_DAYS} days, {agent.name}",
             _columns(series.items),
             series.currency,
         ),
