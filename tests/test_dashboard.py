@@ -314,3 +314,24 @@ async def test_sign_in_returns_to_the_page_asked_for_but_never_off_site(
 async def test_dashboard_routes_are_not_in_the_openapi_document(client: AsyncTestClient) -> None:
     document = (await client.get("/schema/openapi.json")).json()
     assert not [path for path in document["paths"] if path.startswith("/dashboard")]
+
+
+async def test_names_are_escaped_in_pages_and_charts(
+    client: AsyncTestClient, admin: Browser, fleet: Fleet
+) -> None:
+    """An agent named like markup shows as text, in the tables and inside the SVG chart."""
+    name = f"<script>alert(1)</script>&{unique_name('x')}"
+    team = await fleet.team(unique_name("dash-escape"))
+    agent = await fleet.agent(name, team_id=team["id"])
+    key = (await fleet.agent_key(agent["id"]))["key"]
+    charged = await client.post("/v1/charges", json={"amount": "5000"}, headers=bearer(key))
+    assert charged.status_code == 201
+    pages = (
+        "/dashboard",
+        f"/dashboard/agents?team_id={team['id']}",
+        f"/dashboard/agents/{agent['id']}",
+    )
+    for url in pages:
+        page = (await admin.get(url)).text
+        assert "<script>" not in page, url
+        assert "&lt;script&gt;alert(1)&lt;/script&gt;&amp;" in page, url

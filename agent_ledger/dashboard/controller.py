@@ -410,7 +410,10 @@ def _error_page(request: Request, exc: Exception) -> Response:
     else:
         raise exc
     if status == 401:
+        # Back to the page after sign-in; a form's target is no page, so the overview then.
         target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        if request.method not in ("GET", "HEAD"):
+            target = "/dashboard"
         response: Response = Redirect(
             f"/dashboard/login?{urlencode({'next_path': _safe_next(target)})}",
             status_code=303,
