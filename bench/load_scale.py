@@ -215,6 +215,9 @@ class Generator:
         rows, sums, open_holds = [], {}, {}
         for micros, a, kind, amount, model, inp, out, hold_id, desc, metadata, key in events:
             agent = self.agents[a]
+            if kind == "adjustment" and amount < 0 and -amount > self.spent[a]:
+                # The ledger refuses a refund of more than the agent ever spent: a credit then.
+                amount = -amount
             self.seq += 1
             key_id = agent["key_id"] if key == "key" else self.admin_key_id if key else None
             row = [
@@ -265,16 +268,22 @@ class Generator:
         )  # fmt: skip
 
     def add_spent(self, a: int, team_id: str, amount: int, month: str, day: str) -> None:
-        self.spent[a] += amount
-        self.spent_month[a] = self.spent_month[a] + amount if self.month[a] == month else amount
-        self.spent_day[a] = self.spent_day[a] + amount if self.day[a] == day else amount
+        # Each window moves as ledger.with_spent moves it (counters.Windows): a refund lowers
+        # it by at most what it holds.
+        self.spent[a] = max(self.spent[a] + amount, 0)
+        month_base = self.spent_month[a] if self.month[a] == month else 0
+        day_base = self.spent_day[a] if self.day[a] == day else 0
+        self.spent_month[a] = max(month_base + amount, 0)
+        self.spent_day[a] = max(day_base + amount, 0)
         self.month[a], self.day[a] = month, day
         team = self.teams.setdefault(
             team_id, {"spent": 0, "month": "", "spent_month": 0, "day": "", "spent_day": 0}
         )
-        team["spent"] += amount
-        team["spent_month"] = team["spent_month"] + amount if team["month"] == month else amount
-        team["spent_day"] = team["spent_day"] + amount if team["day"] == day else amount
+        team["spent"] = max(team["spent"] + amount, 0)
+        team_month = team["spent_month"] if team["month"] == month else 0
+        team_day = team["spent_day"] if team["day"] == day else 0
+        team["spent_month"] = max(team_month + amount, 0)
+        team["spent_day"] = max(team_day + amount, 0)
         team["month"], team["day"] = month, day
 
     def state(self) -> dict[str, Any]:

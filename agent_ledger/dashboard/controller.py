@@ -151,7 +151,7 @@ async def login_form(next_path: FromQuery[str | None] = None) -> Template:
 @post("/login", opt=PUBLIC, status_code=303)
 async def login(request: Request, pool: Pool, audit: Audit) -> Response:
     form = await request.form()
-    next_path = form.get("next")
+    next_path = form.get("next") if isinstance(form.get("next"), str) else None
     try:
         check_csrf(request.cookies.get(LOGIN_COOKIE), form.get("csrf"))
         settings = request.app.state.settings
