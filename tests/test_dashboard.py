@@ -6,11 +6,15 @@ tests/test_dashboard_browser.py.
 
 from __future__ import annotations
 
+from fractions import Fraction
+
 import asyncpg
 import pytest
 from litestar.testing import AsyncTestClient
 
+from agent_ledger.dashboard.service import nearest_limits
 from agent_ledger.dashboard.sessions import LOGIN_COOKIE, SESSION_COOKIE
+from agent_ledger.money import parse_amount
 from tests.conftest import Fleet, bearer, issue_staff_key, unique_name
 from tests.dashboard_helpers import CSRF, Browser, cookie_header, set_cookies, signed_in
 
@@ -335,3 +339,37 @@ async def test_names_are_escaped_in_pages_and_charts(
         page = (await admin.get(url)).text
         assert "<script>" not in page, url
         assert "&lt;script&gt;alert(1)&lt;/script&gt;&amp;" in page, url
+
+
+async def test_nearest_limits_agree_with_the_budget_api(
+    client: AsyncTestClient, fleet: Fleet, db: asyncpg.Connection
+) -> None:
+    """The overview's ranking reads balances in one statement; each budget it lists shows the
+    numbers GET .../budget shows, fullest first (exact fractions), and a budget at 99% of its
+    day is listed with its day window."""
+    agent = await fleet.agent(unique_name("dash-nearest"))
+    await client.put(
+        f"/v1/agents/{agent['id']}/budget",
+        json={"limits": {"day": "100", "total": "100000"}},
+        headers=fleet.admin,
+    )
+    key = (await fleet.agent_key(agent["id"]))["key"]
+    charged = await client.post("/v1/charges", json={"amount": "98"}, headers=bearer(key))
+    held = await client.post("/v1/holds", json={"amount": "1"}, headers=bearer(key))
+    assert (charged.status_code, held.status_code) == (201, 201)
+
+    listed = await nearest_limits(db, 1000)
+    fullness = [Fraction(n.window.used, n.window.limit) for n in listed if n.window.limit]
+    assert fullness == sorted(fullness, reverse=True)
+    ours = next(n for n in listed if n.owner_id == agent["id"])
+    assert (ours.window.name, ours.window.used, ours.window.limit) == (
+        "day",
+        99 * 10**9,
+        100 * 10**9,
+    )
+    for n in listed[:20]:
+        path = "agents" if n.owner_type == "agent" else "teams"
+        status = (await client.get(f"/v1/{path}/{n.owner_id}/budget", headers=fleet.admin)).json()
+        assert parse_amount(status["limits"][n.window.name]) == n.window.limit
+        assert parse_amount(status["spent"][n.window.name], allow_zero=True) == n.window.spent
+        assert parse_amount(status["held"], allow_zero=True) == n.window.held

@@ -17,8 +17,8 @@ __all__ = [
     "DELETE_SESSION",
     "FIND_SESSION",
     "INSERT_SESSION",
-    "LIMITED_BUDGETS",
     "NAMES_OF_TEAMS",
+    "NEAREST_LIMITS",
     "OPEN_HOLDS_TOTAL",
     "RECENT_ENTRIES",
 ]
@@ -59,15 +59,51 @@ FROM balances AS b
 WHERE b.owner_type = $1 AND b.owner_id = ANY ($2::text[])
 """
 
-# Every budget with a limit in some window, with its owner's name: the candidates for "nearest
-# their limits" (one row per agent and team, never the ledger).
-LIMITED_BUDGETS = """
-SELECT b.owner_type, b.owner_id, coalesce(a.name, t.name) AS name,
-       ledger.budget_of(b.home_id, b.owner_type, b.owner_id, now()) AS budget
-FROM balances AS b
-LEFT JOIN agents AS a ON b.owner_type = 'agent' AND a.id = b.owner_id
-LEFT JOIN teams AS t ON b.owner_type = 'team' AND t.id = b.owner_id
-WHERE b.limit_total IS NOT NULL OR b.limit_month IS NOT NULL OR b.limit_day IS NOT NULL
+# The budgets whose fullest limited window is fullest ($1 of them), with its numbers, in one
+# set-based read of the balance rows rather than ledger.budget_of per row: spent per window is
+# ledger.spent_in itself, and held is live held exactly as ledger.live_held has it (open holds
+# whose time is up stop counting), summed once for every owner. Fullness is (spent + held) /
+# limit in exact numeric; a zero limit with anything used is fullest of all.
+NEAREST_LIMITS = """
+WITH lapsed AS (
+    SELECT owner_id, sum(amount) AS amount
+    FROM (SELECT agent_id AS owner_id, amount FROM holds
+          WHERE status = 'open' AND expires_at <= now()
+          UNION ALL
+          SELECT team_id, amount FROM holds
+          WHERE status = 'open' AND expires_at <= now() AND team_id IS NOT NULL) AS h
+    GROUP BY owner_id
+), budgets AS (
+    SELECT b.owner_type, b.owner_id, b.currency, (b.held - coalesce(l.amount, 0))::bigint AS held,
+           b.limit_day, b.limit_month, b.limit_total,
+           ledger.spent_in(b, 'day', now()) AS spent_day,
+           ledger.spent_in(b, 'month', now()) AS spent_month,
+           ledger.spent_in(b, 'total', now()) AS spent_total
+    FROM balances AS b
+    LEFT JOIN lapsed AS l ON l.owner_id = b.owner_id
+    WHERE b.limit_total IS NOT NULL OR b.limit_month IS NOT NULL OR b.limit_day IS NOT NULL
+), windows AS (
+    SELECT g.owner_type, g.owner_id, g.currency, g.held, w.name, w.lim, w.spent,
+           CASE WHEN w.lim > 0 THEN (w.spent + g.held)::numeric / w.lim
+                WHEN w.spent + g.held > 0 THEN 'Infinity'::numeric
+                ELSE 0 END AS fullness
+    FROM budgets AS g
+    CROSS JOIN LATERAL (VALUES ('day', g.limit_day, g.spent_day),
+                               ('month', g.limit_month, g.spent_month),
+                               ('total', g.limit_total, g.spent_total)) AS w (name, lim, spent)
+    WHERE w.lim IS NOT NULL
+), fullest AS (
+    SELECT DISTINCT ON (owner_id) *
+    FROM windows
+    ORDER BY owner_id, fullness DESC, name
+)
+SELECT f.owner_type, f.owner_id, coalesce(a.name, t.name) AS name, f.currency, f.held,
+       f.name AS window, f.lim AS limit, f.spent
+FROM fullest AS f
+LEFT JOIN agents AS a ON f.owner_type = 'agent' AND a.id = f.owner_id
+LEFT JOIN teams AS t ON f.owner_type = 'team' AND t.id = f.owner_id
+ORDER BY f.fullness DESC, f.owner_id
+LIMIT $1
 """
 
 # --- the rest ------------------------------------------------------------------------------------

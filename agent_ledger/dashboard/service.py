@@ -87,10 +87,6 @@ class BudgetView(msgspec.Struct, frozen=True, kw_only=True):
     held: str
     spent_total: str
 
-    @property
-    def fullest(self) -> Window | None:
-        return max(self.windows, key=lambda w: w.used * 10_000 // max(w.limit, 1), default=None)
-
 
 def budget_view(raw: Mapping[str, Any]) -> BudgetView:
     """A ``budget_snapshot`` (integers) as bars per limited window."""
@@ -127,22 +123,19 @@ class Nearest(msgspec.Struct, frozen=True, kw_only=True):
 
 
 async def nearest_limits(pool: asyncpg.Pool, count: int = NEAREST) -> list[Nearest]:
-    """The budgets whose fullest window is fullest, most first (exact: integer cross-products)."""
-    found = []
-    for row in await pool.fetch(queries.LIMITED_BUDGETS):
-        view = budget_view(row["budget"])
-        if view.fullest is not None:
-            found.append(
-                Nearest(
-                    owner_type=row["owner_type"],
-                    owner_id=row["owner_id"],
-                    name=row["name"],
-                    currency=view.currency,
-                    window=view.fullest,
-                )
-            )
-    found.sort(key=lambda n: (-n.window.used * 10**6 // max(n.window.limit, 1), n.owner_id))
-    return found[:count]
+    """The budgets whose fullest window is fullest, most first."""
+    return [
+        Nearest(
+            owner_type=row["owner_type"],
+            owner_id=row["owner_id"],
+            name=row["name"],
+            currency=row["currency"],
+            window=Window(
+                name=row["window"], limit=row["limit"], spent=row["spent"], held=row["held"]
+            ),
+        )
+        for row in await pool.fetch(queries.NEAREST_LIMITS, count)
+    ]
 
 
 def _series_start(now: datetime) -> datetime:
