@@ -52,20 +52,25 @@ WHERE s.token_hash = $1
 
 # --- budgets -------------------------------------------------------------------------------------
 
-# The budgets of some agents or teams ($1: 'agent' or 'team'; $2: their ids).
+# The budgets of some agents or teams ($1: 'agent' or 'team'; $2: their ids; $3: their homes),
+# each read by ledger.budget_of as GET .../budget reads it. The rows come from the arrays, not
+# from balances: on Citus each call is then its own single-home lookup, where a call per row of
+# the distributed table would be a distributed query nested in one.
 BUDGETS_OF = """
-SELECT b.owner_id, ledger.budget_of(b.home_id, b.owner_type, b.owner_id, now()) AS budget
-FROM balances AS b
-WHERE b.owner_type = $1 AND b.owner_id = ANY ($2::text[])
+SELECT o.owner_id, ledger.budget_of(o.home_id, $1, o.owner_id, now()) AS budget
+FROM unnest($2::text[], $3::text[]) AS o (owner_id, home_id)
 """
 
 # The budgets whose fullest limited window is fullest ($1 of them), with its numbers, in one
-# set-based read of the balance rows rather than ledger.budget_of per row: spent per window is
-# ledger.spent_in itself, and held is live held exactly as ledger.live_held has it (open holds
-# whose time is up stop counting), summed once for every owner. Fullness is (spent + held) /
-# limit in exact numeric; a zero limit with anything used is fullest of all.
+# set-based read of the balance rows rather than ledger.budget_of per row: spent per window as
+# ledger.spent_in counts it (a window that is not the current UTC day or month holds nothing),
+# and held as ledger.live_held has it (open holds whose time is up stop counting), summed once
+# for every owner. No function takes a balance row, so Citus can run it across nodes. Fullness
+# is (spent + held) / limit in exact numeric; a zero limit with anything used is fullest of all.
 NEAREST_LIMITS = """
-WITH lapsed AS (
+WITH at AS (
+    SELECT ledger.month_of(now()) AS month, ledger.day_of(now()) AS day
+), lapsed AS (
     SELECT owner_id, sum(amount) AS amount
     FROM (SELECT agent_id AS owner_id, amount FROM holds
           WHERE status = 'open' AND expires_at <= now()
@@ -76,10 +81,11 @@ WITH lapsed AS (
 ), budgets AS (
     SELECT b.owner_type, b.owner_id, b.currency, (b.held - coalesce(l.amount, 0))::bigint AS held,
            b.limit_day, b.limit_month, b.limit_total,
-           ledger.spent_in(b, 'day', now()) AS spent_day,
-           ledger.spent_in(b, 'month', now()) AS spent_month,
-           ledger.spent_in(b, 'total', now()) AS spent_total
+           CASE WHEN b.day_start = at.day THEN b.spent_day ELSE 0 END AS spent_day,
+           CASE WHEN b.month_start = at.month THEN b.spent_month ELSE 0 END AS spent_month,
+           b.spent_total
     FROM balances AS b
+    CROSS JOIN at
     LEFT JOIN lapsed AS l ON l.owner_id = b.owner_id
     WHERE b.limit_total IS NOT NULL OR b.limit_month IS NOT NULL OR b.limit_day IS NOT NULL
 ), windows AS (

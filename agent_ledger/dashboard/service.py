@@ -106,11 +106,13 @@ def budget_view(raw: Mapping[str, Any]) -> BudgetView:
 
 
 async def _budgets_of(
-    pool: asyncpg.Pool, owner_type: str, ids: Sequence[str]
+    pool: asyncpg.Pool, owner_type: str, homes: Mapping[str, str]
 ) -> dict[str, BudgetView]:
-    if not ids:
+    """Budgets by owner id; ``homes`` maps each owner to its home (a team is its own, an agent
+    lives in its team's, or its own without one)."""
+    if not homes:
         return {}
-    rows = await pool.fetch(queries.BUDGETS_OF, owner_type, list(ids))
+    rows = await pool.fetch(queries.BUDGETS_OF, owner_type, list(homes), list(homes.values()))
     return {row["owner_id"]: budget_view(row["budget"]) for row in rows if row["budget"]}
 
 
@@ -207,10 +209,10 @@ async def agents_page(
     pool: asyncpg.Pool, cursor: str | None, team_id: str | None, status: str | None
 ) -> dict[str, Any]:
     page = await agents.list_agents(pool, PAGE_SIZE, cursor, team_id, status)
-    ids = [a.id for a in page.items]
+    homes = {a.id: a.team_id or a.id for a in page.items}
     team_ids = sorted({a.team_id for a in page.items if a.team_id})
     budgets, team_rows = await asyncio.gather(
-        _budgets_of(pool, "agent", ids),
+        _budgets_of(pool, "agent", homes),
         pool.fetch(queries.NAMES_OF_TEAMS, team_ids),
     )
     return {
@@ -231,8 +233,8 @@ class Refused(msgspec.Struct, frozen=True, kw_only=True):
 async def agent_page(pool: asyncpg.Pool, agent_id: str, now: datetime) -> dict[str, Any]:
     agent: Agent = await agents.get_agent(pool, agent_id)
     home = agent.team_id or agent.id
-    budget_rows, holds, recent, key_page, refusals, series = await asyncio.gather(
-        pool.fetch(queries.BUDGETS_OF, "agent", [agent.id]),
+    budgets, holds, recent, key_page, refusals, series = await asyncio.gather(
+        _budgets_of(pool, "agent", {agent.id: home}),
         list_open_holds(pool, agent.id, PAGE_SIZE, None, now=None),
         pool.fetch(queries.RECENT_ENTRIES, agent.id, RECENT),
         keys.list_keys(pool, 100, None, agent_id=agent.id),
@@ -246,7 +248,7 @@ async def agent_page(pool: asyncpg.Pool, agent_id: str, now: datetime) -> dict[s
             agent_id=agent.id,
         ),
     )
-    budget = budget_view(budget_rows[0]["budget"]) if budget_rows else None
+    budget = budgets.get(agent.id)
     status = await budget_status(pool, "agent", agent.id, None)
     return {
         "agent": agent,
@@ -292,7 +294,7 @@ async def teams_page(pool: asyncpg.Pool, cursor: str | None, now: datetime) -> d
     )
     ids = [t.id for t in page.items]
     budgets, counts = await asyncio.gather(
-        _budgets_of(pool, "team", ids), pool.fetch(queries.AGENT_COUNTS, ids)
+        _budgets_of(pool, "team", {i: i for i in ids}), pool.fetch(queries.AGENT_COUNTS, ids)
     )
     bars = [
         Bar(
