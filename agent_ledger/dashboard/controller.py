@@ -1,9 +1,10 @@
-"""HTML routes of the dashboard under ``/dashboard``: thin handlers over dashboard/service.py.
+"""HTML routes of the dashboard under ``/dashboard``: thin handlers over dashboard/service.py,
+and the router that puts them together with sign-in (signin.py).
 
 Every page needs a staff session (``session_principal`` authenticates it in the app's guard,
 with the roles each route names, so the role matrix covers these routes too); every POST also
-needs its form token (``csrf_guard``). The routes are not operations of the JSON API and stay
-out of its OpenAPI document.
+needs its form token (``csrf_guard``, web.py). The routes are not operations of the JSON API
+and stay out of its OpenAPI document.
 """
 
 from __future__ import annotations
@@ -13,56 +14,35 @@ from importlib import resources
 from typing import Annotated, Any, get_args
 from urllib.parse import urlencode
 
-from litestar import MediaType, Request, Response, Router, get, post
-from litestar.background_tasks import BackgroundTask
-from litestar.connection import ASGIConnection
+from litestar import Request, Response, Router, get, post
 from litestar.exceptions import HTTPException
-from litestar.handlers.base import BaseRouteHandler
 from litestar.params import FromPath, FromQuery, QueryParameter
 from litestar.response import Redirect, Stream, Template
 
 from agent_ledger.audit.schemas import AuditEventFilters
-from agent_ledger.audit.security import record_auth_refusal
-from agent_ledger.auth import ADMIN, STAFF
 from agent_ledger.dashboard import service
-from agent_ledger.dashboard.sessions import (
-    LOGIN_COOKIE,
-    SESSION_COOKIE,
-    check_csrf,
-    csrf_token,
-    current_session,
-    end_session,
-    expired_cookie,
-    login_cookie,
-    new_secret,
-    open_session,
-    session_cookie,
-    session_principal,
+from agent_ledger.dashboard.signin import login, login_form, logout
+from agent_ledger.dashboard.web import (
+    ADMIN_SESSION,
+    PUBLIC,
+    STAFF_SESSION,
+    after_request,
+    csrf_guard,
+    error_page,
+    no_json_rules,
+    render_page,
+    safe_next,
 )
 from agent_ledger.deps import Audit, Now, Pool
 from agent_ledger.entries.schemas import EntryFilters
 from agent_ledger.entries.service import normalise_period
-from agent_ledger.errors import DomainError, Forbidden, InvalidInput, Unauthorized
+from agent_ledger.errors import DomainError, InvalidInput
 from agent_ledger.exports.formats import MEDIA_TYPES
 from agent_ledger.exports.service import export_entries
 from agent_ledger.ledger.schemas import EntryKind
 
-__all__ = ["SECURITY_HEADERS", "dashboard_router"]
+__all__ = ["dashboard_router"]
 
-# Nothing from another origin, no inline script or style, never framed. The charts are inline
-# SVG markup, which is not a fetched resource.
-SECURITY_HEADERS = {
-    "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; style-src 'self'; "
-    "script-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
-    "X-Content-Type-Options": "nosniff",
-    "X-Frame-Options": "DENY",
-    "Referrer-Policy": "same-origin",
-    "Cache-Control": "no-store",
-}
-
-STAFF_SESSION = {"roles": STAFF, "authenticate": session_principal}
-ADMIN_SESSION = {"roles": ADMIN, "authenticate": session_principal}
-PUBLIC = {"public": True}
 _KINDS = frozenset(get_args(EntryKind))
 _STYLESHEET = resources.files("agent_ledger.dashboard").joinpath("static/dashboard.css")
 
@@ -95,96 +75,6 @@ def _query(**values: Any) -> str:
     return urlencode(kept)
 
 
-def _safe_next(target: str | None) -> str:
-    """Only a dashboard path of this site: never another origin (an open redirect)."""
-    if target and target.startswith("/dashboard") and not target.startswith("//"):
-        return target
-    return "/dashboard"
-
-
-def _page(request: Request, template: str, status_code: int = 200, **context: Any) -> Template:
-    session = current_session(request)
-    return Template(
-        template_name=template,
-        status_code=status_code,
-        context={
-            "role": session.role,
-            "is_admin": session.role == "admin",
-            "csrf": session.csrf,
-            "path": request.url.path,
-            **context,
-        },
-    )
-
-
-def _login_page(
-    next_path: str | None, status_code: int = 200, error: str | None = None
-) -> Template:
-    secret = new_secret()
-    return Template(
-        template_name="login.html",
-        status_code=status_code,
-        context={"csrf": csrf_token(secret), "next": _safe_next(next_path), "error": error},
-        cookies=[login_cookie(secret)],
-    )
-
-
-async def csrf_guard(
-    connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler
-) -> None:
-    """Every POST of a signed-in page carries its session's form token (the sign-in form
-    checks its own, having no session yet)."""
-    if connection.scope["method"] != "POST" or handler.opt.get("public"):
-        return
-    form = await Request(connection.scope, connection.receive).form()
-    check_csrf(current_session(connection).token, form.get("csrf"))
-
-
-# --- sign-in -------------------------------------------------------------------------------------
-
-
-@get("/login", opt=PUBLIC, name="dashboard-login")
-async def login_form(next_path: FromQuery[str | None] = None) -> Template:
-    return _login_page(next_path)
-
-
-@post("/login", opt=PUBLIC, status_code=303)
-async def login(request: Request, pool: Pool, audit: Audit) -> Response:
-    form = await request.form()
-    next_path = form.get("next") if isinstance(form.get("next"), str) else None
-    try:
-        check_csrf(request.cookies.get(LOGIN_COOKIE), form.get("csrf"))
-        settings = request.app.state.settings
-        session, _ = await open_session(
-            pool,
-            audit,
-            str(form.get("key") or ""),
-            pepper=settings.key_pepper,
-            lifetime_seconds=settings.dashboard_session_seconds,
-        )
-    except (Unauthorized, Forbidden) as refusal:
-        page = _login_page(next_path, refusal.status, refusal.detail)
-        page.background = BackgroundTask(record_auth_refusal, request, refusal, STAFF)
-        return page
-    except DomainError as refusal:
-        return _login_page(next_path, refusal.status, refusal.detail)
-    settings = request.app.state.settings
-    return Redirect(
-        _safe_next(next_path),
-        status_code=303,
-        cookies=[
-            session_cookie(session.token, settings.dashboard_session_seconds),
-            expired_cookie(LOGIN_COOKIE),
-        ],
-    )
-
-
-@post("/logout", opt=STAFF_SESSION, status_code=303)
-async def logout(request: Request, pool: Pool, audit: Audit) -> Redirect:
-    await end_session(pool, audit, current_session(request))
-    return Redirect("/dashboard/login", status_code=303, cookies=[expired_cookie(SESSION_COOKIE)])
-
-
 # --- pages ---------------------------------------------------------------------------------------
 
 
@@ -201,7 +91,7 @@ async def overview(
         raise InvalidInput("group_by must be agent, team or model.", field="group_by")
     currency = (_text(currency) or "USD").upper()
     data = await service.overview(pool, _now(now), currency=currency, group_by=group_by)
-    return _page(request, "overview.html", group_by=group_by, currency=currency, **data)
+    return render_page(request, "overview.html", group_by=group_by, currency=currency, **data)
 
 
 @get("/agents", opt=STAFF_SESSION)
@@ -218,7 +108,7 @@ async def agents(
     data = await service.agents_page(pool, _text(cursor), team_id, status)
     filters = {"team_id": team_id, "status": status}
     next_page = data["page"].next_cursor
-    return _page(
+    return render_page(
         request,
         "agents.html",
         filters=filters,
@@ -231,7 +121,7 @@ async def agents(
 @get("/agents/{agent_id:str}", opt=STAFF_SESSION)
 async def agent(request: Request, pool: Pool, now: Now, agent_id: FromPath[str]) -> Template:
     data = await service.agent_page(pool, agent_id, _now(now))
-    return _page(request, "agent.html", **data)
+    return render_page(request, "agent.html", **data)
 
 
 @post("/agents/{agent_id:str}/status", opt=ADMIN_SESSION, status_code=303)
@@ -241,7 +131,7 @@ async def set_status(
     form = await request.form()
     await service.set_agent_status(pool, audit, agent_id, str(form.get("status") or ""))
     target = str(form.get("next") or f"/dashboard/agents/{agent_id}")
-    return Redirect(_safe_next(target), status_code=303)
+    return Redirect(safe_next(target), status_code=303)
 
 
 @get("/teams", opt=STAFF_SESSION)
@@ -250,7 +140,7 @@ async def teams(
 ) -> Template:
     data = await service.teams_page(pool, _text(cursor), _now(now))
     next_page = data["page"].next_cursor
-    return _page(
+    return render_page(
         request,
         "teams.html",
         next_link=f"?{_query(cursor=next_page)}" if next_page else None,
@@ -285,7 +175,7 @@ async def audit_events(
         until=_time(until, "until"),
     )
     page = await service.audit_page(pool, filters, _text(cursor))
-    return _page(
+    return render_page(
         request,
         "audit.html",
         page=page,
@@ -331,7 +221,7 @@ async def entries(
     }
     page = await service.entries_page(pool, _entry_filters(typed), _text(cursor))
     exported = {k: typed[k] for k in ("agent_id", "team_id", "since", "until")}
-    return _page(
+    return render_page(
         request,
         "entries.html",
         page=page,
@@ -382,55 +272,6 @@ async def stylesheet() -> Response[bytes]:
     )
 
 
-# --- errors as pages -----------------------------------------------------------------------------
-
-
-def _secured(response: Response) -> Response:
-    for name, value in SECURITY_HEADERS.items():
-        if name == "Cache-Control" and name in response.headers:
-            continue  # the stylesheet may be cached; pages, which hold ledger data, not
-        response.headers[name] = value
-    return response
-
-
-async def _after(response: Response) -> Response:
-    return _secured(response)
-
-
-async def _no_json_rules(_: Request) -> None:
-    """The API's strict JSON input rules (request_input.py) are not this HTML form's: its
-    handlers read text fields and say in the page what is wrong with them."""
-
-
-def _error_page(request: Request, exc: Exception) -> Response:
-    if isinstance(exc, DomainError):
-        status, title, detail = exc.status, exc.title, exc.detail
-    elif isinstance(exc, HTTPException):
-        status, title, detail = exc.status_code, "Request refused", str(exc.detail)
-    else:
-        raise exc
-    if status == 401:
-        # Back to the page after sign-in; a form's target is no page, so the overview then.
-        target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-        if request.method not in ("GET", "HEAD"):
-            target = "/dashboard"
-        response: Response = Redirect(
-            f"/dashboard/login?{urlencode({'next_path': _safe_next(target)})}",
-            status_code=303,
-            cookies=[expired_cookie(SESSION_COOKIE)] if SESSION_COOKIE in request.cookies else [],
-        )
-    else:
-        response = Template(
-            template_name="error.html",
-            status_code=status,
-            context={"status": status, "title": title, "detail": detail},
-            media_type=MediaType.HTML,
-        )
-        if isinstance(exc, Forbidden) and not exc.audited:
-            response.background = BackgroundTask(record_auth_refusal, request, exc)
-    return _secured(response)
-
-
 def dashboard_router() -> Router:
     return Router(
         path="/dashboard",
@@ -449,8 +290,8 @@ def dashboard_router() -> Router:
             stylesheet,
         ],
         guards=[csrf_guard],
-        before_request=_no_json_rules,
-        after_request=_after,
-        exception_handlers={DomainError: _error_page, HTTPException: _error_page},
+        before_request=no_json_rules,
+        after_request=after_request,
+        exception_handlers={DomainError: error_page, HTTPException: error_page},
         include_in_schema=False,
     )
