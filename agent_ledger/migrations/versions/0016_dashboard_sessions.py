@@ -9,14 +9,14 @@ A reference table on Citus (agent_ledger/citus.py): written only at login and lo
 the key it belongs to, which is a reference table too.
 
 Revision ID: 0016
-Revises: 0012
+Revises: 0013
 Create Date: 2026-12-01
 """
 
 from alembic import op
 
 revision = "0016"
-down_revision = "0012"
+down_revision = "0013"
 branch_labels = None
 depends_on = None
 
