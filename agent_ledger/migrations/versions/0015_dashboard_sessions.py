@@ -8,15 +8,15 @@ Expired rows are deleted by the next login.
 A reference table on Citus (agent_ledger/citus.py): written only at login and logout, read with
 the key it belongs to, which is a reference table too.
 
-Revision ID: 0016
-Revises: 0013
+Revision ID: 0015
+Revises: 0014
 Create Date: 2026-12-01
 """
 
 from alembic import op
 
-revision = "0016"
-down_revision = "0013"
+revision = "0015"
+down_revision = "0014"
 branch_labels = None
 depends_on = None
 
