@@ -57,8 +57,9 @@ WHERE s.token_hash = $1
 # from balances: on Citus each call is then its own single-home lookup, where a call per row of
 # the distributed table would be a distributed query nested in one.
 BUDGETS_OF = """
-SELECT o.owner_id, ledger.budget_of(o.home_id, $1, o.owner_id, now()) AS budget
-FROM unnest($2::text[], $3::text[]) AS o (owner_id, home_id)
+SELECT o.owner_id, b.budget
+FROM unnest($2::text[], $3::text[]) AS o (owner_id, home_id),
+     LATERAL ledger.budget_of(o.home_id, $1, o.owner_id, now()) AS b
 """
 
 # The budgets whose fullest limited window is fullest ($1 of them), with its numbers, in one
