@@ -4,7 +4,8 @@ FROM python:3.11-slim AS build
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY agent_ledger ./agent_ledger
-RUN pip wheel --no-cache-dir --wheel-dir /wheels .
+# With the otel extra: traces need only OTEL_EXPORTER_OTLP_ENDPOINT in the container.
+RUN pip wheel --no-cache-dir --wheel-dir /wheels ".[otel]"
 
 FROM python:3.11-slim
 ENV PYTHONDONTWRITEBYTECODE=1 \

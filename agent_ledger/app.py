@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 from collections.abc import AsyncIterator, Callable
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 import structlog
 from litestar import Litestar, Router
@@ -41,6 +43,10 @@ from agent_ledger.ledger.decisions import Decider
 from agent_ledger.ledger.sweeper import run_sweeper
 from agent_ledger.logs import RequestLogMiddleware, configure_logging
 from agent_ledger.me.controller import MeController
+from agent_ledger.metrics.controller import MetricsController
+from agent_ledger.metrics.instruments import Instruments, multiprocess_dir
+from agent_ledger.metrics.multiprocess import forget_process
+from agent_ledger.metrics.service import run_sampler
 from agent_ledger.migrate import functions_digest, head_revision
 from agent_ledger.openapi import DocumentRenderPlugin
 from agent_ledger.prices.controller import PriceController
@@ -48,9 +54,18 @@ from agent_ledger.ratelimit import run_pruner
 from agent_ledger.reports.controller import ReportController
 from agent_ledger.request_input import check_request_input
 from agent_ledger.teams.controller import TeamController
+from agent_ledger.tracing import (
+    INSTRUMENTATION,
+    DecisionTracer,
+    RequestSpanLayer,
+    otlp_tracer_provider,
+)
 from agent_ledger.verification.controller import VerifyController
 from agent_ledger.webhooks.controller import WebhookController
 from agent_ledger.webhooks.delivery import DeliveryWorker
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace import TracerProvider
 
 __all__ = ["app_from_environment", "create_app"]
 
@@ -74,9 +89,13 @@ ROUTE_HANDLERS = [
     CheckpointController,
     ReportController,
     WebhookController,
+    MetricsController,
 ]
 
 log = structlog.get_logger("agent_ledger.app")
+
+# How often each worker writes its pool's figures for the metrics (a scrape refreshes its own).
+POOL_SAMPLE_SECONDS = 1.0
 
 # What a browser client sends and may read, beyond the CORS-safelisted headers.
 CORS_REQUEST_HEADERS = ["authorization", "content-type", "idempotency-key", "x-request-id"]
@@ -127,7 +146,8 @@ async def _database(app: Litestar) -> AsyncIterator[None]:
         timeout_seconds=settings.webhook_timeout_seconds,
         poll_seconds=settings.webhook_poll_seconds,
     )
-    background = [
+    background = _observability(app)
+    background += [
         asyncio.create_task(_flush_last_used(app)),
         asyncio.create_task(run_sweeper(app.state.pool, settings.sweep_interval_seconds)),
         asyncio.create_task(
@@ -151,6 +171,26 @@ async def _database(app: Litestar) -> AsyncIterator[None]:
             await app.state.last_used.flush(app.state.pool)
         await deliveries.close()
         await app.state.pool.close()
+        await _stop_observability(app)
+
+
+def _observability(app: Litestar) -> list[asyncio.Task]:
+    """Metrics and traces of money decisions; the background task that samples the pool."""
+    state = app.state
+    if state.tracer_provider is not None:
+        state.decider.tracer = DecisionTracer(state.tracer_provider.get_tracer(INSTRUMENTATION))
+    if state.metrics is None:
+        return []
+    state.decider.observers.append(state.metrics.observe_decision)
+    return [asyncio.create_task(run_sampler(state.metrics, state.pool, POOL_SAMPLE_SECONDS))]
+
+
+async def _stop_observability(app: Litestar) -> None:
+    shared = multiprocess_dir() if app.state.metrics is not None else None
+    if shared is not None:  # this process's pool no longer counts
+        forget_process(shared, os.getpid())
+    if app.state.owns_tracer_provider:  # sends the spans still batched
+        await asyncio.to_thread(app.state.tracer_provider.shutdown)
 
 
 async def _flush_last_used(app: Litestar) -> None:
@@ -163,9 +203,23 @@ async def _flush_last_used(app: Litestar) -> None:
             log.warning("last_used_flush_failed", error=str(exc))
 
 
-def create_app(settings: Settings, *, clock: Callable[[], datetime] | None = None) -> Litestar:
+def create_app(
+    settings: Settings,
+    *,
+    clock: Callable[[], datetime] | None = None,
+    tracer_provider: TracerProvider | None = None,
+) -> Litestar:
     """Build the application. ``clock`` replaces the database's clock for money decisions
-    (tests use it to cross day and month boundaries); leave it None in production."""
+    (tests use it to cross day and month boundaries); leave it None in production.
+    ``tracer_provider`` receives the spans (tests pass one with an in-memory exporter); by
+    default there is one only when OTEL_EXPORTER_OTLP_ENDPOINT is set."""
+    owns_tracer_provider = False
+    if tracer_provider is None and settings.otel_exporter_otlp_endpoint:
+        tracer_provider = otlp_tracer_provider(
+            settings.otel_exporter_otlp_endpoint, settings.otel_service_name
+        )
+        owns_tracer_provider = True
+    metrics = Instruments() if settings.metrics_enabled else None
     app = Litestar(
         route_handlers=[*ROUTE_HANDLERS, dashboard_router()],
         template_config=template_config(),
@@ -181,6 +235,9 @@ def create_app(settings: Settings, *, clock: Callable[[], datetime] | None = Non
                 "head_revision": head_revision(),
                 "functions_digest": functions_digest(),
                 "clock": clock,
+                "metrics": metrics,
+                "tracer_provider": tracer_provider,
+                "owns_tracer_provider": owns_tracer_provider,
             }
         ),
         request_max_body_size=settings.max_body_bytes,
@@ -206,9 +263,14 @@ def create_app(settings: Settings, *, clock: Callable[[], datetime] | None = Non
     # Outermost layer, so the access log also sees requests that never reach a route (and logs
     # a HEAD as HEAD, though the routes see a GET).
     methods = HttpMethodsLayer(app.asgi_handler, allowed_methods(app.routes))
+    observe = metrics.observe_request if metrics is not None else None
     app.asgi_handler = RequestLogMiddleware(
-        DeadlineLayer(methods, settings.request_timeout_seconds)
+        DeadlineLayer(methods, settings.request_timeout_seconds), observe
     )
+    if tracer_provider is not None:  # outside the log, so its line carries the trace id
+        app.asgi_handler = RequestSpanLayer(
+            app.asgi_handler, tracer_provider.get_tracer(INSTRUMENTATION)
+        )
     return app
 
 

@@ -57,6 +57,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     webhook_timeout_seconds: Annotated[float, msgspec.Meta(gt=0, le=60)] = 5.0
     # How long a dashboard sign-in lasts (it also ends at logout and when its key is revoked).
     dashboard_session_seconds: Annotated[int, msgspec.Meta(ge=60, le=7 * 86400)] = 8 * 3600
+    # GET /metrics: off with false; behind this bearer token when set, else open.
+    metrics_enabled: bool = True
+    metrics_token: str | None = None
+    # Traces go to this OTLP/HTTP endpoint; unset: no tracing at all.
+    otel_exporter_otlp_endpoint: str | None = None
+    otel_service_name: str = "agent-ledger"
 
 
 # The environment variable behind each setting.
@@ -87,6 +93,11 @@ ENVIRONMENT: Mapping[str, str] = {
     "webhook_poll_seconds": "LEDGER_WEBHOOK_POLL_SECONDS",
     "webhook_timeout_seconds": "LEDGER_WEBHOOK_TIMEOUT_SECONDS",
     "dashboard_session_seconds": "LEDGER_DASHBOARD_SESSION_SECONDS",
+    "metrics_enabled": "LEDGER_METRICS_ENABLED",
+    "metrics_token": "LEDGER_METRICS_TOKEN",
+    # The OpenTelemetry SDK's own names, so the usual deployment recipes work unchanged.
+    "otel_exporter_otlp_endpoint": "OTEL_EXPORTER_OTLP_ENDPOINT",
+    "otel_service_name": "OTEL_SERVICE_NAME",
 }
 
 # Case-insensitive settings, normalised before conversion.

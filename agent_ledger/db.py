@@ -13,6 +13,7 @@ import msgspec
 __all__ = [
     "STATEMENT_TIMEOUT_FACTOR",
     "UNAVAILABLE",
+    "ObservedPool",
     "create_pool",
     "from_row",
     "init_connection",
@@ -63,6 +64,27 @@ def from_row(row: Mapping[str, Any], cls: type[T], **overrides: Any) -> T:
     return msgspec.convert({**row, **overrides}, cls)
 
 
+class ObservedPool(asyncpg.pool.Pool):
+    """asyncpg's pool, counting the acquisitions not yet answered (``waiting``, a metric).
+
+    Every way to a connection (``acquire``, ``fetch`` and the like on the pool) goes through
+    ``_acquire``; its signature has been stable since asyncpg 0.18, and tests/test_metrics.py
+    fails if it stops being called.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.waiting = 0
+
+    # asyncpg's own signature, timeout included.
+    async def _acquire(self, timeout: float | None) -> Any:  # noqa: ASYNC109
+        self.waiting += 1
+        try:
+            return await super()._acquire(timeout)
+        finally:
+            self.waiting -= 1
+
+
 async def create_pool(
     database_url: str,
     *,
@@ -79,8 +101,14 @@ async def create_pool(
     the pool (closed) instead of being held for ever. Statements of this service are short;
     long work (exports, verify) runs as many of them.
     """
-    return await asyncpg.create_pool(
+    return await ObservedPool(
         database_url,
+        # What asyncpg.create_pool passes by default; Pool itself has no defaults for them.
+        connection_class=asyncpg.Connection,
+        record_class=asyncpg.Record,
+        max_queries=50000,
+        max_inactive_connection_lifetime=300.0,
+        loop=None,
         min_size=min_size,
         max_size=max_size,
         init=init_connection,

@@ -17,12 +17,16 @@ import re
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from typing import IO, Any
 
 import structlog
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
-__all__ = ["LineWriter", "RequestLogMiddleware", "configure_logging"]
+__all__ = ["LineWriter", "RequestLogMiddleware", "RequestObserver", "configure_logging"]
+
+# route template (None when no route matched), method, status, seconds
+RequestObserver = Callable[[str | None, str, int, float], None]
 
 REQUEST_ID_HEADER = b"x-request-id"
 # A caller-supplied request id is echoed into logs and responses, so keep it short and inert.
@@ -129,9 +133,11 @@ class RequestLogMiddleware:
     stack, so unknown routes and refused methods are logged too.
     """
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, observe: RequestObserver | None = None) -> None:
         self.app = app
         self.log = structlog.get_logger("agent_ledger.access")
+        # Told of every request as it is logged (the metrics), with the same figures.
+        self.observe = observe
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -157,13 +163,16 @@ class RequestLogMiddleware:
             with structlog.contextvars.bound_contextvars(request_id=request_id):
                 await self.app(scope, receive, send_with_request_id)
         finally:
+            seconds = time.perf_counter() - started
+            if self.observe is not None:
+                self.observe(scope.get("path_template"), scope["method"], status, seconds)
             principal = state.get("principal")
             self.log.info(
                 "request",
                 method=scope.get("method"),
                 route=scope.get("path_template") or scope.get("path"),
                 status=status,
-                duration_ms=round((time.perf_counter() - started) * 1000, 2),
+                duration_ms=round(seconds * 1000, 2),
                 request_id=request_id,
                 key_id=getattr(principal, "key_id", None),
             )

@@ -13,6 +13,7 @@ from agent_ledger.cli_database import CliError, DatabaseTarget, connect, open_da
 from agent_ledger.config import Settings, load_settings
 from agent_ledger.durability import UnsafeDurability, check_durability
 from agent_ledger.keys.cli import issue_staff_key
+from agent_ledger.metrics.multiprocess import run_directory
 
 __all__ = ["cmd_serve", "startup_banner"]
 
@@ -114,15 +115,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
         # uvicorn re-raises SIGTERM after its graceful shutdown; turning it into SystemExit lets
         # the embedded Postgres stop cleanly on the way out instead of being orphaned.
         signal.signal(signal.SIGTERM, _exit_quietly)
-        uvicorn.run(
-            "agent_ledger.app:app_from_environment",
-            factory=True,
-            host=host,
-            port=port,
-            workers=args.workers,
-            http="agent_ledger.http_protocol:ProblemH11Protocol",
-            log_config=None,
-            access_log=False,
-            forwarded_allow_ips=settings.forwarded_allow_ips,
-        )
+        # The workers' metrics meet in a directory of this run's own (metrics/multiprocess.py);
+        # set before the app, and with it prometheus_client, is first imported.
+        with run_directory():
+            uvicorn.run(
+                "agent_ledger.app:app_from_environment",
+                factory=True,
+                host=host,
+                port=port,
+                workers=args.workers,
+                http="agent_ledger.http_protocol:ProblemH11Protocol",
+                log_config=None,
+                access_log=False,
+                forwarded_allow_ips=settings.forwarded_allow_ips,
+            )
     return 0

@@ -188,19 +188,27 @@ def test_admin_may_do_everything_and_auditors_only_read(endpoint: Endpoint) -> N
         assert "auditor" not in endpoint.roles, f"{endpoint} lets a read-only auditor write"
 
 
+# Public to the guard, but behind LEDGER_METRICS_TOKEN when one is set, checked by the route
+# itself (tests/test_metrics.py: no token or a wrong one is 401, an API key is no substitute).
+PUBLIC_OR_TOKEN = {"/metrics"}
+
+
 def test_only_probes_and_schema_are_public() -> None:
-    """Nothing under /v1 is public; only health probes, docs and the OpenAPI schema are."""
+    """Nothing under /v1 is public; only health probes, docs, the OpenAPI schema and the
+    metrics (public or behind their own token) are."""
     public = {path for path, h in route_handlers(APP) if h.opt.get("public")}
     assert public, "expected at least the health probes to be public"
+    assert PUBLIC_OR_TOKEN <= public
     for path in public:
         assert not path.startswith("/v1"), path
-        assert path in {
+        known = {
             "/healthz",
             "/readyz",
             "/docs",
             "/dashboard/login",
             "/dashboard/static/dashboard.css",
-        } or path.startswith(("/schema", "/docs/")), path
+        } | PUBLIC_OR_TOKEN
+        assert path in known or path.startswith(("/schema", "/docs/")), path
 
 
 @dataclass

@@ -15,8 +15,9 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import Awaitable, Callable, Sequence
+from contextlib import AbstractContextManager
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import asyncpg
 import msgspec
@@ -29,6 +30,7 @@ __all__ = [
     "AgentMoved",
     "Decider",
     "Decision",
+    "DecisionSpans",
     "Request",
     "agents_with_lapsed_holds",
     "decide",
@@ -138,6 +140,14 @@ _WRONG_HOME = "wrong-home"
 _HOME_ATTEMPTS = 3
 
 
+class DecisionSpans(Protocol):
+    """What the Decider needs of a tracer (agent_ledger.tracing.DecisionTracer)."""
+
+    def span(self, request: Request) -> AbstractContextManager[Any]: ...
+
+    def annotate(self, span: Any, request: Request, decision: Decision) -> None: ...
+
+
 class Decider:
     """The process's way to ``ledger.decide``: requests of one home in flight together are
     decided together (agent_ledger/ledger/batching.py), every call retried as above.
@@ -155,8 +165,10 @@ class Decider:
         self.clock = clock
         self.routes = Routes()
         self.batcher: Batcher[Request, Decision] = Batcher(self._run, max_batch)
-        # Called with every request and its decision (metrics, traces); must not raise.
+        # Called with every request and its decision (metrics); must not raise.
         self.observers: list[Callable[[Request, Decision], None]] = []
+        # Opens a span around each decision (agent_ledger/tracing.py); None: traces are off.
+        self.tracer: DecisionSpans | None = None
 
     async def _run(self, home_id: str | None, requests: Sequence[Request]) -> list[Decision]:
         at = self.clock() if self.clock is not None else None
@@ -179,6 +191,14 @@ class Decider:
     async def decide(self, request: Request, *, agent_key: bool) -> Decision:
         """Decide one request, batched with its home's; ``agent_key``: the caller's key
         belongs to an agent (whose home then routes the key's next requests)."""
+        if self.tracer is None:
+            return await self._decide(request, agent_key)
+        with self.tracer.span(request) as span:
+            decision = await self._decide(request, agent_key)
+            self.tracer.annotate(span, request, decision)
+            return decision
+
+    async def _decide(self, request: Request, agent_key: bool) -> Decision:
         home = await self.home_of(request)
         for _ in range(_HOME_ATTEMPTS):
             decision = await self.batcher.decide(home, request)

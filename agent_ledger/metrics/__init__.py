@@ -1,0 +1,1 @@
+"""Prometheus metrics: ``GET /metrics``, its instruments and their multiprocess mode."""
