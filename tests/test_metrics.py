@@ -1,0 +1,224 @@
+"""GET /metrics in one process: what is counted, with which labels, and who may read it.
+
+The app runs on a database of this module's own, so the figures read from the database (open
+holds) are exact, not shared with the rest of the session. Across real worker processes, and
+the pool's gauges (which need requests truly in flight at once, which the in-process test
+client cannot make): tests/test_metrics_processes.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+
+import asyncpg
+import pytest
+from litestar.testing import AsyncTestClient
+
+from agent_ledger.app import create_app
+from agent_ledger.config import Settings
+from tests.conftest import TEST_PEPPER, Fleet, bearer, issue_staff_key, scratch_database
+from tests.ledger_helpers import spender
+from tests.metrics_helpers import Samples, delta, label_names, parse, value
+
+GPT4O_TASK = {"model": "gpt-4o", "input_tokens": 3000, "output_tokens": 1000}  # 0.0175
+ALLOWED_LABELS = {"route", "method", "status", "le", "kind", "outcome", "reason", "currency"}
+ALLOWED_LABELS |= {"model", "topic"}
+
+
+def _settings(url: str, **overrides: object) -> Settings:
+    values = {
+        "database_url": url,
+        "key_pepper": TEST_PEPPER,
+        "pool_min_size": 1,
+        "pool_max_size": 5,
+        "checkpoint_interval_seconds": 0,
+        **overrides,
+    }
+    return Settings(**values)  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="module")
+def own_database(server_url: str) -> Iterator[str]:
+    with scratch_database(server_url) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+async def own_client(own_database: str) -> AsyncIterator[AsyncTestClient]:
+    async with AsyncTestClient(create_app(_settings(own_database))) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+async def own_fleet(own_client: AsyncTestClient, own_database: str) -> Fleet:
+    return Fleet(own_client, await issue_staff_key(own_database, "admin"))
+
+
+async def scrape(client: AsyncTestClient, headers: dict[str, str] | None = None) -> Samples:
+    response = await client.get("/metrics", headers=headers or {})
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"] == "text/plain; version=0.0.4; charset=utf-8"
+    return parse(response.text)
+
+
+async def test_decisions_are_counted_by_kind_and_outcome_with_the_refusal_reason(
+    own_fleet: Fleet,
+) -> None:
+    """An accepted charge, its replay and a refused one are three outcomes; the refusal's
+    problem code is its reason."""
+    client = own_fleet.client
+    agent = await spender(own_fleet, limits={"per_charge": "1"})
+    before = await scrape(client)
+    replayable = {**agent.headers, "Idempotency-Key": "metrics-1"}
+    assert (
+        await client.post("/v1/charges", json=GPT4O_TASK, headers=replayable)
+    ).status_code == 201
+    replay = await client.post("/v1/charges", json=GPT4O_TASK, headers=replayable)
+    assert replay.headers["idempotent-replayed"] == "true"
+    refused = await client.post("/v1/charges", json={"amount": "5"}, headers=agent.headers)
+    assert refused.json()["code"] == "budget-exceeded"
+    after = await scrape(client)
+
+    decisions = "agent_ledger_decisions_total"
+    assert delta(after, before, decisions, kind="charge", outcome="accepted") == 1
+    assert delta(after, before, decisions, kind="charge", outcome="replayed") == 1
+    assert delta(after, before, decisions, kind="charge", outcome="refused") == 1
+    refusals = "agent_ledger_decision_refusals_total"
+    assert delta(after, before, refusals, kind="charge", reason="budget-exceeded") == 1
+    # The replay spent nothing again.
+    spend = delta(after, before, "agent_ledger_spend_total", currency="USD", model="gpt-4o")
+    assert spend == pytest.approx(0.0175)
+
+
+async def test_spend_is_labelled_only_with_models_that_have_a_price(own_fleet: Fleet) -> None:
+    """A model name an agent makes up is counted as (other), so no client can create series at
+    will; a charge naming no model is (none); a priced model keeps its name."""
+    client = own_fleet.client
+    agent = await spender(own_fleet)
+    before = await scrape(client)
+    made_up = {"amount": "0.25", "model": "made-up-model-7f3a"}
+    for body in (made_up, {"amount": "0.5"}, {"amount": "0.125", "model": "claude-haiku-4.5"}):
+        response = await client.post("/v1/charges", json=body, headers=agent.headers)
+        assert response.status_code == 201, response.text
+    response = await client.get("/metrics")
+    after = parse(response.text)
+    assert "made-up-model-7f3a" not in response.text
+    name = "agent_ledger_spend_total"
+    assert delta(after, before, name, currency="USD", model="(other)") == pytest.approx(0.25)
+    assert delta(after, before, name, currency="USD", model="(none)") == pytest.approx(0.5)
+    assert delta(after, before, name, currency="USD", model="claude-haiku-4.5") == pytest.approx(
+        0.125
+    )
+
+
+async def test_open_holds_are_read_from_the_database(own_fleet: Fleet, own_database: str) -> None:
+    """The gauge is the database's count of holds open now: up with a hold, down with its
+    capture, whichever process did either."""
+    client = own_fleet.client
+    agent = await spender(own_fleet)
+
+    async def open_in_database() -> int:
+        conn = await asyncpg.connect(own_database)
+        try:
+            return await conn.fetchval(
+                "SELECT count(*) FROM holds WHERE status = 'open' AND expires_at > now()"
+            )
+        finally:
+            await conn.close()
+
+    start = value(await scrape(client), "agent_ledger_open_holds")
+    assert start == await open_in_database()
+    hold = await client.post("/v1/holds", json={"amount": "0.3"}, headers=agent.headers)
+    assert hold.status_code == 201, hold.text
+    assert value(await scrape(client), "agent_ledger_open_holds") == start + 1
+    captured = await client.post(
+        f"/v1/holds/{hold.json()['id']}/capture", json={"amount": "0.2"}, headers=agent.headers
+    )
+    assert captured.status_code == 201, captured.text
+    after = await scrape(client)
+    assert value(after, "agent_ledger_open_holds") == start == await open_in_database()
+    assert value(after, "agent_ledger_database_up") == 1
+    assert value(after, "agent_ledger_outbox_pending", topic="audit") == 0
+
+
+async def test_routes_are_templates_and_no_label_names_an_agent_or_a_key(
+    own_fleet: Fleet,
+) -> None:
+    """Paths with ids are counted under their route template; no id of an agent, team or key
+    appears anywhere in the answer; unknown paths and odd methods collapse to one value."""
+    client = own_fleet.client
+    team = await own_fleet.team("metrics-labels")
+    agent = await spender(own_fleet, team_id=team["id"])
+    key = (await client.get(f"/v1/agents/{agent.agent_id}/keys", headers=own_fleet.admin)).json()
+    assert (await client.get(f"/v1/agents/{agent.agent_id}", headers=own_fleet.admin)).is_success
+    assert (
+        await client.post("/v1/charges", json={"amount": "0.01"}, headers=agent.headers)
+    ).is_success
+    assert (await client.get("/no/such/path-9c1e")).status_code == 404
+    assert (await client.request("BREW", "/healthz")).status_code == 405
+
+    text = (await client.get("/metrics")).text
+    samples = parse(text)
+    assert value(samples, "agent_ledger_http_requests_total", route="/v1/agents/{agent_id}",
+                 method="GET", status="200") >= 1  # fmt: skip
+    assert value(samples, "agent_ledger_http_requests_total", route="(unmatched)",
+                 method="GET", status="404") >= 1  # fmt: skip
+    # A refused method is decided before routing names the route.
+    assert value(samples, "agent_ledger_http_requests_total", route="(unmatched)",
+                 method="other", status="405") >= 1  # fmt: skip
+    assert label_names(samples) <= ALLOWED_LABELS
+    secrets = [agent.agent_id, team["id"], agent.key, agent.key[:12], "path-9c1e", "BREW"]
+    secrets += [k["id"] for k in key["items"]]
+    for secret in secrets:
+        assert secret not in text
+
+
+async def test_latency_is_a_histogram_by_route_and_method(own_fleet: Fleet) -> None:
+    """Every request lands in one bucket chain; its count equals the requests counted."""
+    client = own_fleet.client
+    for _ in range(3):
+        assert (await client.get("/healthz")).status_code == 200
+    samples = await scrape(client)
+    name = "agent_ledger_http_request_duration_seconds"
+    count = value(samples, f"{name}_count", route="/healthz", method="GET")
+    assert count == value(samples, f"{name}_bucket", route="/healthz", method="GET", le="+Inf")
+    assert count == value(
+        samples, "agent_ledger_http_requests_total", route="/healthz", method="GET", status="200"
+    )
+    assert count >= 3
+    assert value(samples, f"{name}_sum", route="/healthz", method="GET") > 0
+
+
+async def test_a_metrics_token_is_required_once_set(own_database: str) -> None:
+    """With LEDGER_METRICS_TOKEN set: no token, a wrong one or an API key get 401 (with a
+    Bearer challenge, never audited); the token gets the metrics."""
+    admin_key = await issue_staff_key(own_database, "admin")
+    settings = _settings(own_database, metrics_token="scrape-token-1b7d")
+    conn = await asyncpg.connect(own_database)
+    count_failed = "SELECT count(*) FROM audit_events WHERE action = 'auth.failed'"
+    try:
+        failed_before = await conn.fetchval(count_failed)
+        async with AsyncTestClient(create_app(settings)) as client:
+            for headers in ({}, bearer("scrape-token-1b7e"), bearer(admin_key),
+                            {"Authorization": "Basic scrape-token-1b7d"}):  # fmt: skip
+                response = await client.get("/metrics", headers=headers)
+                assert response.status_code == 401, headers
+                assert response.json()["code"] == "unauthorized"
+                assert response.headers["www-authenticate"].startswith("Bearer")
+            samples = await scrape(client, bearer("scrape-token-1b7d"))
+            assert value(samples, "agent_ledger_database_up") == 1
+        await asyncio.sleep(0.2)  # an audit write would run as a background task
+        assert await conn.fetchval(count_failed) == failed_before
+    finally:
+        await conn.close()
+
+
+async def test_metrics_can_be_turned_off(own_database: str) -> None:
+    """LEDGER_METRICS_ENABLED=false: /metrics is a 404 and nothing is counted."""
+    async with AsyncTestClient(create_app(_settings(own_database, metrics_enabled=False))) as c:
+        response = await c.get("/metrics")
+        assert response.status_code == 404
+        assert response.json()["code"] == "not-found"
+        assert c.app.state.metrics is None
+        assert c.app.state.decider.observers == []
