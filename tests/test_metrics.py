@@ -17,6 +17,7 @@ from litestar.testing import AsyncTestClient
 
 from agent_ledger.app import create_app
 from agent_ledger.config import Settings
+from agent_ledger.db import create_pool
 from tests.conftest import TEST_PEPPER, Fleet, bearer, issue_staff_key, scratch_database
 from tests.ledger_helpers import spender
 from tests.metrics_helpers import Samples, delta, label_names, parse, value
@@ -222,3 +223,26 @@ async def test_metrics_can_be_turned_off(own_database: str) -> None:
         assert response.json()["code"] == "not-found"
         assert c.app.state.metrics is None
         assert c.app.state.decider.observers == []
+
+
+async def test_the_pool_counts_acquisitions_waiting(database_url: str) -> None:
+    """The service's pool knows how many acquisitions wait (the gauge's source): every way to
+    a connection, ``acquire`` and the pool's own ``fetchval``, is counted until it gets one."""
+    pool = await create_pool(database_url, min_size=1, max_size=1)
+
+    async def take() -> asyncpg.Connection:
+        return await pool.acquire()
+
+    try:
+        held = await pool.acquire()
+        waiters = [asyncio.create_task(pool.fetchval("SELECT 1")) for _ in range(3)]
+        waiters.append(asyncio.create_task(take()))
+        await asyncio.sleep(0.2)
+        assert pool.waiting == 4
+        await pool.release(held)
+        *answers, last = await asyncio.gather(*waiters)
+        assert answers == [1, 1, 1]
+        await pool.release(last)
+        assert pool.waiting == 0
+    finally:
+        pool.terminate()  # not close(): it would wait for a connection a failure left out

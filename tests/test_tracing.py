@@ -5,6 +5,7 @@ when an endpoint is set."""
 from __future__ import annotations
 
 import http.server
+import io
 import threading
 from collections.abc import AsyncIterator, Iterator
 
@@ -19,9 +20,11 @@ from opentelemetry.trace import SpanKind
 
 from agent_ledger.app import create_app
 from agent_ledger.config import Settings
+from agent_ledger.logs import configure_logging
 from agent_ledger.tracing import RequestSpanLayer
 from tests.conftest import Fleet, issue_staff_key
 from tests.ledger_helpers import spender
+from tests.test_logging import logging_restored, parsed_lines
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 PARENT_SPAN_ID = "00f067aa0ba902b7"
@@ -134,6 +137,20 @@ async def test_hold_and_capture_each_get_a_decision_span(
     assert captured.attributes["agent_ledger.hold.id"] == hold.json()["id"]
     assert captured.attributes["gen_ai.usage.input_tokens"] == 1000
     assert captured.attributes["gen_ai.usage.cost.amount"] == pytest.approx(0.0035)
+
+
+async def test_the_request_log_line_carries_the_trace_id(traced: Fleet) -> None:
+    """Logs and traces meet: the canonical request line names the request's trace."""
+    json_log = io.StringIO()
+    with logging_restored():
+        configure_logging("json", "INFO", file=json_log)
+        response = await traced.client.get("/healthz", headers={"traceparent": TRACEPARENT})
+    assert response.status_code == 200
+    [line] = [
+        r for r in parsed_lines(json_log)
+        if r["event"] == "request" and r["request_id"] == response.headers["x-request-id"]
+    ]  # fmt: skip
+    assert line["trace_id"] == TRACE_ID
 
 
 async def test_no_endpoint_means_no_tracing(settings: Settings) -> None:

@@ -17,12 +17,18 @@ pgbench runs the floor's statement alone. After each service scenario the ledger
 the charges wrk saw accepted are in it (plus at most one in flight per connection), the refused
 ones are not, and verify finds every chain and counter intact. Prints a markdown table of
 requests/s, p50 and p99, with ratios to the floor. Needs wrk and pgbench on PATH.
+
+``--compare LEDGER_METRICS_ENABLED=false`` also starts the service a second time with that
+setting, on the same database, and runs each scenario against it just before the first: the
+second table is the cost of what the setting turns off (README, "Metrics and traces").
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import functools
 import json
 import os
 import re
@@ -31,11 +37,13 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 import httpx
+import psutil
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
@@ -148,6 +156,42 @@ def verify(url: str) -> str:
     return "intact" if done.returncode == 0 else "NOT INTACT: " + done.stdout[-500:]
 
 
+def cpu_seconds(server: ServerProcess) -> float:
+    """CPU time (user and system) the service's processes have used so far."""
+    root = psutil.Process(server.process.pid)
+    total = 0.0
+    for process in [root, *root.children(recursive=True)]:
+        with contextlib.suppress(psutil.Error):
+            times = process.cpu_times()
+            total += times.user + times.system
+    return total
+
+
+def with_cpu(server: ServerProcess, run: Callable[[], dict]) -> dict:
+    """``run()``'s wrk result, plus the service's CPU milliseconds per request during it: on a
+    shared machine requests/s moves with everyone's load, CPU per request far less."""
+    before = cpu_seconds(server)
+    result = run()
+    result["cpu_ms"] = (cpu_seconds(server) - before) * 1000 / max(result["requests"], 1)
+    return result
+
+
+def _measure(
+    server: ServerProcess, keys: Path, args: argparse.Namespace, refuse: str, url: str
+) -> dict:
+    """One scenario against the compared service: warm-up, run, ledger check."""
+    target = f"{server.base_url}/v1/charges"
+    run_id = f"bench{secrets.token_hex(3)}"
+    wrk(target, keys, args, args.warmup, REFUSE_EVERY=refuse, RUN_ID=run_id + "w")
+    result = with_cpu(
+        server,
+        functools.partial(wrk, target, keys, args, args.duration, REFUSE_EVERY=refuse,
+                          RUN_ID=run_id),
+    )  # fmt: skip
+    result["check"] = asyncio.run(check_ledger(url, run_id, result, args.connections))
+    return result
+
+
 def serve_floor(url: str, workers: int) -> tuple[subprocess.Popen, str]:
     port = free_port()
     process = subprocess.Popen(
@@ -184,6 +228,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pool-size", type=int, default=10, help="connections per process")
     parser.add_argument("--scenarios", default="spread,hot agent,hot team,10% refused")
     parser.add_argument("--env", action="append", default=[], help="NAME=VALUE for the service")
+    parser.add_argument(
+        "--compare",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="also run a second service with these settings on the same database, measured "
+        "right before the first in each scenario (LEDGER_METRICS_ENABLED=false: the cost of "
+        "the metrics)",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the database")
     parser.add_argument(
         "--citus",
@@ -211,10 +264,21 @@ def main(argv: list[str] | None = None) -> int:
         workers=args.workers,
         env={"LOG_LEVEL": "INFO", "LEDGER_POOL_MAX_SIZE": str(args.pool_size), **env},
     )
+    compared = None
+    if args.compare:
+        compare_env = dict(item.split("=", 1) for item in args.compare)
+        compared = ServerProcess(
+            url,
+            workers=args.workers,
+            env={"LOG_LEVEL": "INFO", "LEDGER_POOL_MAX_SIZE": str(args.pool_size), **env,
+                 **compare_env},
+        )  # fmt: skip
     floor, floor_url = serve_floor(url, args.workers)
     rows: list[dict[str, Any]] = []
     try:
         service.wait_ready(60)
+        if compared is not None:
+            compared.wait_ready(60)
         admin_key = asyncio.run(issue_staff_key(url, "admin"))
         fleets = asyncio.run(make_fleet(service.base_url, admin_key))
         asyncio.run(prepare_floor(url))
@@ -238,11 +302,17 @@ def main(argv: list[str] | None = None) -> int:
                 shape = "spread" if scenario == "10% refused" else scenario
                 refuse = "10" if scenario == "10% refused" else "0"
                 service_url = f"{service.base_url}/v1/charges"
+                other = None
+                if compared is not None:
+                    other = _measure(compared, files[shape], args, refuse, url)
                 run_id = f"bench{secrets.token_hex(3)}"
                 wrk(service_url, files[shape], args, args.warmup, REFUSE_EVERY=refuse,
                     RUN_ID=run_id + "w")  # fmt: skip
-                ours = wrk(service_url, files[shape], args, args.duration,
-                           REFUSE_EVERY=refuse, RUN_ID=run_id)  # fmt: skip
+                measured = functools.partial(
+                    wrk, service_url, files[shape], args, args.duration,
+                    REFUSE_EVERY=refuse, RUN_ID=run_id,
+                )  # fmt: skip
+                ours = with_cpu(service, measured)
                 check = asyncio.run(check_ledger(url, run_id, ours, args.connections))
                 floor_file = workdir / f"floor-{shape.replace(' ', '-')}.keys"
                 floor_target = f"{floor_url}/charge"
@@ -250,7 +320,8 @@ def main(argv: list[str] | None = None) -> int:
                     REFUSE_EVERY=refuse)  # fmt: skip
                 bare = wrk(floor_target, floor_file, args, args.duration, TARGET="bare",
                            REFUSE_EVERY=refuse)  # fmt: skip
-                rows.append({"scenario": scenario, "ours": ours, "bare": bare, "check": check})
+                rows.append({"scenario": scenario, "ours": ours, "bare": bare, "check": check,
+                             "compared": other})  # fmt: skip
                 print(json.dumps(rows[-1]), file=sys.stderr)
         integrity = verify(url)
     except Exception:
@@ -258,6 +329,8 @@ def main(argv: list[str] | None = None) -> int:
         raise
     finally:
         service.stop()
+        if compared is not None:
+            compared.stop()
         floor.terminate()
         floor.wait(10)
         if args.keep:
@@ -268,6 +341,7 @@ def main(argv: list[str] | None = None) -> int:
             asyncio.run(_admin(args.server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
     _print_table(rows, floor_pg, integrity, args)
     ok = integrity == "intact" and all(r["check"] == "ok" for r in rows)
+    ok = ok and all(r["compared"]["check"] == "ok" for r in rows if r["compared"])
     return 0 if ok else 1
 
 
@@ -298,6 +372,20 @@ def _print_table(
             f"{json.dumps(other) if other else 'none'}{' ' + json.dumps(errors) if errors else ''}"
             f" | {row['check']} |"
         )
+    compared = [r for r in rows if r.get("compared")]
+    if compared:
+        print(f"\nthe same service with {' '.join(args.compare)}, run just before it:\n")
+        print("| scenario | requests/s | p50 ms | p99 ms | requests/s ratio (ours / it) "
+              "| p50 ratio | service CPU ms/request: it, ours, ratio | ledger |")  # fmt: skip
+        print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
+        for row in compared:
+            it, ours = row["compared"], row["ours"]
+            print(
+                f"| {row['scenario']} | {it['rps']:.0f} | {it['p50_ms']:.1f} | "
+                f"{it['p99_ms']:.1f} | {ratio(ours['rps'], it['rps'])} | "
+                f"{ratio(ours['p50_ms'], it['p50_ms'])} | {it['cpu_ms']:.3f}, "
+                f"{ours['cpu_ms']:.3f}, {ratio(ours['cpu_ms'], it['cpu_ms'])} | {it['check']} |"
+            )
     print(f"\nverify after all runs: {integrity}")
 
 
