@@ -161,7 +161,14 @@ async def test_the_pool_gauges_show_a_request_waiting_for_a_connection(
     scrape says so; the database's own figures are then left out (database_up 0) rather than
     the scrape hanging. Once the lock goes, both requests are answered."""
     server = ServerProcess(
-        database_url, env={"LEDGER_POOL_MAX_SIZE": "1", "LEDGER_POOL_MIN_SIZE": "1"}
+        database_url,
+        # Long enough for the stuck request not to be answered 503 (or its lock wait given up)
+        # before the lock goes.
+        env={
+            "LEDGER_POOL_MAX_SIZE": "1",
+            "LEDGER_POOL_MIN_SIZE": "1",
+            "LEDGER_REQUEST_TIMEOUT_SECONDS": "60",
+        },
     )
     locker = await asyncpg.connect(database_url)
     try:

@@ -19,6 +19,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 
+from agent_ledger.db import UNAVAILABLE
 from agent_ledger.metrics import queries
 from agent_ledger.metrics.instruments import Instruments, multiprocess_dir
 from agent_ledger.metrics.multiprocess import forget_dead_processes
@@ -63,7 +64,7 @@ async def database_families(pool: asyncpg.Pool) -> list[Metric]:
         async with pool.acquire(timeout=DATABASE_TIMEOUT_SECONDS) as conn:
             holds = await conn.fetchval(queries.OPEN_HOLDS, timeout=DATABASE_TIMEOUT_SECONDS)
             backlog = await conn.fetch(queries.OUTBOX_BACKLOG, timeout=DATABASE_TIMEOUT_SECONDS)
-    except (asyncpg.PostgresError, OSError, TimeoutError) as exc:
+    except (*UNAVAILABLE, TimeoutError) as exc:
         log.warning("metrics_database_unreadable", error=str(exc) or type(exc).__name__)
         up.add_metric([], 0)
         return [up]
@@ -120,7 +121,7 @@ async def run_sampler(instruments: Instruments, pool: asyncpg.Pool, interval: fl
 async def _learn_models(instruments: Instruments, pool: Any) -> None:
     try:
         rows = await pool.fetch(queries.KNOWN_MODELS, timeout=DATABASE_TIMEOUT_SECONDS)
-    except (asyncpg.PostgresError, OSError, TimeoutError) as exc:
+    except (*UNAVAILABLE, TimeoutError) as exc:
         log.warning("metrics_models_unreadable", error=str(exc) or type(exc).__name__)
         return
     instruments.learn_models(r["model"] for r in rows)
