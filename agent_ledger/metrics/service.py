@@ -111,9 +111,12 @@ async def run_sampler(instruments: Instruments, pool: asyncpg.Pool, interval: fl
     names the spend counter may use each ``MODELS_EVERY_SAMPLES`` intervals."""
     samples = 0
     while True:
-        if samples % MODELS_EVERY_SAMPLES == 0:
-            await _learn_models(instruments, pool)
-        instruments.sample_pool(pool, getattr(pool, "waiting", 0))
+        try:
+            if samples % MODELS_EVERY_SAMPLES == 0:
+                await _learn_models(instruments, pool)
+            instruments.sample_pool(pool, getattr(pool, "waiting", 0))
+        except Exception as exc:  # a figure missed, never the task: shutdown awaits it
+            log.warning("metrics_sample_failed", error=str(exc) or type(exc).__name__)
         samples += 1
         await asyncio.sleep(interval)
 
