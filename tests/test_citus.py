@@ -33,8 +33,6 @@ MODULES = [
     "tests/test_entries.py",
     "tests/test_exports.py",
     "tests/test_priced_by.py",
-    "tests/test_prices.py",
-    "tests/test_webhooks.py",
     "tests/test_alerts.py",
 ]
 
@@ -44,6 +42,10 @@ pytestmark = pytest.mark.skipif(
 )
 
 
+# The modules above take several minutes on the cluster, beyond the suite's 300 s per test.
+# (The webhook and price API modules pass there too but are left out to keep CI near 10 min:
+# AGENT_LEDGER_TEST_BACKEND=citus pytest tests/test_webhooks.py tests/test_prices.py runs them.)
+@pytest.mark.timeout(1500)
 def test_the_money_tests_pass_on_citus(tmp_path: Path) -> None:
     """Every test of the modules above passes with the ledger distributed on the cluster."""
     done = subprocess.run(
