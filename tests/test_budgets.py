@@ -200,3 +200,28 @@ async def test_day_and_month_windows_follow_the_utc_calendar(
         ).json()
         assert status["spent"] == {"total": "1.8", "month": "0.9", "day": "0"}
         assert status["remaining"] == {"total": "8.2", "month": "0.6", "day": "1"}
+
+
+async def test_a_budget_follows_its_agent_to_another_team_whole(fleet: Fleet) -> None:
+    """Every setting of the agent's budget moves with it, not just the limits and counters."""
+    agent = await spender(fleet, limits={"day": "5"})
+    body = {
+        "limits": {"day": "5"},
+        "require_server_pricing": True,
+        "alert_thresholds": ["0.5"],
+    }
+    path = f"/v1/agents/{agent.agent_id}/budget"
+    assert (await fleet.client.put(path, json=body, headers=fleet.admin)).status_code == 200
+    charged = await fleet.client.post("/v1/charges", json={"amount": "1"}, headers=agent.headers)
+    assert charged.status_code == 201, charged.text
+    before = (await fleet.client.get(path, headers=fleet.admin)).json()
+
+    team = await fleet.team()
+    moved = await fleet.client.patch(
+        f"/v1/agents/{agent.agent_id}", json={"team_id": team["id"]}, headers=fleet.admin
+    )
+    assert moved.status_code == 200, moved.text
+    after = (await fleet.client.get(path, headers=fleet.admin)).json()
+    assert after == before
+    assert after["require_server_pricing"] is True
+    assert after["alert_thresholds"] == ["0.5"]

@@ -61,16 +61,19 @@ UPDATE balances SET agent_status = $3 WHERE home_id = coalesce($2, $1) AND owner
 # Moving an agent to another team moves its balance row and its stored idempotent answers to
 # the new home, as plain statements: on Citus the two homes may be on different nodes, and the
 # transaction spans them. Its entries stay where they were written (each records its team).
-DELETE_BALANCE = "DELETE FROM balances WHERE home_id = coalesce($2, $1) AND owner_id = $1"
-
-INSERT_MOVED_BALANCE = """
-INSERT INTO balances (home_id, owner_id, owner_type, team_id, agent_status, currency,
-                      limit_total, limit_month, limit_day, limit_per_charge, spent_total,
-                      spent_month, month_start, spent_day, day_start, held, head_hash, head_seq,
-                      entry_count, alert_thresholds)
-VALUES (coalesce($2, $1), $1, 'agent', $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14,
-        $15, $16, $17, $18)
+# The agent's balance row, whole, in its new home ($2: the new team, $4: the old one): every
+# column goes along as it is (limits, counters, chain head, settings added by later
+# migrations), but for where it lives and the agent's status. Inserted first, then the old row
+# deleted: the two homes differ, so the rows never clash.
+COPY_BALANCE = """
+INSERT INTO balances
+SELECT (jsonb_populate_record(b, jsonb_build_object(
+    'home_id', coalesce($2, $1), 'team_id', $2, 'agent_status', $3::text))).*
+FROM balances AS b
+WHERE b.home_id = coalesce($4, $1) AND b.owner_id = $1
 """
+
+DELETE_BALANCE = "DELETE FROM balances WHERE home_id = coalesce($2, $1) AND owner_id = $1"
 
 COPY_ANSWERS = """
 INSERT INTO idempotency_keys (home_id, agent_id, key, request_hash, status, created_at, problem,

@@ -171,21 +171,8 @@ async def _move_balance(
 ) -> None:
     """Move an agent's balance row and stored answers to the home of ``team_id``."""
     agent_id, old_team = balance["owner_id"], balance["team_id"]
+    await conn.execute(queries.COPY_BALANCE, agent_id, team_id, status, old_team)
     await conn.execute(queries.DELETE_BALANCE, agent_id, old_team)
-    await conn.execute(
-        queries.INSERT_MOVED_BALANCE,
-        agent_id,
-        team_id,
-        status,
-        *(
-            balance[column]
-            for column in (
-                "currency", "limit_total", "limit_month", "limit_day", "limit_per_charge",
-                "spent_total", "spent_month", "month_start", "spent_day", "day_start", "held",
-                "head_hash", "head_seq", "entry_count", "alert_thresholds",
-            )
-        ),
-    )  # fmt: skip
     await conn.execute(queries.COPY_ANSWERS, agent_id, old_team, team_id)
     await conn.execute(queries.DELETE_ANSWERS, agent_id, old_team)
     await conn.execute(queries.COPY_CROSSINGS, agent_id, old_team, team_id)
