@@ -21,7 +21,7 @@ import msgspec
 import structlog
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
-from agent_ledger.errors import PROBLEM_MEDIA_TYPE, PROBLEM_TYPE_BASE
+from agent_ledger.errors import PROBLEM_MEDIA_TYPE, problem_document
 
 __all__ = ["DeadlineLayer"]
 
@@ -30,14 +30,7 @@ log = structlog.get_logger("agent_ledger.deadline")
 
 def _problem(status: int, code: str, title: str, detail: str, path: str) -> bytes:
     return msgspec.json.encode(
-        {
-            "type": PROBLEM_TYPE_BASE + code,
-            "title": title,
-            "status": status,
-            "detail": detail,
-            "code": code,
-            "instance": path,
-        }
+        problem_document(status=status, code=code, title=title, detail=detail, instance=path)
     )
 
 

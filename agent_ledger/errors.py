@@ -152,6 +152,21 @@ def problem_response(
     headers: dict[str, str] | None = None,
     **extra: Any,
 ) -> Response[dict[str, Any]]:
+    body = problem_document(
+        status=status,
+        code=code,
+        title=title,
+        detail=detail,
+        instance=None if request is None else request.url.path,
+    )
+    body.update(extra)
+    return Response(body, status_code=status, media_type=PROBLEM_MEDIA_TYPE, headers=headers)
+
+
+def problem_document(
+    *, status: int, code: str, title: str, detail: str, instance: str | None = None
+) -> dict[str, Any]:
+    """The RFC 9457 body every refusal of this service carries."""
     body: dict[str, Any] = {
         "type": PROBLEM_TYPE_BASE + code,
         "title": title,
@@ -159,10 +174,9 @@ def problem_response(
         "detail": detail,
         "code": code,
     }
-    if request is not None:
-        body["instance"] = request.url.path
-    body.update(extra)
-    return Response(body, status_code=status, media_type=PROBLEM_MEDIA_TYPE, headers=headers)
+    if instance is not None:
+        body["instance"] = instance
+    return body
 
 
 # Litestar's own HTTP errors carry only a status; these give them our stable codes.
