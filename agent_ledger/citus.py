@@ -6,7 +6,7 @@ database `agent-ledger migrate` targets has the citus extension (a coordinator w
 
 - money tables are distributed on ``home_id`` (an agent's team, or the agent itself without
   one; migration 0009) and co-located, so that one home's balance rows, entries, holds,
-  idempotency answers, rollups, outbox rows and alert crossings live on one node;
+  idempotency answers, rollups, outbox rows, alert crossings and runs live on one node;
 - small global tables (teams, agents, api_keys, prices, webhooks, and the dashboard's sessions,
   read with their key) are reference tables: a copy on every node, so a decision reads them
   locally (a decision asks whether a webhook wants an event);
@@ -38,6 +38,7 @@ DISTRIBUTED = (
     "spend_rollups_daily",
     "outbox",
     "alert_crossings",
+    "runs",
 )
 DISTRIBUTED_FUNCTIONS = (
     "ledger.decide(text, ledger.request[], timestamptz)",

@@ -15,6 +15,7 @@ __all__ = [
     "ID_OF",
     "ID_PREFIXES",
     "MONEY_OUT_PATTERN",
+    "RUN_ID_PATTERN",
     "SIGNED_AMOUNT_PATTERN",
     "id_pattern",
 ]
@@ -25,6 +26,8 @@ SIGNED_AMOUNT_PATTERN = r"^-?[0-9]{1,16}(\.[0-9]{1,9})?$"
 MONEY_OUT_PATTERN = r"^-?[0-9]+(\.[0-9]{1,9})?$"
 CURSOR_PATTERN = r"^[A-Za-z0-9_-]+$"
 CURRENCY_PATTERN = r"^[A-Z]{3}$"
+# A run (issue 17): named by the client, 1 to 255 printable ASCII characters.
+RUN_ID_PATTERN = r"^[\x20-\x7e]{1,255}$"
 
 # The prefix of each kind of id, by the name of the parameter or field that carries one...
 ID_PREFIXES = {

@@ -93,3 +93,15 @@ FROM alert_crossings WHERE home_id = coalesce($2, $1) AND owner_id = $1
 """
 
 DELETE_CROSSINGS = "DELETE FROM alert_crossings WHERE home_id = coalesce($2, $1) AND owner_id = $1"
+
+# The agent's runs go along, counters and caps as they are (65_runs.sql): a cap set before the
+# move still holds after it.
+COPY_RUNS = """
+INSERT INTO runs (home_id, agent_id, run_id, limit_total, limit_set_by, admin_limit, spent,
+                  charges, created_at, updated_at)
+SELECT coalesce($3, $1), agent_id, run_id, limit_total, limit_set_by, admin_limit, spent,
+       charges, created_at, updated_at
+FROM runs WHERE home_id = coalesce($2, $1) AND agent_id = $1
+"""
+
+DELETE_RUNS = "DELETE FROM runs WHERE home_id = coalesce($2, $1) AND agent_id = $1"

@@ -169,7 +169,8 @@ async def _announce_suspended(conn: asyncpg.Connection, ctx: AuditContext, agent
 async def _move_balance(
     conn: asyncpg.Connection, balance: asyncpg.Record, team_id: str | None, status: str
 ) -> None:
-    """Move an agent's balance row and stored answers to the home of ``team_id``."""
+    """Move an agent's balance row, stored answers, alert crossings and runs to the home of
+    ``team_id``."""
     agent_id, old_team = balance["owner_id"], balance["team_id"]
     await conn.execute(queries.COPY_BALANCE, agent_id, team_id, status, old_team)
     await conn.execute(queries.DELETE_BALANCE, agent_id, old_team)
@@ -177,6 +178,8 @@ async def _move_balance(
     await conn.execute(queries.DELETE_ANSWERS, agent_id, old_team)
     await conn.execute(queries.COPY_CROSSINGS, agent_id, old_team, team_id)
     await conn.execute(queries.DELETE_CROSSINGS, agent_id, old_team)
+    await conn.execute(queries.COPY_RUNS, agent_id, old_team, team_id)
+    await conn.execute(queries.DELETE_RUNS, agent_id, old_team)
 
 
 async def list_agents(

@@ -48,7 +48,7 @@ SELECT e.id, e.seq, e.agent_id, e.team_id, e.kind, e.amount, e.currency, e.model
        e.input_tokens, e.output_tokens, e.hold_id, e.idempotency_key, e.description,
        e.metadata::text AS metadata_text, e.key_id, e.created_at, e.prev_hash, e.hash,
        e.priced_by, e.cached_input_tokens, e.cache_write_tokens, e.reasoning_tokens,
-       e.hash_version
+       e.run_id, e.hash_version
 FROM ledger_entries AS e
 WHERE e.agent_id = $1 AND e.chain_seq <= $2
 ORDER BY e.chain_seq

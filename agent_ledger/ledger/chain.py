@@ -31,14 +31,14 @@ __all__ = ["Mismatch", "VerifyReport", "entry_digest", "verify_ledger"]
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _RESOLUTION_KINDS = frozenset({"capture", "release", "expire"})
-_HASH_VERSIONS = frozenset({1, 2})
+_HASH_VERSIONS = frozenset({1, 2, 3})
 
 ENTRIES = """
 SELECT id, seq, chain_seq, agent_id, team_id, kind, amount, currency, model, input_tokens,
        output_tokens,
        hold_id, idempotency_key, description, metadata::text AS metadata_text, key_id,
        created_at, prev_hash, hash, priced_by, cached_input_tokens, cache_write_tokens,
-       reasoning_tokens, hash_version
+       reasoning_tokens, run_id, hash_version
 FROM ledger_entries
 WHERE ($1::text IS NULL OR agent_id = $1)
 ORDER BY agent_id, chain_seq
@@ -84,7 +84,7 @@ def entry_digest(row: Any, prev_hash: bytes | None) -> bytes | None:
     """SHA-256 over the canonical encoding of the entry's ``hash_version``; must match
     ledger.entry_digest() in SQL. Version 1 (entries before migration 0013) covers the fields
     every entry had then; version 2 adds ``priced_by`` and the cache and reasoning token
-    counts. None for a version that does not
+    counts; version 3 (from migration 0016) adds ``run_id``. None for a version that does not
     exist (it matches no hash)."""
     version = row["hash_version"]
     if version not in _HASH_VERSIONS:
@@ -117,6 +117,8 @@ def entry_digest(row: Any, prev_hash: bytes | None) -> bytes | None:
             _field(_text(row["cache_write_tokens"])),
             _field(_text(row["reasoning_tokens"])),
         ]
+    if version >= 3:
+        fields.append(_field(row["run_id"]))
     return hashlib.sha256("|".join(fields).encode()).digest()
 
 

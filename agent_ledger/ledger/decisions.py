@@ -71,6 +71,7 @@ class Request(msgspec.Struct, frozen=True, array_like=True):
     cached_input_tokens: int | None = None
     cache_write_tokens: int | None = None
     reasoning_tokens: int | None = None
+    run_id: str | None = None
 
     def as_tuple(self) -> tuple:
         return tuple(getattr(self, f) for f in self.__struct_fields__)

@@ -12,6 +12,7 @@ from agent_ledger.patterns import (
     AMOUNT_PATTERN,
     CURRENCY_PATTERN,
     MONEY_OUT_PATTERN,
+    RUN_ID_PATTERN,
     SIGNED_AMOUNT_PATTERN,
 )
 
@@ -57,6 +58,13 @@ ModelName = Annotated[str, msgspec.Meta(min_length=1, max_length=100)]
 Tokens = Annotated[int, msgspec.Meta(ge=0, le=1_000_000_000)]
 Description = Annotated[str, msgspec.Meta(max_length=1000)]
 AgentRef = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+RunId = Annotated[
+    str,
+    msgspec.Meta(
+        pattern=RUN_ID_PATTERN,
+        description="The agent's task or session: 1 to 255 printable ASCII characters.",
+    ),
+]
 
 
 class ChargeRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -75,6 +83,8 @@ class ChargeRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     description: Description | None = None
     metadata: Metadata | None = None
     agent_id: AgentRef | None = None
+    # The run this spends in (a hold: its capture, release and expiry too); its cap applies.
+    run_id: RunId | None = None
 
 
 class HoldRequest(ChargeRequest, forbid_unknown_fields=True, kw_only=True):
@@ -82,7 +92,8 @@ class HoldRequest(ChargeRequest, forbid_unknown_fields=True, kw_only=True):
 
 
 class CaptureRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    """``amount``, or ``model`` with token counts; neither captures the whole hold."""
+    """``amount``, or ``model`` with token counts; neither captures the whole hold. A capture
+    belongs to its hold's run: ``run_id``, if given, must be that run."""
 
     amount: MoneyText | None = None
     model: ModelName | None = None
@@ -91,6 +102,7 @@ class CaptureRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     cached_input_tokens: Tokens | None = None
     cache_write_tokens: Tokens | None = None
     reasoning_tokens: Tokens | None = None
+    run_id: RunId | None = None
 
 
 class AdjustmentRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -145,6 +157,7 @@ class LedgerEntry(msgspec.Struct, kw_only=True):
     cached_input_tokens: int | None
     cache_write_tokens: int | None
     reasoning_tokens: int | None
+    run_id: str | None
 
 
 class Hold(msgspec.Struct, kw_only=True):
@@ -162,6 +175,7 @@ class Hold(msgspec.Struct, kw_only=True):
     expires_at: datetime
     resolved_at: datetime | None
     priced_by: PricedBy | None
+    run_id: str | None
 
 
 class SpendResult(LedgerEntry, kw_only=True, omit_defaults=True):

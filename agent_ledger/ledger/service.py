@@ -69,10 +69,10 @@ def validate_idempotency_key(value: str | None) -> str | None:
     return value
 
 
-# Request fields added after requests were first hashed (issue 14): left out of the hash when
-# absent, so a request without them hashes as it always did, and a retry that began before an
-# upgrade still finds its first answer under its Idempotency-Key.
-_LATER_FIELDS = ("cached_input_tokens", "cache_write_tokens", "reasoning_tokens")
+# Request fields added after requests were first hashed (issues 14 and 17): left out of the hash
+# when absent, so a request without them hashes as it always did, and a retry that began before
+# an upgrade still finds its first answer under its Idempotency-Key.
+_LATER_FIELDS = ("cached_input_tokens", "cache_write_tokens", "reasoning_tokens", "run_id")
 
 
 def _request_hash(operation: str, *parts: Any) -> bytes:
@@ -194,6 +194,7 @@ def _spend_request(
         idempotency_key=idempotency_key,
         request_hash=_request_hash(action, body),
         ttl_seconds=ttl_seconds,
+        run_id=data.run_id,
     )
 
 
@@ -243,6 +244,7 @@ async def capture_hold(
         reasoning_tokens=priced.reasoning_tokens,
         idempotency_key=idempotency_key,
         request_hash=_request_hash("capture", hold_id, _hashed_body(data)),
+        run_id=data.run_id,
     )
     decision = await _decided(decider, key, request)
     return Outcome(decision.status, _spend_result(decision), decision.replayed)

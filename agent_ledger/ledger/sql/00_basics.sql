@@ -83,7 +83,8 @@ $$;
 -- (its HMAC), authenticated by the decision itself. agent_id: the agent a staff key names (an
 -- agent key acts for its own). amount NULL with a model: price the tokens. The cache and
 -- reasoning counts come last (added with them, issue 14); reasoning_tokens are part of
--- output_tokens, recorded and not priced apart.
+-- output_tokens, recorded and not priced apart. run_id (issue 17): the agent's task or session
+-- a charge or hold is for (65_runs.sql); for a capture, only to be checked against its hold's.
 CREATE TYPE ledger.request AS (
     action           text,
     key_hash         bytea,
@@ -102,7 +103,8 @@ CREATE TYPE ledger.request AS (
     context          jsonb,
     cached_input_tokens  bigint,
     cache_write_tokens   bigint,
-    reasoning_tokens     bigint
+    reasoning_tokens     bigint,
+    run_id               text
 );
 
 -- Nano-units as the shortest exact decimal string (as agent_ledger/money.py format_amount),

@@ -15,7 +15,7 @@
 -- The hash of a ledger entry, over its fields and e.prev_hash (created_at as microseconds since
 -- the epoch: exact and zone-free), in the encoding of its e.hash_version: version 1 (entries
 -- before migration 0013) covers the fields every entry had then; version 2 adds priced_by and
--- the cache and reasoning token counts.
+-- the cache and reasoning token counts; version 3 (from migration 0016) adds run_id.
 -- The version's name opens the hashed text, so an entry cannot be passed off as another
 -- version's without its hash changing.
 CREATE OR REPLACE FUNCTION ledger.entry_digest(e ledger_entries)
@@ -28,7 +28,7 @@ DECLARE
     v_meta  text := e.metadata::text;
     v_tail  text := '';
 BEGIN
-    IF e.hash_version = 2 THEN
+    IF e.hash_version IN (2, 3) THEN
         v_tail := '|' || concat_ws('|',
             coalesce(octet_length(e.priced_by)::text || ':' || e.priced_by, '-'),
             coalesce(octet_length(e.cached_input_tokens::text)::text || ':'
@@ -37,6 +37,10 @@ BEGIN
                      || e.cache_write_tokens::text, '-'),
             coalesce(octet_length(e.reasoning_tokens::text)::text || ':'
                      || e.reasoning_tokens::text, '-'));
+        IF e.hash_version = 3 THEN
+            v_tail := v_tail || '|'
+                || coalesce(octet_length(e.run_id)::text || ':' || e.run_id, '-');
+        END IF;
     ELSIF e.hash_version IS DISTINCT FROM 1 THEN
         RAISE EXCEPTION 'unknown hash version % of entry %', e.hash_version, e.id;
     END IF;
@@ -101,7 +105,8 @@ $$;
 -- team's lock too where there is one, so seq order is also the order each team's counters
 -- moved in (verify replays them in that order). p_priced_by: 'server' or 'client', who priced
 -- the amount (for a hold's later entries, whoever priced the hold). The cache and reasoning
--- counts: what the amount was priced from, beside p_input_tokens and p_output_tokens.
+-- counts: what the amount was priced from, beside p_input_tokens and p_output_tokens. p_run_id:
+-- the run the entry belongs to (65_runs.sql), for a hold's later entries the hold's.
 CREATE OR REPLACE FUNCTION ledger.next_entry(
     a                  balances,
     p_team_id          text,
@@ -120,7 +125,8 @@ CREATE OR REPLACE FUNCTION ledger.next_entry(
     p_priced_by        text,
     p_cached_input_tokens  bigint,
     p_cache_write_tokens   bigint,
-    p_reasoning_tokens     bigint
+    p_reasoning_tokens     bigint,
+    p_run_id           text DEFAULT NULL
 )
 RETURNS ledger_entries
 LANGUAGE plpgsql VOLATILE
@@ -151,7 +157,8 @@ BEGIN
     e.cached_input_tokens := p_cached_input_tokens;
     e.cache_write_tokens := p_cache_write_tokens;
     e.reasoning_tokens := p_reasoning_tokens;
-    e.hash_version := 2;
+    e.run_id := p_run_id;
+    e.hash_version := 3;
     e.hash := ledger.entry_digest(e);
     e.xid := pg_current_xact_id();
     RETURN e;

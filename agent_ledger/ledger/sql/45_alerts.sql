@@ -159,7 +159,10 @@ BEGIN
             'spent', ledger.decimal_text((p_problem ->> 'spent')::bigint),
             'held', ledger.decimal_text((p_problem ->> 'held')::bigint),
             'requested', ledger.decimal_text((p_problem ->> 'requested')::bigint),
-            'agent_id', a.owner_id, 'currency', a.currency),
+            'agent_id', a.owner_id, 'currency', a.currency)
+            -- a run's cap (scope run) names the run
+            || CASE WHEN p_problem ? 'run_id'
+                    THEN jsonb_build_object('run_id', p_problem ->> 'run_id') ELSE '{}' END,
         p_at);
 END;
 $$;

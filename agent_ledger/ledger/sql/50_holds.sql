@@ -67,7 +67,7 @@ BEGIN
         t.held := t.held - h.amount;
         e := ledger.next_entry(a, h.team_id, 'expire', h.amount, h.currency, h.model, NULL, NULL,
                                h.id, NULL, NULL, NULL, NULL, p_at, h.priced_by,
-                               NULL, NULL, NULL);
+                               NULL, NULL, NULL, h.run_id);
         a := ledger.link(a, e);
         PERFORM ledger.announce_hold_expired(h, p_at);
     END LOOP;

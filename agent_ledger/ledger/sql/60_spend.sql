@@ -70,6 +70,11 @@ BEGIN
                 CASE r.action WHEN 'hold' THEN 'This hold' ELSE 'This charge' END);
         END IF;
     END IF;
+    -- A run's cap (65_runs.sql), after the agent's and team's limits; never read without a run.
+    IF v_refusal IS NULL AND r.run_id IS NOT NULL AND r.action <> 'adjustment' THEN
+        v_refusal := ledger.run_refusal(a, r.run_id, v_amount, p_at,
+            CASE r.action WHEN 'hold' THEN 'This hold' ELSE 'This charge' END);
+    END IF;
     v_refusal := coalesce(v_refusal,
         ledger.range_refusal(a, CASE WHEN r.action = 'hold' THEN 0 ELSE v_amount END,
                              CASE WHEN r.action = 'hold' THEN v_amount ELSE 0 END, p_at),
@@ -86,10 +91,10 @@ BEGIN
     t := x.t;
     IF r.action = 'hold' THEN
         INSERT INTO holds (home_id, id, agent_id, team_id, amount, currency, model, description,
-                           metadata, key_id, created_at, expires_at, priced_by)
+                           metadata, key_id, created_at, expires_at, priced_by, run_id)
         VALUES (a.home_id, ledger.new_id('hold'), a.owner_id, a.team_id, v_amount, v_currency, r.model,
                 r.description, coalesce(r.metadata, '{}'::jsonb), p_key_id, p_at,
-                p_at + make_interval(secs => r.ttl_seconds), v_priced_by)
+                p_at + make_interval(secs => r.ttl_seconds), v_priced_by, r.run_id)
         RETURNING * INTO h;
         a.held := a.held + v_amount;
         t.held := t.held + v_amount;
@@ -104,8 +109,14 @@ BEGIN
     e := ledger.next_entry(a, a.team_id, r.action, v_amount, v_currency, r.model,
                            r.input_tokens, r.output_tokens, h.id, r.idempotency_key,
                            r.description, r.metadata, p_key_id, p_at, v_priced_by,
-                           r.cached_input_tokens, r.cache_write_tokens, r.reasoning_tokens);
+                           r.cached_input_tokens, r.cache_write_tokens, r.reasoning_tokens,
+                           r.run_id);
     a := ledger.link(a, e);
+    IF r.run_id IS NOT NULL THEN
+        -- the run's counters: a charge spends, a hold only uses the run
+        PERFORM ledger.note_run(a, r.run_id, CASE WHEN r.action = 'hold' THEN 0 ELSE v_amount END,
+                                CASE WHEN r.action = 'hold' THEN 0 ELSE 1 END, p_at);
+    END IF;
 
     IF r.action = 'adjustment' THEN
         -- A staff action: its audit event goes out with it, through the outbox.

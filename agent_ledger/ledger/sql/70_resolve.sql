@@ -43,7 +43,7 @@ BEGIN
             t.held := t.held - h.amount;
             e := ledger.next_entry(a, h.team_id, 'expire', h.amount, h.currency, h.model, NULL,
                                    NULL, h.id, NULL, NULL, NULL, NULL, p_at, h.priced_by,
-                                   NULL, NULL, NULL);
+                                   NULL, NULL, NULL, h.run_id);
             a := ledger.link(a, e);
             PERFORM ledger.announce_hold_expired(h, p_at);
         END IF;
@@ -56,6 +56,12 @@ BEGIN
     ELSIF h.status <> 'open' THEN
         v_refusal := ledger.problem(409, 'hold-closed',
             format('Hold %L is already %s.', h.id, h.status));
+    ELSIF r.run_id IS NOT NULL AND r.run_id IS DISTINCT FROM h.run_id THEN
+        -- A capture belongs to its hold's run (65_runs.sql); it may only repeat it.
+        v_refusal := ledger.problem(422, 'validation-error',
+            format('run_id must be the run of hold %L (%s), or left out.', h.id,
+                   coalesce(quote_literal(h.run_id), 'none')),
+            jsonb_build_object('field', 'run_id'));
     ELSIF r.action = 'capture' THEN
         -- An explicit amount booked under the hold's model is the client's price for it.
         v_refusal := ledger.pricing_refusal(a, t, r.amount, coalesce(r.model, h.model), p_at);
@@ -88,6 +94,11 @@ BEGIN
                 CASE WHEN v_amount > h.amount THEN 'Capturing more than the hold'
                      ELSE 'This capture' END);
         END IF;
+        IF v_refusal IS NULL AND h.run_id IS NOT NULL THEN
+            -- the run's cap, on the part beyond the hold only (65_runs.sql)
+            v_refusal := ledger.run_refusal(a, h.run_id, greatest(v_amount - h.amount, 0), p_at,
+                                            'Capturing more than the hold');
+        END IF;
         v_refusal := coalesce(v_refusal, ledger.range_refusal(a, v_amount, 0, p_at),
                               ledger.range_refusal(t, v_amount, 0, p_at));
     END IF;
@@ -115,11 +126,15 @@ BEGIN
         e := ledger.next_entry(a, h.team_id, 'capture', v_amount, h.currency, v_model,
                                r.input_tokens, r.output_tokens, h.id, r.idempotency_key,
                                h.description, h.metadata, p_key_id, p_at, v_priced_by,
-                               r.cached_input_tokens, r.cache_write_tokens, r.reasoning_tokens);
+                               r.cached_input_tokens, r.cache_write_tokens, r.reasoning_tokens,
+                               h.run_id);
+        IF h.run_id IS NOT NULL THEN
+            PERFORM ledger.note_run(a, h.run_id, v_amount, 1, p_at);
+        END IF;
     ELSE
         e := ledger.next_entry(a, h.team_id, 'release', h.amount, h.currency, h.model, NULL,
                                NULL, h.id, NULL, NULL, NULL, p_key_id, p_at, h.priced_by,
-                               NULL, NULL, NULL);
+                               NULL, NULL, NULL, h.run_id);
     END IF;
     a := ledger.link(a, e);
 
