@@ -53,6 +53,7 @@ from agent_ledger.prices.controller import PriceController
 from agent_ledger.ratelimit import run_pruner
 from agent_ledger.reports.controller import ReportController
 from agent_ledger.request_input import check_request_input
+from agent_ledger.runs.controller import RunController
 from agent_ledger.teams.controller import TeamController
 from agent_ledger.tracing import (
     INSTRUMENTATION,
@@ -81,6 +82,7 @@ ROUTE_HANDLERS = [
     HoldController,
     AdjustmentController,
     BudgetController,
+    RunController,
     PriceController,
     VerifyController,
     EntryController,

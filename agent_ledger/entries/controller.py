@@ -32,6 +32,7 @@ class EntryController(Controller):
         team_id: FromQuery[str | None] = None,
         kind: FromQuery[EntryKind | None] = None,
         model: FromQuery[str | None] = None,
+        run_id: FromQuery[str | None] = None,
         since: FromQuery[datetime | None] = None,
         until: FromQuery[datetime | None] = None,
         limit: Limit = 100,
@@ -40,7 +41,13 @@ class EntryController(Controller):
         """Entries oldest first (commit order); an agent key sees its own only."""
         since, until = service.normalise_period(since, until)
         filters = EntryFilters(
-            agent_id=agent_id, team_id=team_id, kind=kind, model=model, since=since, until=until
+            agent_id=agent_id,
+            team_id=team_id,
+            kind=kind,
+            model=model,
+            run_id=run_id,
+            since=since,
+            until=until,
         )
         filters = service.scope_to_caller(principal, filters)
         return await service.list_entries(pool, filters, limit, cursor)

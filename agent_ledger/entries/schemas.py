@@ -18,6 +18,7 @@ class EntryFilters(msgspec.Struct, frozen=True, kw_only=True):
     team_id: str | None = None
     kind: str | None = None
     model: str | None = None
+    run_id: str | None = None
     since: datetime | None = None
     until: datetime | None = None
 

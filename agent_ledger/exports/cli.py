@@ -28,6 +28,7 @@ def register(commands: Any) -> None:
     export.add_argument("--format", choices=["ndjson", "csv"], default="ndjson")
     export.add_argument("--agent-id", default=None)
     export.add_argument("--team-id", default=None)
+    export.add_argument("--run-id", default=None)
     export.add_argument("--since", type=_time, default=None, help="RFC 3339, inclusive")
     export.add_argument("--until", type=_time, default=None, help="RFC 3339, exclusive")
     export.add_argument("--output", default=None, help="file to write (default: stdout)")
@@ -43,7 +44,13 @@ async def _export(url: str, args: argparse.Namespace, sink: BinaryIO) -> int:
     from agent_ledger.exports.service import ExportTally, export_entries
 
     since, until = normalise_period(args.since, args.until)
-    filters = EntryFilters(agent_id=args.agent_id, team_id=args.team_id, since=since, until=until)
+    filters = EntryFilters(
+        agent_id=args.agent_id,
+        team_id=args.team_id,
+        run_id=args.run_id,
+        since=since,
+        until=until,
+    )
     ctx = AuditContext(actor_key_id=None, actor_role="cli", request_id=None, client_ip=None)
     pool = await create_pool(url, min_size=1, max_size=2)
     tally = ExportTally()

@@ -41,12 +41,15 @@ class ExportController(Controller):
         export_format: FormatParam = "ndjson",
         agent_id: FromQuery[str | None] = None,
         team_id: FromQuery[str | None] = None,
+        run_id: FromQuery[str | None] = None,
         since: FromQuery[datetime | None] = None,
         until: FromQuery[datetime | None] = None,
     ) -> Stream:
         """Every matching entry, oldest first, streamed; CSV cells are formula-safe."""
         since, until = normalise_period(since, until)
-        filters = EntryFilters(agent_id=agent_id, team_id=team_id, since=since, until=until)
+        filters = EntryFilters(
+            agent_id=agent_id, team_id=team_id, run_id=run_id, since=since, until=until
+        )
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
         return Stream(
             export_entries(pool, audit, filters, export_format),
