@@ -207,7 +207,8 @@ def test_the_upgrade_keeps_old_answers_and_chains(upgraded_url: str) -> None:
             assert replay.replayed is True and replay.status == 201
             assert replay.entry["id"] == keys["old-key"]["entry_id"]
             # The old entry keeps hash version 1 (nothing said who priced it); the next one on
-            # the same chain is version 2 and covers priced_by; verify accepts both.
+            # the same chain is version 3 (priced_by since 0013, run_id since 0016); verify accepts
+            # both.
             [fresh] = await decide(
                 conn,
                 "team_old",
@@ -219,7 +220,7 @@ def test_the_upgrade_keeps_old_answers_and_chains(upgraded_url: str) -> None:
                 "SELECT hash_version, priced_by FROM ledger_entries WHERE agent_id = 'agt_old'"
                 " ORDER BY chain_seq"
             )
-            assert [tuple(r) for r in versions] == [(1, None), (2, "client")]
+            assert [tuple(r) for r in versions] == [(1, None), (3, "client")]
             chained = await conn.fetch("SELECT chain_seq FROM audit_events ORDER BY chain_seq")
             assert [r["chain_seq"] for r in chained] == [1, 2]
             report = await verify_ledger(conn)

@@ -63,7 +63,8 @@ async def test_every_entry_says_who_priced_it(fleet: Fleet, db: asyncpg.Connecti
         "SELECT priced_by, hash_version FROM ledger_entries WHERE agent_id = $1 ORDER BY seq",
         agent.agent_id,
     )
-    assert [tuple(r) for r in stored] == [("client", 2), ("server", 2), ("client", 2)]
+    # version 3 (migration 0016) is version 2 plus run_id
+    assert [tuple(r) for r in stored] == [("client", 3), ("server", 3), ("client", 3)]
 
 
 async def test_a_holds_later_entries_carry_its_pricing(fleet: Fleet) -> None:
@@ -263,13 +264,14 @@ async def test_a_capture_may_not_name_its_own_price_under_the_rule(
 
 async def test_the_hash_covers_priced_by(fleet: Fleet, db: asyncpg.Connection) -> None:
     """Turning a client-priced entry into a server-priced one behind the triggers' back is
-    found by verify at that entry; so is passing a version-2 entry off as version 1."""
+    found by verify at that entry; so is passing a version-3 entry off as version 1 or 2."""
     agent = await spender(fleet)
     await _charge(fleet, agent.headers, CHEAP)
     target = await db.fetchrow("SELECT id FROM ledger_entries WHERE agent_id = $1", agent.agent_id)
     for change, undo in [
         ("priced_by = 'server'", "priced_by = 'client'"),
-        ("hash_version = 1", "hash_version = 2"),
+        ("hash_version = 1", "hash_version = 3"),
+        ("hash_version = 2", "hash_version = 3"),
     ]:
         await _superuser(db, f"UPDATE ledger_entries SET {change} WHERE id = $1", target["id"])
         try:
@@ -286,11 +288,11 @@ async def test_sql_and_python_digests_agree_on_both_versions(
     fleet: Fleet, db: asyncpg.Connection
 ) -> None:
     """The database's ledger.entry_digest and the verifier's, for the same row read as version
-    1 and as version 2, agree; and the two versions differ."""
+    1, 2 and 3, agree; and the versions differ."""
     from agent_ledger.ledger.chain import entry_digest
 
     agent = await spender(fleet)
-    await _charge(fleet, agent.headers, PRICED)
+    await _charge(fleet, agent.headers, {**PRICED, "run_id": 'a run: "quoted" | piped'})
     row = await db.fetchrow(
         "SELECT e.*, e.metadata::text AS metadata_text, to_jsonb(e)::text AS as_json"
         " FROM ledger_entries AS e WHERE agent_id = $1",
@@ -300,15 +302,18 @@ async def test_sql_and_python_digests_agree_on_both_versions(
     # function the shard's row type, which ledger.entry_digest does not take.
     digests = await db.fetchrow(
         "SELECT ledger.entry_digest(jsonb_populate_record(NULL::ledger_entries,"
-        " $1::text::jsonb)) AS v2,"
+        " $1::text::jsonb)) AS v3,"
+        " ledger.entry_digest(jsonb_populate_record(NULL::ledger_entries,"
+        " $1::text::jsonb || '{\"hash_version\": 2}')) AS v2,"
         " ledger.entry_digest(jsonb_populate_record(NULL::ledger_entries,"
         " $1::text::jsonb || '{\"hash_version\": 1}')) AS v1",
         row["as_json"],
     )
     row = {**dict(row), **dict(digests)}
-    assert row["v2"] == row["hash"] == entry_digest(row, row["prev_hash"])
+    assert row["v3"] == row["hash"] == entry_digest(row, row["prev_hash"])
+    assert row["v2"] == entry_digest({**dict(row), "hash_version": 2}, row["prev_hash"])
     assert row["v1"] == entry_digest({**dict(row), "hash_version": 1}, row["prev_hash"])
-    assert row["v1"] != row["v2"]
+    assert len({row["v1"], row["v2"], row["v3"]}) == 3
 
 
 async def _superuser(db: asyncpg.Connection, statement: str, *args: object) -> None:
