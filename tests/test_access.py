@@ -39,6 +39,7 @@ BODIES: dict[str, dict[str, Any]] = {
     "rotateKey": {"grace_seconds": 0},
     "setAgentBudget": {"limits": {"day": "0"}},
     "setTeamBudget": {"limits": {"day": "0"}},
+    "setRunBudget": {"limit": "0"},
     "setPrice": {"input_per_mtok": "0", "output_per_mtok": "0"},
     "importPrices": {
         "prices": {"intruder-model": {"input_cost_per_token": 1e-06, "output_cost_per_token": 0}},

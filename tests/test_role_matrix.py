@@ -99,6 +99,10 @@ ROUTE_ROLES = {
     ("PATCH", "/v1/agents/{agent_id}"): ADMIN,
     ("GET", "/v1/agents/{agent_id}/budget"): STAFF,
     ("PUT", "/v1/agents/{agent_id}/budget"): ADMIN,
+    # runs: an agent's own key reads and caps its own runs (service rules; tests/test_runs.py)
+    ("GET", "/v1/agents/{agent_id}/runs"): ANYONE,
+    ("GET", "/v1/agents/{agent_id}/runs/{run_id}/budget"): ANYONE,
+    ("PUT", "/v1/agents/{agent_id}/runs/{run_id}/budget"): SPENDERS,
     ("GET", "/v1/agents/{agent_id}/keys"): STAFF,
     ("POST", "/v1/agents/{agent_id}/keys"): ADMIN,
     ("GET", "/v1/audit-events"): STAFF,
