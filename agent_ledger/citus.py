@@ -39,6 +39,7 @@ DISTRIBUTED = (
     "outbox",
     "alert_crossings",
     "runs",
+    "grants",
 )
 DISTRIBUTED_FUNCTIONS = (
     "ledger.decide(text, ledger.request[], timestamptz)",

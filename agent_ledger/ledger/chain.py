@@ -30,7 +30,7 @@ from agent_ledger.reports.service import rollup_mismatches
 __all__ = ["Mismatch", "VerifyReport", "entry_digest", "verify_ledger"]
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_RESOLUTION_KINDS = frozenset({"capture", "release", "expire"})
+_RESOLUTION_KINDS = frozenset({"capture", "release", "expire", "grant_return"})
 _HASH_VERSIONS = frozenset({1, 2, 3})
 
 ENTRIES = """
@@ -153,11 +153,16 @@ class _AgentChain:
                 self.broken = self._mismatch(row, "hash does not match the entry's contents")
         self.prev_hash = row["hash"]
         self.last_entry_id = row["id"]
-        if row["kind"] in SPENT_KINDS:
+        kind = row["kind"]
+        if kind in SPENT_KINDS:
             self.windows.add(row["amount"], row["created_at"])
-        if row["kind"] == "hold":
+        if kind in ("hold", "grant"):
             self.open_holds[row["hold_id"]] = row["amount"]
-        elif row["kind"] in _RESOLUTION_KINDS:
+        elif kind == "grant_spend":
+            # A descendant spent this much of the escrow: held becomes spent.
+            self.windows.add(row["amount"], row["created_at"])
+            self.open_holds[row["hold_id"]] = self.open_holds.get(row["hold_id"], 0) - row["amount"]
+        elif kind in _RESOLUTION_KINDS:
             self.open_holds.pop(row["hold_id"], None)
 
     def _mismatch(self, row: asyncpg.Record, reason: str) -> Mismatch:

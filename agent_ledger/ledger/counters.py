@@ -30,14 +30,19 @@ WHERE team_id IS NOT NULL AND kind IN ('charge', 'capture', 'adjustment')
 ORDER BY team_id, seq
 """
 
-# What each team's open holds reserve, by the entries: holds without a closing entry.
+# What each team's open holds reserve, by the entries: holds and grants' escrows without a
+# closing entry, less what descendants spent of each escrow (grant_spend). Only top-level
+# agents' count: a child's holds and escrows are carved from its own grant, which its
+# top-level ancestor's escrow already counts.
 TEAM_HELD = """
-SELECT h.team_id, sum(h.amount) AS held
+SELECT h.team_id,
+       sum(CASE WHEN h.kind = 'grant_spend' THEN -h.amount ELSE h.amount END) AS held
 FROM ledger_entries AS h
-WHERE h.kind = 'hold' AND h.team_id IS NOT NULL
+JOIN agents AS a ON a.id = h.agent_id AND a.parent_id IS NULL
+WHERE h.kind IN ('hold', 'grant', 'grant_spend') AND h.team_id IS NOT NULL
   AND NOT EXISTS (SELECT 1 FROM ledger_entries AS c
                   WHERE c.home_id = h.home_id AND c.hold_id = h.hold_id
-                    AND c.kind IN ('capture', 'release', 'expire'))
+                    AND c.kind IN ('capture', 'release', 'expire', 'grant_return'))
 GROUP BY h.team_id
 """
 

@@ -21,6 +21,7 @@ SWEEP_AGENT = "SELECT ledger.sweep_agent(p_home_id => $1, p_agent_id => $2, p_at
 AGENTS_WITH_LAPSED_HOLDS = """
 SELECT DISTINCT h.home_id, h.agent_id FROM holds AS h
 WHERE h.status = 'open' AND h.expires_at <= coalesce($3, now()) AND h.agent_id > $1
+  AND h.grant_id IS NULL
 ORDER BY h.agent_id
 LIMIT $2
 """

@@ -33,14 +33,16 @@ BEGIN
     IF b.held = 0 THEN
         RETURN 0;
     END IF;
+    -- A grant's escrow (grant_id set) counts until its grant is closed, whatever the time;
+    -- holds carved from a grant (within_grant) never counted on the team.
     IF b.owner_type = 'agent' THEN
         SELECT coalesce(sum(amount), 0) INTO v_lapsed FROM holds
         WHERE home_id = b.home_id AND agent_id = b.owner_id AND status = 'open'
-          AND expires_at <= p_at;
+          AND expires_at <= p_at AND grant_id IS NULL;
     ELSE
         SELECT coalesce(sum(amount), 0) INTO v_lapsed FROM holds
         WHERE home_id = b.home_id AND team_id = b.owner_id AND status = 'open'
-          AND expires_at <= p_at;
+          AND expires_at <= p_at AND grant_id IS NULL AND NOT within_grant;
     END IF;
     RETURN b.held - v_lapsed;
 END;
@@ -79,6 +81,14 @@ BEGIN
         -- spends money its hold already reserved), even where a limit was lowered meanwhile.
         RETURN NULL;
     END IF;
+    -- A child agent (issue 17) spends within its grant: its spent and its own holds never
+    -- pass what its parent carved out for it.
+    IF b.grant_amount IS NOT NULL AND b.spent_total::numeric + p_held + p_amount > b.grant_amount
+    THEN
+        RETURN jsonb_build_object('scope', 'grant', 'window', 'total', 'grant_id', b.grant_id,
+            'limit', b.grant_amount, 'spent', b.spent_total, 'held', p_held,
+            'requested', p_amount);
+    END IF;
     FOREACH v_window IN ARRAY ARRAY['total', 'month', 'day'] LOOP
         v_limit := CASE v_window WHEN 'total' THEN b.limit_total
                                  WHEN 'month' THEN b.limit_month
@@ -108,7 +118,10 @@ DECLARE
     v_broken jsonb := ledger.broken_limit(a, a_held, p_amount, p_single, p_at);
 BEGIN
     IF v_broken IS NULL AND t.owner_id IS NOT NULL THEN
-        v_broken := ledger.broken_limit(t, t_held, p_amount, p_single, p_at);
+        -- What a child spends the team already counts, as its grant's escrow: only the team's
+        -- per-charge limit still bounds each of its requests.
+        v_broken := ledger.broken_limit(t, t_held,
+            CASE WHEN a.grant_amount IS NULL THEN p_amount ELSE 0 END, p_single, p_at);
     END IF;
     IF v_broken IS NULL THEN
         RETURN NULL;
@@ -117,9 +130,11 @@ BEGIN
         format('%s would take the %s''s %s past its limit. Nothing was written. A retry with '
                'the same Idempotency-Key gets this answer again; once the budget allows it, '
                'send the request again under a new Idempotency-Key.',
-               p_what, v_broken ->> 'scope',
-               CASE v_broken ->> 'window' WHEN 'per_charge' THEN 'per-charge limit'
-                                          ELSE (v_broken ->> 'window') || ' budget' END),
+               p_what,
+               CASE WHEN v_broken ->> 'scope' = 'grant' THEN 'agent' ELSE v_broken ->> 'scope' END,
+               CASE WHEN v_broken ->> 'scope' = 'grant' THEN 'grant'
+                    WHEN v_broken ->> 'window' = 'per_charge' THEN 'per-charge limit'
+                    ELSE (v_broken ->> 'window') || ' budget' END),
         v_broken);
 END;
 $$;

@@ -20,6 +20,15 @@ BEGIN
 END;
 $$;
 
+-- What hold h counts on its team's held: all of it, but for a hold carved from a grant
+-- (within_grant: its money is the grant's escrow, which the team already counts).
+CREATE OR REPLACE FUNCTION ledger.team_share(h holds)
+RETURNS bigint
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $$
+    SELECT CASE WHEN h.within_grant THEN 0 ELSE h.amount END
+$$;
+
 -- Closes open hold h with status p_status ('captured', 'released' or 'expired') at p_at.
 -- The caller holds the agent's and the hold's team's rows, frees h.amount from their held
 -- counters and appends the closing entry.
@@ -59,12 +68,13 @@ BEGIN
         WHERE home_id = a.home_id AND agent_id = a.owner_id AND status = 'open'
           AND expires_at <= p_at
           AND team_id IS NOT DISTINCT FROM a.team_id
+          AND grant_id IS NULL  -- a grant's escrow closes with its grant (68_grants.sql)
         ORDER BY expires_at, id
         FOR UPDATE
     LOOP
         h := ledger.close_hold(h, 'expired', NULL, p_at);
         a.held := a.held - h.amount;
-        t.held := t.held - h.amount;
+        t.held := t.held - ledger.team_share(h);
         e := ledger.next_entry(a, h.team_id, 'expire', h.amount, h.currency, h.model, NULL, NULL,
                                h.id, NULL, NULL, NULL, NULL, p_at, h.priced_by,
                                NULL, NULL, NULL, h.run_id);

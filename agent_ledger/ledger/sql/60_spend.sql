@@ -1,12 +1,14 @@
 -- Spending: charges, holds and adjustments.
 --
 -- ledger.spend_one decides one request on rows ledger.decide (75_decide.sql) has locked: the
--- agent's balance a and its team's t (NULL for an agent without a team). It changes them in
--- memory only; decide writes every balance row once, after the whole batch.
+-- agent's balance a, its team's t (NULL for an agent without a team) and, for a child agent
+-- spending a grant (68_grants.sql), its ancestors' (parent first; NULL for any other agent).
+-- It changes them in memory only; decide writes every balance row once, after the whole batch.
 
 -- One charge, hold or adjustment for agent a, at p_at, asked with key p_key_id. Returns a and t
 -- as the decision leaves them, and its outcome (already stored under r's Idempotency-Key).
 CREATE OR REPLACE FUNCTION ledger.spend_one(INOUT a balances, INOUT t balances,
+                                            INOUT anc balances[],
                                             r ledger.request, p_key_id text,
                                             p_at timestamptz, OUT o ledger.outcome)
 LANGUAGE plpgsql VOLATILE
@@ -33,6 +35,13 @@ BEGIN
     IF r.action <> 'adjustment' AND a.agent_status = 'suspended' THEN
         v_refusal := ledger.problem(403, 'agent-suspended',
             format('Agent %L is suspended and may not spend.', a.owner_id));
+    ELSIF a.parent_id IS NOT NULL THEN
+        v_refusal := CASE WHEN r.action = 'adjustment' THEN ledger.problem(422,
+                              'validation-error',
+                              format('Agent %L spends a grant of agent %L: adjust the parent, '
+                                     'whose grant pays for it.', a.owner_id, a.parent_id),
+                              jsonb_build_object('field', 'agent_id'))
+                          ELSE ledger.escrow_refusal(a, anc, p_at) END;
     END IF;
     v_currency := coalesce(r.currency, a.currency);
     IF v_refusal IS NULL
@@ -79,7 +88,9 @@ BEGIN
         ledger.range_refusal(a, CASE WHEN r.action = 'hold' THEN 0 ELSE v_amount END,
                              CASE WHEN r.action = 'hold' THEN v_amount ELSE 0 END, p_at),
         ledger.range_refusal(t, CASE WHEN r.action = 'hold' THEN 0 ELSE v_amount END,
-                             CASE WHEN r.action = 'hold' THEN v_amount ELSE 0 END, p_at));
+                             CASE WHEN r.action = 'hold' THEN v_amount ELSE 0 END, p_at),
+        ledger.ancestors_range_refusal(anc, CASE WHEN r.action = 'hold' THEN 0 ELSE v_amount END,
+                                       p_at));
     IF v_refusal IS NOT NULL THEN
         o := ledger.remember(a.home_id, a.owner_id, r.idempotency_key, r.request_hash,
                              ledger.refused(v_refusal));
@@ -91,13 +102,15 @@ BEGIN
     t := x.t;
     IF r.action = 'hold' THEN
         INSERT INTO holds (home_id, id, agent_id, team_id, amount, currency, model, description,
-                           metadata, key_id, created_at, expires_at, priced_by, run_id)
+                           metadata, key_id, created_at, expires_at, priced_by, run_id,
+                           within_grant)
         VALUES (a.home_id, ledger.new_id('hold'), a.owner_id, a.team_id, v_amount, v_currency, r.model,
                 r.description, coalesce(r.metadata, '{}'::jsonb), p_key_id, p_at,
-                p_at + make_interval(secs => r.ttl_seconds), v_priced_by, r.run_id)
+                p_at + make_interval(secs => r.ttl_seconds), v_priced_by, r.run_id,
+                a.parent_id IS NOT NULL)
         RETURNING * INTO h;
         a.held := a.held + v_amount;
-        t.held := t.held + v_amount;
+        t.held := t.held + ledger.team_share(h);
     ELSE
         a := ledger.with_spent(a, v_amount, p_at);
         IF t.owner_id IS NOT NULL THEN
@@ -116,6 +129,11 @@ BEGIN
         -- the run's counters: a charge spends, a hold only uses the run
         PERFORM ledger.note_run(a, r.run_id, CASE WHEN r.action = 'hold' THEN 0 ELSE v_amount END,
                                 CASE WHEN r.action = 'hold' THEN 0 ELSE 1 END, p_at);
+    END IF;
+    IF r.action = 'charge' AND a.parent_id IS NOT NULL THEN
+        x := ledger.spend_from_grants(anc, t, a, e);
+        anc := x.anc;
+        t := x.t;
     END IF;
 
     IF r.action = 'adjustment' THEN

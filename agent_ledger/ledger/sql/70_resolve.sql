@@ -2,12 +2,13 @@
 -- release (free it all). Expiry is the third way, decided by time (50_holds.sql).
 --
 -- Like ledger.spend_one, this decides on rows ledger.decide has locked: the agent a, the team
--- t the hold counts against, and the hold h itself.
+-- t the hold counts against, a child agent's ancestors anc, and the hold h itself.
 
 -- Captures or releases hold h (r.action) for its agent a, at p_at, asked with key p_key_id.
 -- A capture takes r.amount, or prices r.model's tokens when r.amount is NULL and r.model is
 -- set, or else takes the whole hold.
-CREATE OR REPLACE FUNCTION ledger.resolve_one(INOUT a balances, INOUT t balances, h holds,
+CREATE OR REPLACE FUNCTION ledger.resolve_one(INOUT a balances, INOUT t balances,
+                                              INOUT anc balances[], h holds,
                                               r ledger.request, p_key_id text,
                                               p_at timestamptz, OUT o ledger.outcome)
 LANGUAGE plpgsql VOLATILE
@@ -30,6 +31,16 @@ BEGIN
         END IF;
     END IF;
 
+    IF h.grant_id IS NOT NULL THEN
+        -- A grant's escrow is not spent or freed by hand: its child spends it, closing the
+        -- grant returns the rest.
+        o := ledger.remember(a.home_id, a.owner_id, r.idempotency_key, r.request_hash,
+            ledger.refused(ledger.problem(409, 'grant-escrow',
+                format('Hold %L is the escrow of grant %L; close the grant instead '
+                       '(POST /v1/grants/%s/close).', h.id, h.grant_id, h.grant_id),
+                jsonb_build_object('grant_id', h.grant_id))));
+        RETURN;
+    END IF;
     IF h.status = 'open' AND h.expires_at <= p_at THEN
         -- Its time is up: close it as expired right here (with the agent's other lapsed holds
         -- under this team), then refuse.
@@ -40,7 +51,7 @@ BEGIN
         ELSE
             h := ledger.close_hold(h, 'expired', NULL, p_at);
             a.held := a.held - h.amount;
-            t.held := t.held - h.amount;
+            t.held := t.held - ledger.team_share(h);
             e := ledger.next_entry(a, h.team_id, 'expire', h.amount, h.currency, h.model, NULL,
                                    NULL, h.id, NULL, NULL, NULL, NULL, p_at, h.priced_by,
                                    NULL, NULL, NULL, h.run_id);
@@ -86,6 +97,9 @@ BEGIN
             v_refusal := ledger.problem(403, 'agent-suspended',
                 format('Agent %L is suspended; it may capture up to its hold, not beyond.',
                        a.owner_id));
+        ELSIF v_amount > h.amount AND a.parent_id IS NOT NULL
+              AND ledger.escrow_refusal(a, anc, p_at) IS NOT NULL THEN
+            v_refusal := ledger.escrow_refusal(a, anc, p_at);
         ELSE
             v_refusal := ledger.budget_refusal(
                 a, ledger.live_held(a, p_at), t,
@@ -100,7 +114,8 @@ BEGIN
                                             'Capturing more than the hold');
         END IF;
         v_refusal := coalesce(v_refusal, ledger.range_refusal(a, v_amount, 0, p_at),
-                              ledger.range_refusal(t, v_amount, 0, p_at));
+                              ledger.range_refusal(t, v_amount, 0, p_at),
+                              ledger.ancestors_range_refusal(anc, v_amount, p_at));
     END IF;
     IF v_refusal IS NOT NULL THEN
         o := ledger.remember(a.home_id, a.owner_id, r.idempotency_key, r.request_hash,
@@ -114,7 +129,7 @@ BEGIN
     h := ledger.close_hold(h, CASE r.action WHEN 'capture' THEN 'captured' ELSE 'released' END,
                            CASE r.action WHEN 'capture' THEN v_amount END, p_at);
     a.held := a.held - h.amount;
-    t.held := t.held - h.amount;
+    t.held := t.held - ledger.team_share(h);
     IF r.action = 'capture' THEN
         v_model := coalesce(r.model, h.model);
         a := ledger.with_spent(a, v_amount, p_at);
@@ -137,6 +152,11 @@ BEGIN
                                NULL, NULL, NULL, h.run_id);
     END IF;
     a := ledger.link(a, e);
+    IF r.action = 'capture' AND a.parent_id IS NOT NULL THEN
+        x := ledger.spend_from_grants(anc, t, a, e);
+        anc := x.anc;
+        t := x.t;
+    END IF;
 
     o.status := CASE r.action WHEN 'capture' THEN 201 ELSE 200 END;
     o.replayed := false;

@@ -8,8 +8,10 @@
 -- gets its own entry, hash link and idempotency record. What a batch saves is the round trips,
 -- the lock waits and the commits: each balance row is locked once and written once per batch.
 --
--- Lock order, everywhere: agents' balance rows in id order, then their team's, then holds. A
--- single decision (one agent, one team) follows it too, so no two decisions can deadlock. Under READ COMMITTED a waiting decision reads rows as the one before it left them,
+-- Lock order, everywhere: agents' balance rows, deeper agents first (depth descending, then
+-- id: a child agent's decision also locks its ancestors, 68_grants.sql), then their team's,
+-- then holds. A single decision (one agent, one team) follows it too, so no two decisions can
+-- deadlock. Under READ COMMITTED a waiting decision reads rows as the one before it left them,
 -- so every limit is exact under any concurrency without SERIALIZABLE.
 
 -- Where the row of p_owner_id is in p_rows, or NULL.
@@ -62,6 +64,8 @@ DECLARE
     v_at         timestamptz;
     v_changed_a  boolean[] := '{}';
     v_changed_t  boolean := false;
+    v_anc        balances[];
+    v_anc_at     integer[];
 BEGIN
     -- 1. Who asks, and for which agent: the key is checked here, in the decision's own
     --    statement, so a revocation holds from the very next request in every process.
@@ -89,12 +93,27 @@ BEGIN
         FOR UPDATE;
         IF FOUND THEN
             v_agents := ARRAY[a];
+            IF a.depth > 0 THEN
+                -- A child's ancestors are all shallower than it: locked after it, deepest first.
+                v_agents := v_agents || ARRAY(
+                    SELECT b FROM balances AS b
+                    WHERE b.home_id = p_home_id AND b.owner_id = ANY (a.ancestors)
+                    ORDER BY b.depth DESC, b.owner_id
+                    FOR UPDATE);
+            END IF;
         END IF;
     ELSE
-        SELECT array_agg(b ORDER BY b.owner_id) INTO v_agents FROM (
+        -- The requests' agents and their ancestors (immutable, so read before locking), all in
+        -- the one order.
+        SELECT array_agg(b ORDER BY b.depth DESC, b.owner_id) INTO v_agents FROM (
             SELECT * FROM balances
-            WHERE home_id = p_home_id AND owner_type = 'agent' AND owner_id = ANY (v_targets)
-            ORDER BY owner_id
+            WHERE home_id = p_home_id AND owner_type = 'agent'
+              AND owner_id IN (SELECT unnest(v_targets)
+                               UNION
+                               SELECT unnest(c.ancestors) FROM balances AS c
+                               WHERE c.home_id = p_home_id AND c.owner_id = ANY (v_targets)
+                                 AND c.depth > 0)
+            ORDER BY depth DESC, owner_id
             FOR UPDATE) AS b;
     END IF;
     IF EXISTS (SELECT 1 FROM unnest(v_agents) AS ag WHERE ag.team_id IS NOT NULL) THEN
@@ -132,15 +151,28 @@ BEGIN
             t := CASE WHEN a.team_id IS NOT NULL THEN v_team END;
             h := NULL;
             v_at := coalesce(p_at, clock_timestamp());
+            v_anc := NULL;
+            IF a.depth > 0 THEN
+                SELECT array_agg(ledger.position_of(v_agents, id) ORDER BY nth) INTO v_anc_at
+                FROM unnest(a.ancestors) WITH ORDINALITY AS u(id, nth);
+                SELECT array_agg(v_agents[pos] ORDER BY nth) INTO v_anc
+                FROM unnest(v_anc_at) WITH ORDINALITY AS u(pos, nth);
+            END IF;
             IF r.action IN ('capture', 'release') THEN
                 SELECT * INTO h FROM holds WHERE home_id = p_home_id AND id = r.hold_id;
-                x := ledger.resolve_one(a, t, h, r, v_key_ids[i], v_at);
+                x := ledger.resolve_one(a, t, v_anc, h, r, v_key_ids[i], v_at);
             ELSE
-                x := ledger.spend_one(a, t, r, v_key_ids[i], v_at);
+                x := ledger.spend_one(a, t, v_anc, r, v_key_ids[i], v_at);
             END IF;
             IF x.a IS DISTINCT FROM a THEN
                 v_agents[ai] := x.a;
                 v_changed_a[ai] := true;
+            END IF;
+            IF a.depth > 0 AND x.anc IS DISTINCT FROM v_anc THEN
+                FOR j IN 1 .. cardinality(v_anc_at) LOOP
+                    v_agents[v_anc_at[j]] := (x.anc)[j];
+                    v_changed_a[v_anc_at[j]] := true;
+                END LOOP;
             END IF;
             IF t.owner_id IS NOT NULL AND x.t IS DISTINCT FROM t THEN
                 v_team := x.t;

@@ -39,12 +39,13 @@ BEGIN
         SELECT * FROM holds
         WHERE home_id = p_home_id AND agent_id = p_agent_id AND status = 'open'
           AND expires_at <= v_at
+          AND grant_id IS NULL  -- a grant's escrow closes with its grant (ledger.sweep_grant)
         ORDER BY expires_at, id
         FOR UPDATE
     LOOP
         h := ledger.close_hold(h, 'expired', NULL, v_at);
         a.held := a.held - h.amount;
-        t.held := t.held - h.amount;
+        t.held := t.held - ledger.team_share(h);
         e := ledger.next_entry(a, h.team_id, 'expire', h.amount, h.currency, h.model, NULL, NULL,
                                h.id, NULL, NULL, NULL, NULL, v_at, h.priced_by,
                                NULL, NULL, NULL, h.run_id);
