@@ -35,6 +35,7 @@ from agent_ledger.durability import check_durability
 from agent_ledger.entries.controller import EntryController
 from agent_ledger.errors import exception_handlers
 from agent_ledger.exports.controller import ExportController
+from agent_ledger.grants.controller import ChildController, GrantController
 from agent_ledger.health.controller import HealthController
 from agent_ledger.http_methods import HttpMethodsLayer, allowed_methods
 from agent_ledger.keys.controller import AgentKeyController, KeyController
@@ -77,6 +78,8 @@ ROUTE_HANDLERS = [
     TeamController,
     AgentController,
     AgentKeyController,
+    ChildController,
+    GrantController,
     KeyController,
     ChargeController,
     HoldController,

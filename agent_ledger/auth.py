@@ -29,6 +29,7 @@ from agent_ledger.ratelimit import count_request
 
 __all__ = [
     "ADMIN",
+    "ADMIN_OR_AGENT",
     "ANY_ROLE",
     "DECISION",
     "STAFF",
@@ -47,6 +48,7 @@ __all__ = [
 ADMIN = frozenset({"admin"})
 STAFF = frozenset({"admin", "auditor"})
 ANY_ROLE = frozenset({"admin", "auditor", "agent"})
+ADMIN_OR_AGENT = frozenset({"admin", "agent"})
 
 ROLE_MARKERS = {"admin": "adm", "auditor": "aud", "agent": "agt"}
 _MARKER_ROLES = {marker: role for role, marker in ROLE_MARKERS.items()}

@@ -63,6 +63,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # Traces go to this OTLP/HTTP endpoint; unset: no tracing at all.
     otel_exporter_otlp_endpoint: str | None = None
     otel_service_name: str = "agent-ledger"
+    # How many levels of child agents below a top-level agent delegation allows (issue 17).
+    max_delegation_depth: Annotated[int, msgspec.Meta(ge=1, le=16)] = 3
 
 
 # The environment variable behind each setting.
@@ -98,6 +100,7 @@ ENVIRONMENT: Mapping[str, str] = {
     # The OpenTelemetry SDK's own names, so the usual deployment recipes work unchanged.
     "otel_exporter_otlp_endpoint": "OTEL_EXPORTER_OTLP_ENDPOINT",
     "otel_service_name": "OTEL_SERVICE_NAME",
+    "max_delegation_depth": "LEDGER_MAX_DELEGATION_DEPTH",
 }
 
 # Case-insensitive settings, normalised before conversion.

@@ -29,8 +29,10 @@ __all__ = [
     "AmountOutOfRange",
     "Conflict",
     "CsrfRefused",
+    "DelegationDepthExceeded",
     "DomainError",
     "Forbidden",
+    "GrantClosed",
     "InvalidInput",
     "LastAdminKey",
     "NotFound",
@@ -105,6 +107,14 @@ class LastAdminKey(DomainError):
     status, code, title = 409, "last-admin-key", "Last admin key"
 
 
+class GrantClosed(DomainError):
+    status, code, title = 409, "grant-closed", "Grant closed"
+
+
+class DelegationDepthExceeded(DomainError):
+    status, code, title = 422, "delegation-depth-exceeded", "Delegation too deep"
+
+
 class WebhookUrlNotAllowed(DomainError):
     status, code, title = 422, "webhook-url-not-allowed", "Webhook URL not allowed"
 
@@ -123,6 +133,8 @@ _TITLES = {
     "amount-out-of-range": "Amount out of range",
     "server-pricing-required": "Server pricing required",
     "conflict": "Conflict",
+    "grant-escrow": "Hold is a grant's escrow",
+    "grant-closed": "Grant closed",
 }
 
 

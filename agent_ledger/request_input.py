@@ -126,10 +126,14 @@ def _check_query(request: Request[Any, Any, Any], declared: dict[str, Any]) -> N
 
 
 def _typed(raw: str, annotation: Any) -> Any:
-    """A query value as the JSON value it spells, where its type is a number: only an integer
-    literal is an integer ("1e3", "0x10", " 5" and "5.0" stay text, and are refused)."""
-    if int in type_names(annotation) and _INTEGER.match(raw):
+    """A query value as the JSON value it spells, where its type is a number or a boolean:
+    only an integer literal is an integer ("1e3", "0x10", " 5" and "5.0" stay text, and are
+    refused), and only ``true`` and ``false`` are booleans ("1", "yes" and "True" are refused)."""
+    names = type_names(annotation)
+    if int in names and _INTEGER.match(raw):
         return int(raw)
+    if bool in names and raw in ("true", "false"):
+        return raw == "true"
     return raw
 
 

@@ -2,7 +2,7 @@
 
 from agent_ledger.keyset import Listing
 
-AGENT_COLUMNS = "id, name, team_id, status, metadata, created_at"
+AGENT_COLUMNS = "id, name, team_id, status, metadata, created_at, can_delegate, parent_id, grant_id"
 
 INSERT_AGENT = f"""
 INSERT INTO agents (id, name, team_id, metadata) VALUES ($1, $2, $3, $4)
@@ -20,13 +20,15 @@ AGENT_LISTING = Listing(
     name="agents",
     table="agents",
     alias="a",
-    columns="a.id, a.name, a.team_id, a.status, a.metadata, a.created_at, a.xid, a.seq",
+    columns="a.id, a.name, a.team_id, a.status, a.metadata, a.created_at, a.can_delegate,"
+    " a.parent_id, a.grant_id, a.xid, a.seq",
     filters={"team_id": "a.team_id = ${}", "status": "a.status = ${}"},
     time_filters=(),
 )
 
 UPDATE_AGENT = f"""
-UPDATE agents SET name = $2, team_id = $3, status = $4, metadata = $5, updated_at = now()
+UPDATE agents SET name = $2, team_id = $3, status = $4, metadata = $5, can_delegate = $6,
+                  updated_at = now()
 WHERE id = $1
 RETURNING {AGENT_COLUMNS}
 """
@@ -105,3 +107,18 @@ FROM runs WHERE home_id = coalesce($2, $1) AND agent_id = $1
 """
 
 DELETE_RUNS = "DELETE FROM runs WHERE home_id = coalesce($2, $1) AND agent_id = $1"
+
+# Delegation (issue 17). A child is an agent of its parent's team with a parent and a depth.
+INSERT_CHILD = f"""
+INSERT INTO agents (id, name, team_id, metadata, parent_id, depth, can_delegate, grant_id,
+                    ancestors)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+RETURNING {AGENT_COLUMNS}
+"""
+
+HAS_CHILDREN = "SELECT EXISTS (SELECT 1 FROM agents WHERE parent_id = $1)"
+
+# A child's grant, when it is no longer open: such a child stays suspended.
+CLOSED_GRANT_OF = """
+SELECT id, status FROM grants WHERE home_id = $2 AND child_id = $1 AND status <> 'open'
+"""

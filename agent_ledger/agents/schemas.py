@@ -27,6 +27,8 @@ class AgentUpdate(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     team_id: TeamRef | msgspec.UnsetType | None = msgspec.UNSET
     status: AgentStatus | msgspec.UnsetType = msgspec.UNSET
     metadata: Metadata | msgspec.UnsetType = msgspec.UNSET
+    # May this agent's key create child agents with grants carved from its budget (issue 17)?
+    can_delegate: bool | msgspec.UnsetType = msgspec.UNSET
 
 
 class Agent(msgspec.Struct, kw_only=True):
@@ -36,6 +38,11 @@ class Agent(msgspec.Struct, kw_only=True):
     status: AgentStatus
     metadata: dict[str, Any]
     created_at: datetime
+    # Delegation (issue 17): whether its key may create child agents; for a child, its parent
+    # and the grant it spends.
+    can_delegate: bool = False
+    parent_id: str | None = None
+    grant_id: str | None = None
 
 
 class AgentPage(msgspec.Struct, kw_only=True):

@@ -14,7 +14,7 @@ from agent_ledger.agents import queries
 from agent_ledger.agents.schemas import Agent, AgentCreate, AgentPage, AgentUpdate
 from agent_ledger.audit.recorder import AuditContext, record_event
 from agent_ledger.db import from_row, transactions
-from agent_ledger.errors import Conflict, InvalidInput, NotFound
+from agent_ledger.errors import Conflict, GrantClosed, InvalidInput, NotFound
 from agent_ledger.ids import new_id
 from agent_ledger.keyset import read_page
 from agent_ledger.webhooks.events import announce
@@ -107,6 +107,7 @@ async def update_agent(
             if "team_id" in changes:
                 await _check_team(conn, changes["team_id"])
             merged = msgspec.structs.replace(before, **changes)
+            await _check_delegation(conn, before, merged)
             # The balance row, locked before anything is checked against it: no decision of the
             # agent's can slip in between.
             balance = await conn.fetchrow(queries.LOCK_BALANCE, agent_id, before.team_id)
@@ -127,6 +128,7 @@ async def update_agent(
                 merged.team_id,
                 merged.status,
                 merged.metadata,
+                merged.can_delegate,
             )
             if moving:
                 await _move_balance(conn, balance, merged.team_id, merged.status)
@@ -147,6 +149,36 @@ async def update_agent(
                 after=after,
             )
     return after
+
+
+async def _check_delegation(conn: asyncpg.Connection, before: Agent, after: Agent) -> None:
+    """The rules of delegation (issue 17) a change must keep: a child lives in its parent's
+    team (where its grant's escrow is) and stays suspended once its grant is closed; an agent
+    that delegates has a team, and keeps it while it has children."""
+    if after.team_id != before.team_id:
+        if before.parent_id is not None:
+            raise Conflict(
+                f"Agent {before.id!r} spends a grant of agent {before.parent_id!r} and lives in "
+                "its team; it cannot change team."
+            )
+        if await conn.fetchval(queries.HAS_CHILDREN, before.id):
+            raise Conflict(
+                f"Agent {before.id!r} has child agents, which live in its team; it cannot "
+                "change team."
+            )
+    if after.can_delegate and after.team_id is None:
+        raise InvalidInput(
+            "An agent needs a team to delegate: its children and their grants live in its team.",
+            field="can_delegate",
+        )
+    if after.status == "active" and before.status != "active" and before.parent_id is not None:
+        closed = await conn.fetchrow(queries.CLOSED_GRANT_OF, before.id, before.team_id)
+        if closed is not None:
+            raise GrantClosed(
+                f"Agent {before.id!r} spent grant {closed['id']!r}, which is {closed['status']}; "
+                "a child agent whose grant is over stays suspended.",
+                grant_id=closed["id"],
+            )
 
 
 async def _announce_suspended(conn: asyncpg.Connection, ctx: AuditContext, agent: Agent) -> None:

@@ -8,8 +8,8 @@ from litestar import Controller, Request, get, post
 from litestar.params import FromPath, FromQuery, JSONBody
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED
 
-from agent_ledger.auth import ADMIN, STAFF
-from agent_ledger.deps import Audit, Pool
+from agent_ledger.auth import ADMIN, ADMIN_OR_AGENT, STAFF
+from agent_ledger.deps import Audit, Caller, Pool
 from agent_ledger.keys import service
 from agent_ledger.keys.schemas import (
     AgentKeyCreate,
@@ -40,13 +40,27 @@ class AgentKeyController(Controller):
     path = "/v1/agents/{agent_id:str}/keys"
     tags = ["keys"]
 
-    @post(operation_id="createAgentKey", opt={"roles": ADMIN}, status_code=HTTP_201_CREATED)
+    @post(
+        operation_id="createAgentKey",
+        opt={
+            "roles": ADMIN_OR_AGENT,
+            "problems": {
+                409: "`grant-closed`: a parent's key asked for a key of a child whose grant is "
+                "closed or expired."
+            },
+        },
+        status_code=HTTP_201_CREATED,
+        description="An admin's key issues a key for any agent. An agent's key issues keys for "
+        "its own children only (delegation): each expires with the child's grant at the latest "
+        "(and by default).",
+    )
     async def create_agent_key(
         self,
         request: Request[Any, Any, Any],
         agent_id: FromPath[str],
         pool: Pool,
         audit: Audit,
+        principal: Caller,
         data: JSONBody[AgentKeyCreate | None] = None,
     ) -> KeyCreated:
         data = data or AgentKeyCreate()
@@ -57,6 +71,7 @@ class AgentKeyController(Controller):
             name=data.name,
             expires_at=data.expires_at,
             pepper=_pepper(request),
+            parent_agent_id=principal.agent_id if principal.role == "agent" else None,
         )
 
     @get(operation_id="listAgentKeys", opt={"roles": STAFF})

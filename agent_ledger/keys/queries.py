@@ -57,3 +57,11 @@ COUNT_KEYS = "SELECT count(*) FROM api_keys"
 AGENT_TEAM = "SELECT team_id FROM agents WHERE id = $1"
 
 AGENT_EXISTS = "SELECT EXISTS (SELECT 1 FROM agents WHERE id = $1)"
+
+# The agent a key is for, with its parent and grant when it is a child (issue 17).
+AGENT_FOR_KEY = """
+SELECT a.id, a.parent_id, a.grant_id, g.status AS grant_status, g.expires_at AS grant_expires_at
+FROM agents AS a
+LEFT JOIN grants AS g ON g.home_id = a.team_id AND g.id = a.grant_id
+WHERE a.id = $1
+"""

@@ -9,7 +9,14 @@ import asyncpg
 from agent_ledger.audit.recorder import AuditContext, record_event
 from agent_ledger.auth import display_prefix, generate_key, hash_key
 from agent_ledger.db import transactions
-from agent_ledger.errors import Conflict, InvalidInput, LastAdminKey, NotFound
+from agent_ledger.errors import (
+    Conflict,
+    Forbidden,
+    GrantClosed,
+    InvalidInput,
+    LastAdminKey,
+    NotFound,
+)
 from agent_ledger.ids import new_id
 from agent_ledger.keys import queries
 from agent_ledger.keys.schemas import KeyCreated, KeyInfo, KeyPage
@@ -21,6 +28,7 @@ __all__ = [
     "count_keys",
     "create_agent_key",
     "create_staff_key",
+    "issue_agent_key",
     "list_keys",
     "revoke_key",
     "rotate_key",
@@ -81,6 +89,23 @@ async def _insert_key(
     )
 
 
+async def issue_agent_key(
+    conn: asyncpg.Connection,
+    ctx: AuditContext,
+    agent_id: str,
+    *,
+    name: str | None,
+    expires_at: datetime | None,
+    pepper: str,
+) -> KeyCreated:
+    """A new key for an existing agent, audited, in the caller's transaction."""
+    created = await _insert_key(
+        conn, role="agent", agent_id=agent_id, name=name, expires_at=expires_at, pepper=pepper
+    )
+    await _audit_created(conn, ctx, created)
+    return created
+
+
 async def create_agent_key(
     pool: asyncpg.Pool,
     ctx: AuditContext,
@@ -89,21 +114,45 @@ async def create_agent_key(
     name: str | None,
     expires_at: datetime | None,
     pepper: str,
+    parent_agent_id: str | None = None,
 ) -> KeyCreated:
+    """An admin's, for any agent; or a parent agent's (``parent_agent_id``, issue 17), for a
+    child of its own while its grant is open: the key expires with the grant at the latest."""
     async for attempt in transactions(pool):
         async with attempt as conn:
-            if not await conn.fetchval(queries.AGENT_EXISTS, agent_id):
+            agent = await conn.fetchrow(queries.AGENT_FOR_KEY, agent_id)
+            # The same answer whether or not the agent exists: an agent key learns nothing of
+            # agents that are not its children.
+            if parent_agent_id is not None and (
+                agent is None or agent["parent_id"] != parent_agent_id
+            ):
+                raise Forbidden("An agent's key issues keys for its own child agents only.")
+            if agent is None:
                 raise NotFound(f"No agent with id {agent_id!r}.")
-            created = await _insert_key(
-                conn,
-                role="agent",
-                agent_id=agent_id,
-                name=name,
-                expires_at=expires_at,
-                pepper=pepper,
+            if parent_agent_id is not None:
+                expires_at = _within_grant(agent, expires_at)
+            created = await issue_agent_key(
+                conn, ctx, agent_id, name=name, expires_at=expires_at, pepper=pepper
             )
-            await _audit_created(conn, ctx, created)
     return created
+
+
+def _within_grant(child: asyncpg.Record, expires_at: datetime | None) -> datetime:
+    if child["grant_status"] != "open":
+        raise GrantClosed(
+            f"Agent {child['id']!r}'s grant is {child['grant_status']}; its keys would be of "
+            "no use.",
+            grant_id=child["grant_id"],
+        )
+    if expires_at is None:
+        return child["grant_expires_at"]
+    if expires_at.tzinfo is not None and expires_at > child["grant_expires_at"]:
+        raise InvalidInput(
+            "A parent's key for its child expires with the child's grant at the latest "
+            f"({child['grant_expires_at'].isoformat()}).",
+            field="expires_at",
+        )
+    return expires_at
 
 
 async def create_staff_key(

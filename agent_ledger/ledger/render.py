@@ -82,7 +82,8 @@ def hold(
     """A ``holds`` row as ``cls``. Given ``now``, an open hold whose time is up shows as
     expired: it stopped counting then, whether or not its expire entry is written yet."""
     status = row["status"]
-    if now is not None and status == "open" and row["expires_at"] <= now:
+    # A grant's escrow counts until its grant is closed, whatever the time.
+    if now is not None and status == "open" and row["expires_at"] <= now and not row["grant_id"]:
         status = "expired"
     fields = dict(row) | {
         "status": status,

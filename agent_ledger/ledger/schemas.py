@@ -34,7 +34,22 @@ __all__ = [
     "SpendResult",
 ]
 
-EntryKind = Literal["charge", "hold", "capture", "release", "expire", "adjustment"]
+# grant ... grant_closed: delegation (issue 17). On a parent's chain, grant (escrow opened,
+# counts as held), grant_spend (a descendant spent that much of it: held becomes spent) and
+# grant_return (the unspent rest, freed); on the child's, grant_received and grant_closed.
+EntryKind = Literal[
+    "charge",
+    "hold",
+    "capture",
+    "release",
+    "expire",
+    "adjustment",
+    "grant",
+    "grant_spend",
+    "grant_return",
+    "grant_received",
+    "grant_closed",
+]
 # Who priced an entry's amount: the server from model and tokens, or the client (an explicit
 # amount). Null only on entries written before the ledger recorded it (migration 0013).
 PricedBy = Literal["server", "client"]
@@ -176,6 +191,8 @@ class Hold(msgspec.Struct, kw_only=True):
     resolved_at: datetime | None
     priced_by: PricedBy | None
     run_id: str | None
+    # Set on a grant's escrow (delegation): closed with its grant, never captured by hand.
+    grant_id: str | None = None
 
 
 class SpendResult(LedgerEntry, kw_only=True, omit_defaults=True):

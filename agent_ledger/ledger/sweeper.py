@@ -1,4 +1,5 @@
-"""Background sweeper: writes the ``expire`` entries of idle agents' lapsed holds.
+"""Background sweeper: writes the ``expire`` entries of idle agents' lapsed holds, and closes
+grants whose time is up (agent_ledger/grants/service.py).
 
 Lapsed holds stop counting the moment they lapse (the budget decision ignores them), and an
 agent's own decisions close its lapsed holds under the lock they hold anyway. The sweeper does
@@ -17,6 +18,7 @@ import asyncpg
 import structlog
 
 from agent_ledger.db import UNAVAILABLE
+from agent_ledger.grants.service import close_due_grants
 from agent_ledger.ledger import decisions
 
 __all__ = ["Sweeper", "run_sweeper", "sweep_lapsed_holds"]
@@ -64,6 +66,10 @@ async def run_sweeper(pool: asyncpg.Pool, interval_seconds: float) -> None:
             swept = await sweeper.sweep(pool)
             if swept:
                 log.info("holds_expired", count=swept)
+            # Grants out of time (or carved from a closed one): their rest returns to the parent.
+            closed = await close_due_grants(pool)
+            if closed:
+                log.info("grants_closed", count=closed)
         except UNAVAILABLE as exc:
             log.warning("sweep_failed", error=str(exc))
         await asyncio.sleep(interval_seconds)

@@ -56,6 +56,14 @@ PricedByFilter = Annotated[
 
 UNKNOWN = {404: "`not-found`: no agent or team with the id given."}
 
+Rollup = Annotated[
+    bool,
+    QueryParameter(
+        description="Delegation: count each child agent's spend as its ancestor's (by agent, "
+        "its top-level ancestor's; for one agent's series, the agent and every child below it)."
+    ),
+]
+
 
 def _now(now: datetime | None) -> datetime:
     return now if now is not None else datetime.now(UTC)
@@ -77,6 +85,7 @@ class ReportController(Controller):
         currency: Currency = None,
         team_id: FromQuery[str | None] = None,
         priced_by: PricedByFilter = None,
+        rollup: Rollup = False,
     ) -> TopSpenders:
         return await service.top_spenders(
             pool,
@@ -88,6 +97,7 @@ class ReportController(Controller):
             currency=currency,
             team_id=team_id,
             priced_by=priced_by,
+            rollup=rollup,
         )
 
     @get("/spend", operation_id="getSpend", opt={"roles": STAFF, "problems": UNKNOWN})
@@ -102,6 +112,7 @@ class ReportController(Controller):
         until: SpendUntil = None,
         currency: Currency = None,
         priced_by: PricedByFilter = None,
+        rollup: Rollup = False,
     ) -> SpendSeries:
         return await service.spend_series(
             pool,
@@ -113,4 +124,5 @@ class ReportController(Controller):
             team_id=team_id,
             currency=currency,
             priced_by=priced_by,
+            rollup=rollup,
         )

@@ -23,6 +23,9 @@ _SCOPES = {
     "fleet": "agent_id IN (SELECT owner_id FROM balances"
     " WHERE owner_type = 'agent' AND currency = $11)",
     "agent": "agent_id = $11",
+    # rollup=true: the agent and every child agent below it (delegation, issue 17).
+    "agent_tree": "(agent_id = $11 OR agent_id IN (SELECT id FROM agents"
+    " WHERE $11 = ANY (ancestors)))",
     "team": "team_id = $11",
 }
 
@@ -58,18 +61,21 @@ def _sources(scope: str) -> str:
 
 
 # $13: 'agent', 'team' or 'model'; $14: how many groups to return. The total is over every
-# group, not just the ones returned. Each group's spend is also split by who priced it.
+# group, not just the ones returned. Each group's spend is also split by who priced it. $15:
+# by agent, count each child agent's spend as its top-level ancestor's (delegation).
 _TOP_SPENDERS = """
 WITH spend AS (
     {sources}
 ), grouped AS (
-    SELECT CASE $13::text WHEN 'agent' THEN agent_id
-                          WHEN 'team' THEN nullif(team_id, '')
-                          ELSE nullif(model, '') END AS id,
-           sum(spent) AS spent, sum(charges) AS charges,
-           coalesce(sum(spent) FILTER (WHERE priced_by = 'server'), 0) AS server_priced,
-           coalesce(sum(spent) FILTER (WHERE priced_by = 'client'), 0) AS client_priced
-    FROM spend
+    SELECT CASE $13::text WHEN 'agent' THEN coalesce(up.ancestors[cardinality(up.ancestors)],
+                                                     s.agent_id)
+                          WHEN 'team' THEN nullif(s.team_id, '')
+                          ELSE nullif(s.model, '') END AS id,
+           sum(s.spent) AS spent, sum(s.charges) AS charges,
+           coalesce(sum(s.spent) FILTER (WHERE s.priced_by = 'server'), 0) AS server_priced,
+           coalesce(sum(s.spent) FILTER (WHERE s.priced_by = 'client'), 0) AS client_priced
+    FROM spend AS s
+    LEFT JOIN agents AS up ON $15::boolean AND up.id = s.agent_id
     GROUP BY 1
 ), ranked AS (
     SELECT id, spent, charges, server_priced, client_priced, sum(spent) OVER () AS total

@@ -149,9 +149,11 @@ async def top_spenders(
     currency: str | None = None,
     team_id: str | None = None,
     priced_by: PricedBy | None = None,
+    rollup: bool = False,
 ) -> TopSpenders:
     """The ``limit`` biggest spenders of [since, until), most first, with the overall total;
-    with ``priced_by``, only money priced that way counts."""
+    with ``priced_by``, only money priced that way counts; with ``rollup``, by agent, a child
+    agent's spend counts as its top-level ancestor's."""
     if not 1 <= limit <= MAX_LIMIT:
         raise InvalidInput(f"limit must be from 1 to {MAX_LIMIT}.", field="limit")
     since, until = resolve_range(since, until, now)
@@ -164,6 +166,7 @@ async def top_spenders(
             priced_by,
             group_by,
             limit,
+            rollup,
         )
     total = int(rows[0]["total"]) if rows else 0
     items = [
@@ -213,15 +216,19 @@ async def spend_series(
     team_id: str | None = None,
     currency: str | None = None,
     priced_by: PricedBy | None = None,
+    rollup: bool = False,
 ) -> SpendSeries:
     """Spend and charges per UTC day or hour of [since, until), every bucket listed; without
-    ``until``, up to the bucket holding ``now`` (the future has no spending to show)."""
+    ``until``, up to the bucket holding ``now`` (the future has no spending to show). With
+    ``rollup``, an agent's series includes every child agent below it."""
     unit = DAY if granularity == "day" else HOUR
     since, until = resolve_range(since, until, now, up_to_now=unit)
     starts = _bucket_starts(since, until, unit)
     pieces = split_range(since, until, use_days=granularity == "day")
     async with _reading(db) as conn:
         scope, scope_arg, currency = await _scope(conn, agent_id, team_id, currency)
+        if scope == "agent" and rollup:
+            scope = "agent_tree"
         rows = await conn.fetch(
             queries.SPEND[scope], *_range_args(pieces), scope_arg, priced_by, granularity
         )
