@@ -35,6 +35,7 @@ BODIES: dict[str, dict[str, Any]] = {
     "createAgent": {"name": "intruder", "team_id": "{team_id}"},
     "updateAgent": {"name": "taken over", "status": "suspended"},
     "createAgentKey": {"name": "stolen"},
+    "createChildAgent": {"name": "intruder", "grant": "0.01"},
     "createStaffKey": {"role": "admin"},
     "rotateKey": {"grace_seconds": 0},
     "setAgentBudget": {"limits": {"day": "0"}},

@@ -104,7 +104,11 @@ ROUTE_ROLES = {
     ("GET", "/v1/agents/{agent_id}/runs/{run_id}/budget"): ANYONE,
     ("PUT", "/v1/agents/{agent_id}/runs/{run_id}/budget"): SPENDERS,
     ("GET", "/v1/agents/{agent_id}/keys"): STAFF,
-    ("POST", "/v1/agents/{agent_id}/keys"): ADMIN,
+    # An agent's key issues keys for its own children only (delegation, tests/test_delegation.py).
+    ("POST", "/v1/agents/{agent_id}/keys"): SPENDERS,
+    ("POST", "/v1/agents/{agent_id}/children"): SPENDERS,
+    ("GET", "/v1/grants/{grant_id}"): ANYONE,
+    ("POST", "/v1/grants/{grant_id}/close"): SPENDERS,
     ("GET", "/v1/audit-events"): STAFF,
     ("POST", "/v1/charges"): SPENDERS,
     ("GET", "/v1/entries"): ANYONE,

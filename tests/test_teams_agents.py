@@ -16,7 +16,17 @@ from agent_ledger.ids import new_id
 from tests.conftest import Fleet, unique_name
 
 TEAM_FIELDS = {"id", "name", "created_at"}
-AGENT_FIELDS = {"id", "name", "team_id", "status", "metadata", "created_at"}
+AGENT_FIELDS = {
+    "id",
+    "name",
+    "team_id",
+    "status",
+    "metadata",
+    "created_at",
+    "can_delegate",
+    "parent_id",
+    "grant_id",
+}
 
 
 def request_id() -> dict[str, str]:
