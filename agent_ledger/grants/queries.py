@@ -2,6 +2,10 @@
 (agent_ledger/ledger/sql/68_grants.sql), called with the grant's home (the parent's team), so
 that on Citus every statement goes to the one node that holds it."""
 
+# A transaction that writes reference tables (agents, api_keys) and a home's shards: Citus
+# must use one connection per node for it (a custom setting, and harmless, on plain Postgres).
+ONE_CONNECTION_PER_NODE = "SET LOCAL citus.multi_shard_modify_mode = 'sequential'"
+
 # The agent that would be the parent, with what delegation needs of it.
 PARENT = """
 SELECT id, team_id, status, can_delegate, depth, parent_id, ancestors FROM agents WHERE id = $1
@@ -37,7 +41,7 @@ HOME_OF_GRANT = "SELECT home_id, parent_id, child_id FROM grants WHERE id = $1"
 # Open grants that are due to close: out of time, or carved from a grant already closed (a
 # cascade, closed one level per pass, deepest last).
 DUE_GRANTS = """
-SELECT g.home_id, g.id,
+SELECT g.home_id, g.id, g.child_id,
        CASE WHEN g.expires_at <= coalesce($2, now()) THEN 'expired' ELSE 'closed' END AS status
 FROM grants AS g
 WHERE g.status = 'open'

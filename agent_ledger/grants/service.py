@@ -75,6 +75,7 @@ async def create_child(
     amount = parse_amount(data.grant, field="grant")
     async for attempt in transactions(pool):
         async with attempt as conn:
+            await conn.execute(queries.ONE_CONNECTION_PER_NODE)
             parent = await conn.fetchrow(queries.PARENT, parent_id)
             if parent is None:
                 raise NotFound(f"No agent with id {parent_id!r}.")
@@ -110,6 +111,9 @@ async def create_child(
             except asyncpg.UniqueViolationError:
                 raise await _name_taken(conn, team_id, data.name) from None
             child = from_row(row, Agent)
+            key = await issue_agent_key(
+                conn, ctx, child_id, name=f"grant {grant_id}", expires_at=expires_at, pepper=pepper
+            )
             opened = await conn.fetchval(
                 queries.OPEN_GRANT,
                 team_id,
@@ -122,9 +126,6 @@ async def create_child(
                 now,
             )
             render.raise_refusal(opened.get("problem"), replayed=False)
-            key = await issue_agent_key(
-                conn, ctx, child_id, name=f"grant {grant_id}", expires_at=expires_at, pepper=pepper
-            )
             grant = _grant(await conn.fetchrow(queries.GET_GRANT, grant_id, team_id))
             await record_event(
                 conn, ctx, "agent.created", target_type="agent", target_id=child_id, after=child
@@ -165,10 +166,14 @@ async def close_grant(
     is its parent's to end)."""
     async for attempt in transactions(pool):
         async with attempt as conn:
+            await conn.execute(queries.ONE_CONNECTION_PER_NODE)
             where = await _visible_grant(conn, principal, grant_id)
             if principal.role == "agent" and principal.agent_id != where["parent_id"]:
                 raise Forbidden("Only the parent's key or an admin's may close a grant.")
             before = _grant(await conn.fetchrow(queries.GET_GRANT, grant_id, where["home_id"]))
+            # The child's agents row first: on Citus a reference table cannot be written after
+            # the shards in one transaction (a refusal below rolls this back too).
+            await conn.execute(queries.SUSPEND_CHILD, where["child_id"])
             closed = await conn.fetchval(
                 queries.CLOSE_GRANT,
                 where["home_id"],
@@ -179,7 +184,6 @@ async def close_grant(
                 False,
             )
             render.raise_refusal(closed.get("problem"), replayed=False)
-            await conn.execute(queries.SUSPEND_CHILD, where["child_id"])
             after = _grant(await conn.fetchrow(queries.GET_GRANT, grant_id, where["home_id"]))
             await record_event(
                 conn,
@@ -200,18 +204,29 @@ async def close_due_grants(pool: asyncpg.Pool, now: datetime | None = None) -> i
     due = await pool.fetch(queries.DUE_GRANTS, DUE_BATCH, now)
     closed = 0
     for grant in due:
-        async for attempt in transactions(pool):
-            async with attempt as conn:
-                result = await conn.fetchval(
-                    queries.CLOSE_GRANT,
-                    grant["home_id"],
-                    grant["id"],
-                    grant["status"],
-                    None,
-                    now,
-                    True,
-                )
-                if "child_id" in result:
-                    await conn.execute(queries.SUSPEND_CHILD, result["child_id"])
-                    closed += 1
+        try:
+            async for attempt in transactions(pool):
+                async with attempt as conn:
+                    await conn.execute(queries.ONE_CONNECTION_PER_NODE)
+                    # The agents row first (a reference table on Citus); rolled back with the
+                    # rest when the grant turns out to be closed already.
+                    await conn.execute(queries.SUSPEND_CHILD, grant["child_id"])
+                    result = await conn.fetchval(
+                        queries.CLOSE_GRANT,
+                        grant["home_id"],
+                        grant["id"],
+                        grant["status"],
+                        None,
+                        now,
+                        True,
+                    )
+                    if "child_id" not in result:
+                        raise _NothingToClose
+            closed += 1
+        except _NothingToClose:
+            pass  # closed meanwhile, by request or another process's sweeper
     return closed
+
+
+class _NothingToClose(Exception):
+    """Rolls back a sweep of a grant that is no longer open."""

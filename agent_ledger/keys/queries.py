@@ -59,9 +59,9 @@ AGENT_TEAM = "SELECT team_id FROM agents WHERE id = $1"
 AGENT_EXISTS = "SELECT EXISTS (SELECT 1 FROM agents WHERE id = $1)"
 
 # The agent a key is for, with its parent and grant when it is a child (issue 17).
-AGENT_FOR_KEY = """
-SELECT a.id, a.parent_id, a.grant_id, g.status AS grant_status, g.expires_at AS grant_expires_at
-FROM agents AS a
-LEFT JOIN grants AS g ON g.home_id = a.team_id AND g.id = a.grant_id
-WHERE a.id = $1
-"""
+AGENT_FOR_KEY = "SELECT id, team_id, parent_id, grant_id FROM agents WHERE id = $1"
+
+# A child's grant, by its home (one shard on Citus).
+GRANT_OF_CHILD = "SELECT status, expires_at FROM grants WHERE home_id = $1 AND id = $2"
+
+ONE_CONNECTION_PER_NODE = "SET LOCAL citus.multi_shard_modify_mode = 'sequential'"

@@ -130,26 +130,31 @@ async def create_agent_key(
             if agent is None:
                 raise NotFound(f"No agent with id {agent_id!r}.")
             if parent_agent_id is not None:
-                expires_at = _within_grant(agent, expires_at)
+                await conn.execute(queries.ONE_CONNECTION_PER_NODE)
+                grant = await conn.fetchrow(
+                    queries.GRANT_OF_CHILD, agent["team_id"], agent["grant_id"]
+                )
+                expires_at = _within_grant(agent, grant, expires_at)
             created = await issue_agent_key(
                 conn, ctx, agent_id, name=name, expires_at=expires_at, pepper=pepper
             )
     return created
 
 
-def _within_grant(child: asyncpg.Record, expires_at: datetime | None) -> datetime:
-    if child["grant_status"] != "open":
+def _within_grant(
+    child: asyncpg.Record, grant: asyncpg.Record, expires_at: datetime | None
+) -> datetime:
+    if grant["status"] != "open":
         raise GrantClosed(
-            f"Agent {child['id']!r}'s grant is {child['grant_status']}; its keys would be of "
-            "no use.",
+            f"Agent {child['id']!r}'s grant is {grant['status']}; its keys would be of no use.",
             grant_id=child["grant_id"],
         )
     if expires_at is None:
-        return child["grant_expires_at"]
-    if expires_at.tzinfo is not None and expires_at > child["grant_expires_at"]:
+        return grant["expires_at"]
+    if expires_at.tzinfo is not None and expires_at > grant["expires_at"]:
         raise InvalidInput(
             "A parent's key for its child expires with the child's grant at the latest "
-            f"({child['grant_expires_at'].isoformat()}).",
+            f"({grant['expires_at'].isoformat()}).",
             field="expires_at",
         )
     return expires_at

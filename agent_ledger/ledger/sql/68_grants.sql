@@ -112,7 +112,9 @@ DECLARE
     p         balances;
     t         balances;
     c         balances;
-    anc       balances[];
+    anc       balances[] := '{}';
+    b         balances;
+    v_id      text;
     h         holds;
     e         ledger_entries;
     x         record;
@@ -127,11 +129,16 @@ BEGIN
             format('No agent with id %L.', p_parent_id)));
     END IF;
     IF p.depth > 0 THEN
-        SELECT array_agg(b ORDER BY b.depth DESC) INTO anc FROM (
-            SELECT * FROM balances
-            WHERE home_id = p_home_id AND owner_id = ANY (p.ancestors)
-            ORDER BY depth DESC, owner_id
-            FOR UPDATE) AS b;
+        -- Locked in the one order, then read one by one (this runs on the coordinator on
+        -- Citus, which cannot ship a whole row set as one array).
+        PERFORM 1 FROM balances
+        WHERE home_id = p_home_id AND owner_id = ANY (p.ancestors)
+        ORDER BY depth DESC, owner_id
+        FOR UPDATE;
+        FOREACH v_id IN ARRAY p.ancestors LOOP
+            SELECT * INTO b FROM balances WHERE home_id = p_home_id AND owner_id = v_id;
+            anc := anc || b;
+        END LOOP;
     END IF;
     SELECT * INTO t FROM balances
     WHERE home_id = p_home_id AND owner_type = 'team' AND owner_id = p_home_id

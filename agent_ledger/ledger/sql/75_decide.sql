@@ -95,11 +95,12 @@ BEGIN
             v_agents := ARRAY[a];
             IF a.depth > 0 THEN
                 -- A child's ancestors are all shallower than it: locked after it, deepest first.
-                v_agents := v_agents || ARRAY(
-                    SELECT b FROM balances AS b
-                    WHERE b.home_id = p_home_id AND b.owner_id = ANY (a.ancestors)
-                    ORDER BY b.depth DESC, b.owner_id
-                    FOR UPDATE);
+                SELECT array_agg(b ORDER BY b.depth DESC, b.owner_id) INTO v_anc FROM (
+                    SELECT * FROM balances
+                    WHERE home_id = p_home_id AND owner_id = ANY (a.ancestors)
+                    ORDER BY depth DESC, owner_id
+                    FOR UPDATE) AS b;
+                v_agents := v_agents || v_anc;
             END IF;
         END IF;
     ELSE
