@@ -380,13 +380,13 @@ async def test_parent_issues_short_lived_keys_for_its_own_children_only(fleet: F
     )
     assert (too_late.status_code, too_late.json()["code"]) == (422, "validation-error")
     # Not for another agent's child, nor for itself, nor by the child for its parent, nor for
-    # an agent that does not exist: the same 403 each time.
-    assert (await fleet.client.post(path, json={}, headers=stranger.headers)).status_code == 403
+    # an agent that does not exist: the same 404 each time (other agents are not its to know).
+    assert (await fleet.client.post(path, json={}, headers=stranger.headers)).status_code == 404
     for who, target in ((parent, parent.agent_id), (child, parent.agent_id), (parent, "agt_x")):
         response = await fleet.client.post(
             f"/v1/agents/{target}/keys", json={}, headers=who.headers
         )
-        assert (response.status_code, response.json()["code"]) == (403, "forbidden")
+        assert (response.status_code, response.json()["code"]) == (404, "not-found")
     await fleet.client.post(f"/v1/grants/{created['grant']['id']}/close", headers=parent.headers)
     closed = await fleet.client.post(path, json={}, headers=parent.headers)
     assert (closed.status_code, closed.json()["code"]) == (409, "grant-closed")

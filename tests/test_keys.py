@@ -178,7 +178,6 @@ async def test_key_for_an_unknown_agent_is_404(fleet: Fleet) -> None:
         ("POST", "/v1/teams", {"name": "x"}),
         ("POST", "/v1/agents", {"name": "x"}),
         ("POST", "/v1/keys", {"role": "admin"}),
-        ("POST", "/v1/agents/{own}/keys", {}),
         ("PATCH", "/v1/agents/{own}", {"status": "active"}),
         ("POST", "/v1/keys/{own_key}/revoke", None),
         ("POST", "/v1/keys/{own_key}/rotate", {}),

@@ -11,7 +11,6 @@ from agent_ledger.auth import display_prefix, generate_key, hash_key
 from agent_ledger.db import transactions
 from agent_ledger.errors import (
     Conflict,
-    Forbidden,
     GrantClosed,
     InvalidInput,
     LastAdminKey,
@@ -126,7 +125,10 @@ async def create_agent_key(
             if parent_agent_id is not None and (
                 agent is None or agent["parent_id"] != parent_agent_id
             ):
-                raise Forbidden("An agent's key issues keys for its own child agents only.")
+                raise NotFound(
+                    f"No child agent {agent_id!r} of this key's agent (an agent's key issues keys "
+                    "for its own child agents only)."
+                )
             if agent is None:
                 raise NotFound(f"No agent with id {agent_id!r}.")
             if parent_agent_id is not None:
