@@ -34,6 +34,7 @@ MODULES = [
     "tests/test_exports.py",
     "tests/test_priced_by.py",
     "tests/test_alerts.py",
+    "tests/test_delegation.py",
     "tests/test_runs.py",
 ]
 
