@@ -132,6 +132,10 @@ async def test_grant_is_held_on_parent_and_team_and_child_spends_only_within_it(
     assert kinds == ["grant", "grant_spend", "grant_spend"]
     got = await fleet.client.get(f"/v1/grants/{grant['id']}", headers=child.headers)
     assert (got.json()["spent"], got.json()["remaining"]) == ("4", "0")
+    # The child sees its grant where it sees its budget.
+    me = (await fleet.client.get("/v1/me", headers=child.headers)).json()
+    assert (me["grant"]["id"], me["grant"]["remaining"]) == (grant["id"], "0")
+    assert "grant" not in (await fleet.client.get("/v1/me", headers=parent.headers)).json()
     await verified(fleet)
 
 

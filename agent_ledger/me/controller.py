@@ -9,6 +9,8 @@ from agent_ledger.auth import ANY_ROLE
 from agent_ledger.budgets.schemas import BudgetSettings
 from agent_ledger.budgets.service import budget_status
 from agent_ledger.deps import Caller, Now, Pool
+from agent_ledger.grants.schemas import Grant
+from agent_ledger.grants.service import get_grant
 
 __all__ = ["MeController"]
 
@@ -18,6 +20,8 @@ class Me(msgspec.Struct, kw_only=True, omit_defaults=True):
     key_id: str
     agent: Agent | None = None
     budget: BudgetSettings | None = None
+    # A child agent's grant (delegation): what it may still spend is the grant's remaining.
+    grant: Grant | None = None
 
 
 class MeController(Controller):
@@ -30,4 +34,7 @@ class MeController(Controller):
             return Me(role=principal.role, key_id=principal.key_id)
         agent = await get_agent(pool, principal.agent_id)
         budget = await budget_status(pool, "agent", principal.agent_id, now)
-        return Me(role=principal.role, key_id=principal.key_id, agent=agent, budget=budget)
+        grant = None if agent.grant_id is None else await get_grant(pool, principal, agent.grant_id)
+        return Me(
+            role=principal.role, key_id=principal.key_id, agent=agent, budget=budget, grant=grant
+        )
