@@ -21,6 +21,7 @@ AGENT_FIELDS = {
     "name",
     "team_id",
     "status",
+    "suspended_reason",
     "metadata",
     "created_at",
     "can_delegate",
@@ -154,14 +155,18 @@ async def test_list_agents_filters_by_team_and_status(fleet: Fleet) -> None:
 
 
 async def test_patch_agent_status_suspends_and_reactivates(fleet: Fleet) -> None:
-    """PATCH ``status`` switches between ``suspended`` and ``active`` and changes nothing else."""
+    """PATCH ``status`` switches between ``suspended`` (an admin's: reason ``staff``) and
+    ``active`` (no reason) and changes nothing else."""
     agent = await fleet.agent("switch", metadata={"k": "v"})
-    for status in ("suspended", "active"):
+    assert agent["suspended_reason"] is None
+    for status, reason in (("suspended", "staff"), ("active", None)):
         response = await fleet.client.patch(
             f"/v1/agents/{agent['id']}", json={"status": status}, headers=fleet.admin
         )
         assert response.status_code == 200, response.text
-        assert response.json() == {**agent, "status": status}
+        assert response.json() == {**agent, "status": status, "suspended_reason": reason}
+        read = await fleet.client.get(f"/v1/agents/{agent['id']}", headers=fleet.admin)
+        assert read.json()["suspended_reason"] == reason
 
 
 async def test_patch_agent_refuses_unknown_status(fleet: Fleet) -> None:

@@ -2,7 +2,10 @@
 
 from agent_ledger.keyset import Listing
 
-AGENT_COLUMNS = "id, name, team_id, status, metadata, created_at, can_delegate, parent_id, grant_id"
+AGENT_COLUMNS = (
+    "id, name, team_id, status, suspended_reason, metadata, created_at, can_delegate,"
+    " parent_id, grant_id"
+)
 
 INSERT_AGENT = f"""
 INSERT INTO agents (id, name, team_id, metadata) VALUES ($1, $2, $3, $4)
@@ -20,14 +23,15 @@ AGENT_LISTING = Listing(
     name="agents",
     table="agents",
     alias="a",
-    columns="a.id, a.name, a.team_id, a.status, a.metadata, a.created_at, a.can_delegate,"
-    " a.parent_id, a.grant_id, a.xid, a.seq",
+    columns="a.id, a.name, a.team_id, a.status, a.suspended_reason, a.metadata, a.created_at,"
+    " a.can_delegate, a.parent_id, a.grant_id, a.xid, a.seq",
     filters={"team_id": "a.team_id = ${}", "status": "a.status = ${}"},
     time_filters=(),
 )
 
 UPDATE_AGENT = f"""
 UPDATE agents SET name = $2, team_id = $3, status = $4, metadata = $5, can_delegate = $6,
+                  suspended_reason = $7,
                   updated_at = now()
 WHERE id = $1
 RETURNING {AGENT_COLUMNS}
@@ -57,7 +61,8 @@ SELECT EXISTS (
 """
 
 SET_BALANCE_STATUS = """
-UPDATE balances SET agent_status = $3 WHERE home_id = coalesce($2, $1) AND owner_id = $1
+UPDATE balances SET agent_status = $3, suspended_reason = $4
+WHERE home_id = coalesce($2, $1) AND owner_id = $1
 """
 
 # Moving an agent to another team moves its balance row and its stored idempotent answers to
@@ -65,12 +70,13 @@ UPDATE balances SET agent_status = $3 WHERE home_id = coalesce($2, $1) AND owner
 # transaction spans them. Its entries stay where they were written (each records its team).
 # The agent's balance row, whole, in its new home ($2: the new team, $4: the old one): every
 # column goes along as it is (limits, counters, chain head, settings added by later
-# migrations), but for where it lives and the agent's status. Inserted first, then the old row
-# deleted: the two homes differ, so the rows never clash.
+# migrations), but for where it lives and the agent's status and its reason. Inserted first,
+# then the old row deleted: the two homes differ, so the rows never clash.
 COPY_BALANCE = """
 INSERT INTO balances
 SELECT (jsonb_populate_record(b, jsonb_build_object(
-    'home_id', coalesce($2, $1), 'team_id', $2, 'agent_status', $3::text))).*
+    'home_id', coalesce($2, $1), 'team_id', $2, 'agent_status', $3::text,
+    'suspended_reason', $5::text))).*
 FROM balances AS b
 WHERE b.home_id = coalesce($4, $1) AND b.owner_id = $1
 """

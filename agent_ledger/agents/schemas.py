@@ -7,9 +7,20 @@ import msgspec
 
 from agent_ledger.teams.schemas import Name
 
-__all__ = ["Agent", "AgentCreate", "AgentPage", "AgentStatus", "AgentUpdate", "Metadata"]
+__all__ = [
+    "Agent",
+    "AgentCreate",
+    "AgentPage",
+    "AgentStatus",
+    "AgentUpdate",
+    "Metadata",
+    "SuspendedReason",
+]
 
 AgentStatus = Literal["active", "suspended"]
+# Why a suspended agent is: an admin suspended it, the runaway breaker tripped (a velocity rule
+# was broken), or its escrow grant was closed. Null exactly when the agent is active.
+SuspendedReason = Literal["staff", "velocity", "grant_closed"]
 Metadata = Annotated[dict[str, Any], msgspec.Meta(max_length=64)]
 TeamRef = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
 
@@ -36,6 +47,7 @@ class Agent(msgspec.Struct, kw_only=True):
     name: str
     team_id: str | None
     status: AgentStatus
+    suspended_reason: SuspendedReason | None = None
     metadata: dict[str, Any]
     created_at: datetime
     # Delegation (issue 17): whether its key may create child agents; for a child, its parent

@@ -106,11 +106,21 @@ async def update_agent(
             }
             if "team_id" in changes:
                 await _check_team(conn, changes["team_id"])
-            merged = msgspec.structs.replace(before, **changes)
-            await _check_delegation(conn, before, merged)
             # The balance row, locked before anything is checked against it: no decision of the
             # agent's can slip in between.
             balance = await conn.fetchrow(queries.LOCK_BALANCE, agent_id, before.team_id)
+            # Its status is the truth (a money decision may have suspended the agent, and the
+            # agents row may not have followed yet: 47_suspend.sql).
+            before = msgspec.structs.replace(
+                before,
+                status=balance["agent_status"],
+                suspended_reason=balance["suspended_reason"],
+            )
+            merged = msgspec.structs.replace(before, **changes)
+            merged = msgspec.structs.replace(
+                merged, suspended_reason=_suspended_reason(before, merged.status)
+            )
+            await _check_delegation(conn, before, merged)
             moving = merged.team_id != before.team_id
             if moving and await conn.fetchval(queries.HAS_OPEN_HOLDS, agent_id, before.team_id):
                 raise Conflict(
@@ -129,12 +139,19 @@ async def update_agent(
                 merged.status,
                 merged.metadata,
                 merged.can_delegate,
+                merged.suspended_reason,
             )
             if moving:
-                await _move_balance(conn, balance, merged.team_id, merged.status)
+                await _move_balance(
+                    conn, balance, merged.team_id, merged.status, merged.suspended_reason
+                )
             elif merged.status != before.status:
                 await conn.execute(
-                    queries.SET_BALANCE_STATUS, agent_id, before.team_id, merged.status
+                    queries.SET_BALANCE_STATUS,
+                    agent_id,
+                    before.team_id,
+                    merged.status,
+                    merged.suspended_reason,
                 )
             after = _agent(row)
             if after.status == "suspended" and before.status != "suspended":
@@ -181,6 +198,15 @@ async def _check_delegation(conn: asyncpg.Connection, before: Agent, after: Agen
             )
 
 
+def _suspended_reason(before: Agent, status: str) -> str | None:
+    """An admin's PATCH: suspending an active agent is a staff suspension; setting an agent
+    active clears the reason (that is how a tripped breaker is reset); an agent that stays
+    suspended keeps its reason."""
+    if status == "active":
+        return None
+    return before.suspended_reason if before.status == "suspended" else "staff"
+
+
 async def _announce_suspended(conn: asyncpg.Connection, ctx: AuditContext, agent: Agent) -> None:
     await announce(
         conn,
@@ -199,12 +225,16 @@ async def _announce_suspended(conn: asyncpg.Connection, ctx: AuditContext, agent
 
 
 async def _move_balance(
-    conn: asyncpg.Connection, balance: asyncpg.Record, team_id: str | None, status: str
+    conn: asyncpg.Connection,
+    balance: asyncpg.Record,
+    team_id: str | None,
+    status: str,
+    suspended_reason: str | None,
 ) -> None:
     """Move an agent's balance row, stored answers, alert crossings and runs to the home of
     ``team_id``."""
     agent_id, old_team = balance["owner_id"], balance["team_id"]
-    await conn.execute(queries.COPY_BALANCE, agent_id, team_id, status, old_team)
+    await conn.execute(queries.COPY_BALANCE, agent_id, team_id, status, old_team, suspended_reason)
     await conn.execute(queries.DELETE_BALANCE, agent_id, old_team)
     await conn.execute(queries.COPY_ANSWERS, agent_id, old_team, team_id)
     await conn.execute(queries.DELETE_ANSWERS, agent_id, old_team)

@@ -12,6 +12,9 @@ Rows of topic ``webhook`` (alert events, 45_alerts.sql) are fanned out to the de
 webhooks that want them (agent_ledger/webhooks/fanout.py), in the same way: once, in the
 transaction that marks the row published; the delivery worker (agent_ledger/webhooks/delivery.py)
 then sends them.
+
+Rows of topic ``agent-status`` (an agent suspended inside a money decision, 47_suspend.sql)
+copy the agent's status and suspension reason from its balance row to its ``agents`` row.
 """
 
 from __future__ import annotations
@@ -52,7 +55,35 @@ INSERT INTO audit_events (id, at, actor_key_id, actor_role, action, target_type,
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
 """
 
+# An 'agent-status' row (47_suspend.sql): the agents row follows its balance row, the truth
+# money decisions keep. The agents row is locked first and the balance row read second, the
+# order PATCH /v1/agents locks them in; whatever the order rows are published in, each copies
+# the balance row as it is now, so a late one never undoes a later change.
+LOCK_AGENT = "SELECT coalesce(team_id, id) AS home_id FROM agents WHERE id = $1 FOR NO KEY UPDATE"
+
+# Two statements, not one UPDATE ... FROM: on Citus agents is a reference table and balances a
+# distributed one, and a reference table cannot be updated from a distributed one's rows.
+BALANCE_STATUS = """
+SELECT agent_status, suspended_reason FROM balances WHERE home_id = $1 AND owner_id = $2
+"""
+
+SYNC_AGENT_STATUS = """
+UPDATE agents SET status = $2, suspended_reason = $3, updated_at = now()
+WHERE id = $1 AND (status, suspended_reason) IS DISTINCT FROM ($2::text, $3::text)
+"""
+
 BATCH = 200
+
+
+async def _sync_agent_status(conn: asyncpg.Connection, agent_id: str) -> None:
+    home_id = await conn.fetchval(LOCK_AGENT, agent_id)
+    if home_id is None:
+        return
+    balance = await conn.fetchrow(BALANCE_STATUS, home_id, agent_id)
+    if balance is not None:
+        await conn.execute(
+            SYNC_AGENT_STATUS, agent_id, balance["agent_status"], balance["suspended_reason"]
+        )
 
 
 async def _publish_one(conn: asyncpg.Connection, home_id: str, event_id: str) -> bool:
@@ -79,6 +110,8 @@ async def _publish_one(conn: asyncpg.Connection, home_id: str, event_id: str) ->
             )
         elif row["topic"] == "webhook":
             await fan_out(conn, event)
+        elif row["topic"] == "agent-status":
+            await _sync_agent_status(conn, event["agent_id"])
         await conn.execute(MARK_PUBLISHED, home_id, event_id)
     return True
 

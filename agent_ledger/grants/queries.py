@@ -23,7 +23,11 @@ SELECT ledger.close_grant(p_home_id => $1, p_grant_id => $2, p_status => $3, p_k
 """
 
 # The agents row follows the balance row's status (the truth a decision reads).
-SUSPEND_CHILD = "UPDATE agents SET status = 'suspended', updated_at = now() WHERE id = $1"
+SUSPEND_CHILD = """
+UPDATE agents SET status = 'suspended', updated_at = now(),
+                  suspended_reason = coalesce(suspended_reason, 'grant_closed')
+WHERE id = $1
+"""
 
 # A grant with its child's live counters: what it spent (its subtree's spending) and holds.
 GET_GRANT = """

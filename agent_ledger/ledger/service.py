@@ -198,9 +198,23 @@ def _spend_request(
     )
 
 
+# Refusals that write: the decision suspended the agent (47_suspend.sql) and announced it
+# through the outbox, which is published before the answer goes out, so the agent reads as
+# suspended (GET /v1/agents/{id}) by the time its client learns why.
+SUSPENDING_REFUSALS = frozenset({"velocity-exceeded"})
+
+
 async def _decided(decider: Decider, key: PresentedKey, request: Request) -> Decision:
     decision = await decider.decide(request, agent_key=key.role == "agent")
     key.identified(decision.key_id, decision.agent_id)
+    problem = decision.problem
+    if (
+        problem is not None
+        and not decision.replayed
+        and problem.get("code") in SUSPENDING_REFUSALS
+        and decision.agent_id is not None
+    ):
+        await outbox.publish(decider.pool, coalesce_home(decision.team_id, decision.agent_id))
     return decision
 
 

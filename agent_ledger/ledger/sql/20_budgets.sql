@@ -197,7 +197,8 @@ BEGIN
 END;
 $$;
 
--- Writes b's counters, limits untouched: the one UPDATE per balance row per decision.
+-- Writes b's counters, limits untouched: the one UPDATE per balance row per decision. The
+-- agent's status and suspension reason go along (a decision may suspend it: 47_suspend.sql).
 CREATE OR REPLACE FUNCTION ledger.save_balance(b balances)
 RETURNS void
 LANGUAGE plpgsql VOLATILE
@@ -206,7 +207,8 @@ BEGIN
     UPDATE balances SET
         spent_total = b.spent_total, spent_month = b.spent_month, month_start = b.month_start,
         spent_day = b.spent_day, day_start = b.day_start, held = b.held,
-        head_hash = b.head_hash, head_seq = b.head_seq, entry_count = b.entry_count
+        head_hash = b.head_hash, head_seq = b.head_seq, entry_count = b.entry_count,
+        agent_status = b.agent_status, suspended_reason = b.suspended_reason
     WHERE home_id = b.home_id AND owner_id = b.owner_id;
 END;
 $$;

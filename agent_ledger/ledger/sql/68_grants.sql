@@ -294,6 +294,8 @@ BEGIN
                            p_key_id, v_at, NULL, NULL, NULL, NULL);
     c := ledger.link(c, e);
     c.agent_status := 'suspended';
+    -- HOOK (breaker): why it is suspended (47_suspend.sql); one suspended before keeps its reason.
+    c.suspended_reason := coalesce(c.suspended_reason, 'grant_closed');
 
     UPDATE grants SET status = p_status, spent = v_spent, returned = v_rest, closed_at = v_at,
                       closed_by_key_id = p_key_id
