@@ -122,6 +122,7 @@ class WebhookUrlNotAllowed(DomainError):
 _TITLES = {
     "budget-exceeded": "Budget exceeded",
     "agent-suspended": "Agent suspended",
+    "velocity-exceeded": "Velocity exceeded",
     "idempotency-key-reused": "Idempotency key reused",
     "idempotency-request-in-progress": "Request in progress",
     "hold-expired": "Hold expired",

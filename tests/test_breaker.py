@@ -9,15 +9,21 @@ the agent is suspended (reason ``velocity``) and its open holds released; later 
 
 from __future__ import annotations
 
+import asyncio
+import itertools
+from datetime import timedelta
 from typing import Any
 
 import asyncpg
+import httpx
+import pytest
 from litestar.testing import AsyncTestClient
 
 from agent_ledger.audit import outbox
+from agent_ledger.config import Settings
 from agent_ledger.db import init_connection
-from tests.conftest import Fleet, bearer, unique_name
-from tests.holds_helpers import assert_verified
+from tests.conftest import Fleet, ServerProcess, bearer, unique_name
+from tests.holds_helpers import FakeClock, assert_verified, clocked_client
 
 SUSPEND_IN_A_DECISION = """
 DO $$
@@ -134,3 +140,369 @@ async def test_suspend_inside_a_decision_releases_holds_and_announces(
     assert (reset.json()["status"], reset.json()["suspended_reason"]) == ("active", None)
     again = await client.post("/v1/charges", json={"amount": "0.01"}, headers=bearer(key))
     assert again.status_code == 201, again.text
+
+
+# --- velocity rules ---------------------------------------------------------------------------
+
+Client = AsyncTestClient | httpx.AsyncClient
+
+
+async def _rules(
+    client: Client, admin: dict, owner: str, owner_id: str, rules: list[dict], **limits: str
+) -> dict:
+    response = await client.put(
+        f"/v1/{owner}/{owner_id}/budget",
+        json={"limits": limits, "velocity": rules},
+        headers=admin,
+    )
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+async def _charge(client: Client, key: str, amount: str = "0.01", **headers: str):
+    return await client.post("/v1/charges", json={"amount": amount}, headers=bearer(key) | headers)
+
+
+def _code(response: httpx.Response) -> str | None:
+    return None if response.status_code < 400 else response.json()["code"]
+
+
+async def test_a_charges_rule_stops_a_loop_exactly_and_trips_the_breaker(
+    settings: Settings, fleet: Fleet, admin_key: str, db: asyncpg.Connection
+) -> None:
+    """At most 5 charges (holds count) in any 60 s: a loop one request a second gets exactly
+    5 through, then one 402 velocity-exceeded, then 403 agent-suspended. The trip releases the
+    open hold, is audited and announced, and shows on the agent; an admin's reset lets it spend
+    again, counting from the reset."""
+    clock = FakeClock()
+    agent, key = await _agent_with_key(fleet)
+    settings_view = await _rules(
+        fleet.client, fleet.admin, "agents", agent["id"], [{"charges": 5, "seconds": 60}]
+    )
+    assert settings_view["velocity"] == [{"seconds": 60, "amount": None, "charges": 5}]
+    async with clocked_client(settings, clock) as client:
+        hold = await _hold(client, key, "0.5")
+        answers = []
+        for _ in range(8):
+            clock.advance(1)
+            answers.append(await _charge(client, key))
+        assert [_code(r) for r in answers] == [None] * 4 + ["velocity-exceeded"] + [
+            "agent-suspended"
+        ] * 3
+        problem = answers[4].json()
+        assert answers[4].status_code == 402
+        assert {k: problem[k] for k in ("scope", "seconds", "measure", "limit")} == {
+            "scope": "agent",
+            "seconds": 60,
+            "measure": "charges",
+            "limit": {"amount": None, "charges": 5},
+        }
+        assert problem["observed"] == {"amount": "0.54", "charges": 5}
+        assert problem["requested"] == {"amount": "0.01", "charges": 1}
+
+        # The trip, in the refusing decision: suspended, the hold released, nothing spent.
+        shown = (await client.get(f"/v1/agents/{agent['id']}", headers=fleet.admin)).json()
+        assert (shown["status"], shown["suspended_reason"]) == ("suspended", "velocity")
+        balance = await db.fetchrow("SELECT * FROM balances WHERE owner_id = $1", agent["id"])
+        assert (balance["held"], balance["spent_total"]) == (0, 40_000_000)
+        assert await db.fetchval("SELECT status FROM holds WHERE id = $1", hold["id"]) == "released"
+        kinds = [
+            r["kind"]
+            for r in await db.fetch(
+                "SELECT kind FROM ledger_entries WHERE agent_id = $1 ORDER BY seq", agent["id"]
+            )
+        ]
+        assert kinds == ["hold", "charge", "charge", "charge", "charge", "release"]
+        await assert_verified(client, admin_key, agent["id"])
+        [event] = await _audit_events(db, "agent.suspended", agent["id"])
+        assert event["actor_role"] == "system"
+        assert event["after"]["suspended_reason"] == "velocity"
+        assert event["after"]["velocity"]["observed"] == {"amount": "0.54", "charges": 5}
+        assert event["after"]["velocity"]["limit"] == {"amount": None, "charges": 5}
+        [webhook] = await _webhook_events(db, "agent.suspended", agent["id"])
+        assert webhook["data"]["reason"] == "velocity"
+        assert webhook["data"]["velocity"]["seconds"] == 60
+        assert webhook["data"]["released_holds"][0]["hold_id"] == hold["id"]
+        assert not await _webhook_events(db, "budget.exceeded", agent["id"])
+
+        # The admin's reset: active, no reason, and the window counts from the reset.
+        clock.advance(1)
+        reset = await client.patch(
+            f"/v1/agents/{agent['id']}", json={"status": "active"}, headers=fleet.admin
+        )
+        assert (reset.json()["status"], reset.json()["suspended_reason"]) == ("active", None)
+        again = []
+        for _ in range(6):
+            clock.advance(1)
+            again.append(await _charge(client, key))
+        assert [_code(r) for r in again] == [None] * 5 + ["velocity-exceeded"]
+        await assert_verified(client, admin_key, agent["id"])
+
+
+async def test_the_window_rolls_exactly(
+    settings: Settings, fleet: Fleet, db: asyncpg.Connection
+) -> None:
+    """The window is (now - seconds, now]: a charge exactly `seconds` old no longer counts, one
+    a microsecond younger still does."""
+    clock = FakeClock()
+    agent, key = await _agent_with_key(fleet)
+    await _rules(fleet.client, fleet.admin, "agents", agent["id"], [{"charges": 3, "seconds": 10}])
+    async with clocked_client(settings, clock) as client:
+        start = clock.now
+        for offset in (0, 1, 2):
+            clock.now = start + timedelta(seconds=offset)
+            assert (await _charge(client, key)).status_code == 201
+        clock.now = start + timedelta(seconds=10)  # the charge at 0 has left the window
+        assert (await _charge(client, key)).status_code == 201
+        clock.now = start + timedelta(seconds=11, microseconds=-1)  # 1, 2 and 10 are in it
+        tripped = await _charge(client, key)
+        assert _code(tripped) == "velocity-exceeded", tripped.text
+        assert tripped.json()["observed"]["charges"] == 3
+
+
+async def test_an_amount_rule_counts_money_spent_and_held(
+    settings: Settings, fleet: Fleet, admin_key: str, db: asyncpg.Connection
+) -> None:
+    """At most 1.00 in any 60 s: charges and captures count what they spent, open holds what
+    they hold, and a hold that would pass the amount trips the breaker like a charge."""
+    clock = FakeClock()
+    agent, key = await _agent_with_key(fleet)
+    await _rules(
+        fleet.client, fleet.admin, "agents", agent["id"], [{"amount": "1.00", "seconds": 60}]
+    )
+    async with clocked_client(settings, clock) as client:
+        assert (await _charge(client, key, "0.3")).status_code == 201
+        hold = await _hold(client, key, "0.4")
+        clock.advance(1)
+        captured = await client.post(
+            f"/v1/holds/{hold['id']}/capture", json={"amount": "0.35"}, headers=bearer(key)
+        )
+        assert captured.status_code == 201, captured.text
+        clock.advance(1)
+        assert (await _charge(client, key, "0.35")).status_code == 201  # exactly 1.00
+        clock.advance(1)
+        refused = await client.post(
+            "/v1/holds", json={"amount": "0.000000001", "ttl_seconds": 60}, headers=bearer(key)
+        )
+        assert _code(refused) == "velocity-exceeded", refused.text
+        assert refused.json()["measure"] == "amount"
+        # charges: the two charges and the hold (a capture is not a new call)
+        assert refused.json()["observed"] == {"amount": "1", "charges": 3}
+        assert refused.json()["requested"] == {"amount": "0.000000001", "charges": 1}
+    spent = await db.fetchval(
+        "SELECT sum(amount) FROM ledger_entries WHERE agent_id = $1"
+        " AND kind IN ('charge', 'capture')",
+        agent["id"],
+    )
+    assert spent == 1_000_000_000
+    await assert_verified(fleet.client, admin_key, agent["id"])
+
+
+async def test_a_team_rule_trips_the_requesting_agent_only(
+    settings: Settings, fleet: Fleet, db: asyncpg.Connection
+) -> None:
+    """A team's rule counts every agent of the team; the one whose request breaks it is
+    suspended, and only its holds are released."""
+    clock = FakeClock()
+    team = await fleet.team(unique_name("crew"))
+    first, first_key = await _agent_with_key(fleet, team["id"])
+    second, second_key = await _agent_with_key(fleet, team["id"])
+    view = await _rules(
+        fleet.client, fleet.admin, "teams", team["id"], [{"charges": 3, "seconds": 60}]
+    )
+    assert view["velocity"] == [{"seconds": 60, "amount": None, "charges": 3}]
+    async with clocked_client(settings, clock) as client:
+        kept = await _hold(client, second_key, "0.2")
+        clock.advance(1)
+        assert (await _charge(client, first_key)).status_code == 201
+        clock.advance(1)
+        assert (await _charge(client, second_key)).status_code == 201
+        clock.advance(1)
+        tripped = await _charge(client, first_key)
+        assert _code(tripped) == "velocity-exceeded"
+        assert tripped.json()["scope"] == "team"
+        assert tripped.json()["observed"]["charges"] == 3
+        one = (await client.get(f"/v1/agents/{first['id']}", headers=fleet.admin)).json()
+        two = (await client.get(f"/v1/agents/{second['id']}", headers=fleet.admin)).json()
+    assert (one["status"], one["suspended_reason"]) == ("suspended", "velocity")
+    assert (two["status"], two["suspended_reason"]) == ("active", None)
+    assert await db.fetchval("SELECT status FROM holds WHERE id = $1", kept["id"]) == "open"
+    team_balance = await db.fetchrow("SELECT held FROM balances WHERE owner_id = $1", team["id"])
+    assert team_balance["held"] == 200_000_000
+
+
+async def test_a_refused_trip_replays_under_its_idempotency_key(
+    settings: Settings, fleet: Fleet, db: asyncpg.Connection
+) -> None:
+    """The 402 is stored like any refusal: a retry with the same key gets it again (marked a
+    replay), and trips nothing twice; a new key gets 403 agent-suspended."""
+    clock = FakeClock()
+    agent, key = await _agent_with_key(fleet)
+    await _rules(fleet.client, fleet.admin, "agents", agent["id"], [{"charges": 1, "seconds": 60}])
+    async with clocked_client(settings, clock) as client:
+        assert (await _charge(client, key)).status_code == 201
+        clock.advance(1)
+        first = await _charge(client, key, **{"Idempotency-Key": "loop-2"})
+        clock.advance(1)
+        replay = await _charge(client, key, **{"Idempotency-Key": "loop-2"})
+        fresh = await _charge(client, key, **{"Idempotency-Key": "loop-3"})
+    assert _code(first) == "velocity-exceeded"
+    assert replay.status_code == 402
+    assert replay.headers.get("Idempotent-Replayed") == "true"
+    assert {k: v for k, v in replay.json().items() if k != "instance"} == {
+        k: v for k, v in first.json().items() if k != "instance"
+    }
+    assert _code(fresh) == "agent-suspended"
+    assert len(await _audit_events(db, "agent.suspended", agent["id"])) == 1
+    assert len(await _webhook_events(db, "agent.suspended", agent["id"])) == 1
+
+
+async def test_captures_and_adjustments_are_not_stopped_by_the_breaker(
+    settings: Settings, fleet: Fleet
+) -> None:
+    """A capture records a call already made under its hold: a rule full of charges does not
+    refuse it (it counts in later windows)."""
+    clock = FakeClock()
+    agent, key = await _agent_with_key(fleet)
+    await _rules(fleet.client, fleet.admin, "agents", agent["id"], [{"charges": 1, "seconds": 60}])
+    async with clocked_client(settings, clock) as client:
+        hold = await _hold(client, key, "0.2")
+        clock.advance(1)
+        captured = await client.post(
+            f"/v1/holds/{hold['id']}/capture", json={"amount": "0.1"}, headers=bearer(key)
+        )
+        assert captured.status_code == 201, captured.text
+        adjusted = await client.post(
+            "/v1/adjustments",
+            json={"agent_id": agent["id"], "amount": "0.05", "reason": "fix"},
+            headers=fleet.admin,
+        )
+        assert adjusted.status_code == 201, adjusted.text
+
+
+async def test_agents_without_rules_are_untouched(fleet: Fleet) -> None:
+    """No rule, no breaker: a budget without velocity answers none and never trips."""
+    agent, key = await _agent_with_key(fleet)
+    budget = await fleet.client.get(f"/v1/agents/{agent['id']}/budget", headers=fleet.admin)
+    assert "velocity" not in budget.json()
+    for _ in range(20):
+        assert (await _charge(fleet.client, key)).status_code == 201
+
+
+# --- who may set rules, and what rules are valid ------------------------------------------------
+
+
+async def test_only_admins_set_velocity_rules(
+    client: AsyncTestClient, fleet: Fleet, auditor_key: str
+) -> None:
+    agent, key = await _agent_with_key(fleet)
+    _, other_key = await _agent_with_key(fleet)
+    body = {"limits": {}, "velocity": [{"charges": 1, "seconds": 60}]}
+    path = f"/v1/agents/{agent['id']}/budget"
+    assert (await client.put(path, json=body, headers=bearer(auditor_key))).status_code == 403
+    assert (await client.put(path, json=body, headers=bearer(key))).status_code == 403
+    assert (await client.put(path, json=body, headers=bearer(other_key))).status_code == 403
+    assert (await client.put(path, json=body)).status_code == 401
+    assert "velocity" not in (await client.get(path, headers=fleet.admin)).json()
+    # An auditor reads them.
+    await _rules(client, fleet.admin, "agents", agent["id"], body["velocity"])
+    read = await client.get(path, headers=bearer(auditor_key))
+    assert read.json()["velocity"] == [{"seconds": 60, "amount": None, "charges": 1}]
+    # A PUT without rules removes them; an audit event records both sides.
+    cleared = await client.put(path, json={"limits": {}}, headers=fleet.admin)
+    assert "velocity" not in cleared.json()
+
+
+@pytest.mark.parametrize(
+    ("rules", "field"),
+    [
+        ([{"seconds": 60}], "velocity[0]"),
+        ([{"charges": 1, "seconds": 0}], "velocity[0].seconds"),
+        ([{"charges": 1, "seconds": 86400 * 31 + 1}], "velocity[0].seconds"),
+        ([{"charges": 0, "seconds": 60}], "velocity[0].charges"),
+        ([{"charges": "5", "seconds": 60}], "velocity[0].charges"),
+        ([{"amount": "0", "seconds": 60}], "velocity[0].amount"),
+        ([{"amount": 1, "seconds": 60}], "velocity[0].amount"),
+        ([{"amount": "1", "seconds": 60}, {"amount": "-1", "seconds": 9}], "velocity[1].amount"),
+        ([{"charges": 1, "seconds": 60, "per": "minute"}], "velocity[0].per"),
+        ([{"charges": 1, "seconds": 60}] * 11, "velocity"),
+    ],
+)
+async def test_invalid_velocity_rules_are_422_naming_the_field(
+    client: AsyncTestClient, fleet: Fleet, rules: list, field: str
+) -> None:
+    agent, _ = await _agent_with_key(fleet)
+    response = await client.put(
+        f"/v1/agents/{agent['id']}/budget",
+        json={"limits": {}, "velocity": rules},
+        headers=fleet.admin,
+    )
+    # 400 for a value of the wrong JSON type, 422 for one out of range (as everywhere).
+    assert response.status_code in (400, 422), response.text
+    problem = response.json()
+    assert problem["code"] == "validation-error"
+    assert problem["field"] == field, problem
+
+
+# --- a loop against two server processes --------------------------------------------------------
+
+
+async def _race(servers: list[ServerProcess], key: str, count: int, amount: str) -> list:
+    limits = httpx.Limits(max_connections=200, max_keepalive_connections=200)
+    clients = [httpx.AsyncClient(base_url=s.base_url, timeout=60, limits=limits) for s in servers]
+    try:
+        calls = [
+            c.post("/v1/charges", json={"amount": amount}, headers=bearer(key))
+            for c, _ in zip(itertools.cycle(clients), range(count), strict=False)
+        ]
+        return await asyncio.gather(*calls)
+    finally:
+        for c in clients:
+            await c.aclose()
+
+
+@pytest.mark.parametrize(
+    ("rule", "admitted"),
+    [({"charges": 25, "seconds": 3600}, 25), ({"amount": "0.37", "seconds": 3600}, 37)],
+    ids=["charges", "amount"],
+)
+async def test_a_concurrent_loop_is_stopped_exactly_across_processes(
+    two_servers: list[ServerProcess],
+    admin_key: str,
+    db: asyncpg.Connection,
+    rule: dict,
+    admitted: int,
+) -> None:
+    """300 charges of 0.01 at once, through two server processes: exactly the rule's worth
+    pass, exactly one is refused velocity-exceeded (the trip), every other one 403
+    agent-suspended; the ledger agrees and verifies."""
+    admin = bearer(admin_key)
+    async with httpx.AsyncClient(base_url=two_servers[0].base_url, timeout=30) as client:
+        fleet = Fleet(client, admin_key)
+        agent, key = await _agent_with_key(fleet)
+        await _rules(client, admin, "agents", agent["id"], [rule])
+        hold = await _hold(client, key, "0.000000001")
+    answers = await _race(two_servers, key, 300, "0.01")
+    codes = [_code(r) for r in answers]
+    # The open hold counts one charge (and its money) before the race.
+    expected = admitted - 1
+    assert codes.count(None) == expected, codes
+    assert codes.count("velocity-exceeded") == 1
+    assert codes.count("agent-suspended") == 300 - expected - 1
+    spent = await db.fetchval(
+        "SELECT coalesce(sum(amount), 0) FROM ledger_entries WHERE agent_id = $1"
+        " AND kind = 'charge'",
+        agent["id"],
+    )
+    assert spent == expected * 10_000_000
+    assert await db.fetchval("SELECT status FROM holds WHERE id = $1", hold["id"]) == "released"
+    balance = await db.fetchrow("SELECT * FROM balances WHERE owner_id = $1", agent["id"])
+    assert (balance["agent_status"], balance["suspended_reason"], balance["held"]) == (
+        "suspended",
+        "velocity",
+        0,
+    )
+    async with httpx.AsyncClient(base_url=two_servers[1].base_url, timeout=30) as client:
+        shown = (await client.get(f"/v1/agents/{agent['id']}", headers=admin)).json()
+        assert (shown["status"], shown["suspended_reason"]) == ("suspended", "velocity")
+        await assert_verified(client, admin_key, agent["id"])

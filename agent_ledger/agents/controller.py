@@ -8,7 +8,7 @@ from litestar.params import FromPath, FromQuery, JSONBody
 from agent_ledger.agents import service
 from agent_ledger.agents.schemas import Agent, AgentCreate, AgentPage, AgentStatus, AgentUpdate
 from agent_ledger.auth import ADMIN, STAFF
-from agent_ledger.deps import Audit, Pool
+from agent_ledger.deps import Audit, Now, Pool
 from agent_ledger.pagination import Cursor, Limit
 
 __all__ = ["AgentController"]
@@ -54,6 +54,11 @@ class AgentController(Controller):
         },
     )
     async def update_agent(
-        self, agent_id: FromPath[str], data: JSONBody[AgentUpdate], pool: Pool, audit: Audit
+        self,
+        agent_id: FromPath[str],
+        data: JSONBody[AgentUpdate],
+        pool: Pool,
+        audit: Audit,
+        now: Now,
     ) -> Agent:
-        return await service.update_agent(pool, audit, agent_id, data)
+        return await service.update_agent(pool, audit, agent_id, data, now)

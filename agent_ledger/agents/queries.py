@@ -60,8 +60,12 @@ SELECT EXISTS (
 )
 """
 
+# Setting an agent active again (the reset of a tripped breaker) restarts its own velocity
+# windows ($5: the app's clock, None for the database's).
 SET_BALANCE_STATUS = """
-UPDATE balances SET agent_status = $3, suspended_reason = $4
+UPDATE balances SET agent_status = $3, suspended_reason = $4,
+    breaker_reset_at = CASE WHEN $3 = 'active' THEN coalesce($5, clock_timestamp())
+                            ELSE breaker_reset_at END
 WHERE home_id = coalesce($2, $1) AND owner_id = $1
 """
 

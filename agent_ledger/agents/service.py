@@ -7,6 +7,8 @@ has the name.
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import asyncpg
 import msgspec
 
@@ -91,8 +93,14 @@ async def get_agent(conn: asyncpg.Pool | asyncpg.Connection, agent_id: str) -> A
 
 
 async def update_agent(
-    pool: asyncpg.Pool, ctx: AuditContext, agent_id: str, data: AgentUpdate
+    pool: asyncpg.Pool,
+    ctx: AuditContext,
+    agent_id: str,
+    data: AgentUpdate,
+    now: datetime | None = None,
 ) -> Agent:
+    """``now``: the app's clock (None: the database's), when a reactivation restarts the
+    agent's velocity windows."""
     if data.metadata is not msgspec.UNSET:
         check_metadata_size(data.metadata)
     async for attempt in transactions(pool):
@@ -152,6 +160,7 @@ async def update_agent(
                     before.team_id,
                     merged.status,
                     merged.suspended_reason,
+                    now,
                 )
             after = _agent(row)
             if after.status == "suspended" and before.status != "suspended":

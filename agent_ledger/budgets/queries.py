@@ -19,3 +19,13 @@ SELECT before, after, problem, thresholds_before, alert_thresholds FROM ledger.s
     p_month => $6, p_day => $7, p_per_charge => $8, p_require_server_pricing => $9,
     p_thresholds => $10::numeric[], p_at => coalesce($11, now()))
 """
+
+# Velocity rules (66_velocity.sql): JSON arrays of {"seconds", "amount" (nano-units), "charges"}.
+SET_VELOCITY = """
+SELECT found, before, after FROM ledger.set_velocity(
+    p_home_id => $1, p_owner_type => $2, p_owner_id => $3, p_velocity => $4::jsonb)
+"""
+
+GET_VELOCITY = """
+SELECT ledger.velocity_of(p_home_id => $1, p_owner_type => $2, p_owner_id => $3)
+"""

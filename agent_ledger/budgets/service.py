@@ -10,12 +10,17 @@ import asyncpg
 
 from agent_ledger.audit.recorder import AuditContext, record_event
 from agent_ledger.budgets import queries
-from agent_ledger.budgets.schemas import BudgetSettings, BudgetUpdate
+from agent_ledger.budgets.schemas import (
+    BudgetSettings,
+    BudgetUpdate,
+    VelocityRule,
+    VelocityRuleStatus,
+)
 from agent_ledger.db import transactions
 from agent_ledger.errors import InvalidInput, NotFound
 from agent_ledger.ledger import render
 from agent_ledger.ledger.schemas import BudgetStatus
-from agent_ledger.money import parse_amount
+from agent_ledger.money import format_optional, parse_amount
 
 __all__ = ["budget_status", "set_budget"]
 
@@ -41,10 +46,40 @@ def _thresholds(texts: list[str] | None) -> list[Decimal] | None:
     return values
 
 
-def _settings(budget: BudgetStatus, thresholds: list[Decimal] | None) -> BudgetSettings:
+def _velocity(rules: list[VelocityRule] | None) -> list[dict[str, int | None]] | None:
+    """Velocity rules as stored (amounts in nano-units); None for none."""
+    if not rules:
+        return None
+    stored = []
+    for i, rule in enumerate(rules):
+        if rule.amount is None and rule.charges is None:
+            raise InvalidInput(
+                'A velocity rule needs "amount", "charges" or both, beside "seconds".',
+                field=f"velocity[{i}]",
+            )
+        amount = None
+        if rule.amount is not None:
+            amount = parse_amount(rule.amount, field=f"velocity[{i}].amount")
+        stored.append({"seconds": rule.seconds, "amount": amount, "charges": rule.charges})
+    return stored
+
+
+def _velocity_status(stored: list[dict] | None) -> list[VelocityRuleStatus]:
+    return [
+        VelocityRuleStatus(
+            seconds=r["seconds"], amount=format_optional(r["amount"]), charges=r["charges"]
+        )
+        for r in stored or ()
+    ]
+
+
+def _settings(
+    budget: BudgetStatus, thresholds: list[Decimal] | None, velocity: list[dict] | None
+) -> BudgetSettings:
     return BudgetSettings(
         **{f: getattr(budget, f) for f in budget.__struct_fields__},
         alert_thresholds=[str(t) for t in thresholds or ()],
+        velocity=_velocity_status(velocity),
     )
 
 
@@ -62,7 +97,8 @@ async def budget_status(
     row = await conn.fetchrow(queries.GET_STATUS, home, owner_type, owner_id, now)
     if row["budget"] is None:
         raise NotFound(f"No {owner_type} with id {owner_id!r}.")
-    return _settings(render.budget_status(row["budget"]), row["alert_thresholds"])
+    velocity = await conn.fetchval(queries.GET_VELOCITY, home, owner_type, owner_id)
+    return _settings(render.budget_status(row["budget"]), row["alert_thresholds"], velocity)
 
 
 async def set_budget(
@@ -80,6 +116,7 @@ async def set_budget(
         _limit(data.limits.per_charge, "per_charge"),
     ]
     thresholds = _thresholds(data.alert_thresholds)
+    velocity = _velocity(data.velocity)
     if data.currency is not None and not _CURRENCY.match(data.currency):
         raise InvalidInput("currency must be a three-letter ISO 4217 code such as USD.")
     async for attempt in transactions(pool):
@@ -100,8 +137,13 @@ async def set_budget(
                 render.raise_refusal(row["problem"], replayed=False)
             if row["after"] is None:
                 raise NotFound(f"No {owner_type} with id {owner_id!r}.")
-            before = _settings(render.budget_status(row["before"]), row["thresholds_before"])
-            after = _settings(render.budget_status(row["after"]), row["alert_thresholds"])
+            rules = await conn.fetchrow(queries.SET_VELOCITY, home, owner_type, owner_id, velocity)
+            before = _settings(
+                render.budget_status(row["before"]), row["thresholds_before"], rules["before"]
+            )
+            after = _settings(
+                render.budget_status(row["after"]), row["alert_thresholds"], rules["after"]
+            )
             await record_event(
                 conn,
                 ctx,

@@ -34,7 +34,11 @@ ADJUSTING = {"roles": ADMIN, "authenticated_by": DECISION}
 # The refusals of money decisions, beyond those every operation can give (agent_ledger/openapi.py).
 SPEND_PROBLEMS = {
     402: "`budget-exceeded`: a limit of the agent or of its team would be passed (members `scope`, "
-    "`window`, `limit`, `spent`, `held`, `requested`); nothing is written.",
+    "`window`, `limit`, `spent`, `held`, `requested`); nothing is written. "
+    "`velocity-exceeded` (charges and holds): a velocity rule of the agent or its team would be "
+    "broken (members `scope`, `seconds`, `measure`, and `limit`, `observed`, `requested`, each "
+    '`{"amount", "charges"}`); nothing is spent, and the runaway breaker trips: the agent is '
+    "suspended (reason `velocity`) and its open holds released.",
     403: "`agent-suspended`: the agent is suspended.",
     404: "`not-found`: the `agent_id` an admin named does not exist.",
     409: "`idempotency-request-in-progress`: a request with this Idempotency-Key is still being "

@@ -107,6 +107,8 @@ def raise_refusal(problem: Mapping[str, Any] | None, *, replayed: bool) -> None:
     if code == "forbidden":
         raise Forbidden(detail)
     for name in _MONEY_MEMBERS:
-        if name in members:
+        # Nano-units become decimal strings; velocity-exceeded's members (objects of decimal
+        # strings and counts, 66_velocity.sql) are stored as answered.
+        if name in members and not isinstance(members[name], dict):
             members[name] = format_optional(members[name])
     raise Refusal(status, code, detail, replayed=replayed, **members)

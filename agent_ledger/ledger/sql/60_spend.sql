@@ -91,6 +91,17 @@ BEGIN
                              CASE WHEN r.action = 'hold' THEN v_amount ELSE 0 END, p_at),
         ledger.ancestors_range_refusal(anc, CASE WHEN r.action = 'hold' THEN 0 ELSE v_amount END,
                                        p_at));
+    -- HOOK (breaker): a charge or hold that would break a velocity rule of the agent or its
+    -- team is refused, and trips the breaker in this decision (66_velocity.sql). The one
+    -- refusal that writes (the suspension, its hold releases and announcements). Budgets
+    -- without rules cost nothing here.
+    IF v_refusal IS NULL AND r.action IN ('charge', 'hold')
+       AND (a.velocity IS NOT NULL OR t.velocity IS NOT NULL) THEN
+        x := ledger.trip_breaker(a, t, v_amount, p_key_id, p_at);
+        a := x.a;
+        t := x.t;
+        v_refusal := x.problem;
+    END IF;
     IF v_refusal IS NOT NULL THEN
         o := ledger.remember(a.home_id, a.owner_id, r.idempotency_key, r.request_hash,
                              ledger.refused(v_refusal));

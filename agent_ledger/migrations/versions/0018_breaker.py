@@ -10,6 +10,8 @@
   reason from its balance row to its ``agents`` row (agent_ledger/audit/outbox.py).
 - ``balances.velocity``: the budget's velocity rules, a JSON array of ``{"seconds", "amount"
   (nano-units) | null, "charges" | null}``; NULL for none (the decision then reads nothing).
+  ``balances.breaker_reset_at``: when an admin last set the agent active; its own rules' windows
+  start no earlier.
 - two indexes on ``ledger_entries`` for the rolling-window sums of velocity rules: an agent's
   entries by time (home, agent, created_at) and a home's, which is a team's, by time (home,
   created_at), each carrying kind and amount so the sums read the index alone. None of the
@@ -52,6 +54,9 @@ UPGRADE = [
         CHECK (velocity IS NULL OR CASE WHEN jsonb_typeof(velocity) = 'array'
                     THEN jsonb_array_length(velocity) BETWEEN 1 AND 10 ELSE false END)
     """,
+    # When an admin last set the agent active again: its own velocity windows count from then
+    # (the reset of a tripped breaker forgives what tripped it).
+    "ALTER TABLE balances ADD COLUMN breaker_reset_at timestamptz",
     """
     CREATE INDEX ledger_entries_agent_time_idx ON ledger_entries (home_id, agent_id, created_at)
         INCLUDE (kind, amount)
@@ -65,6 +70,7 @@ UPGRADE = [
 DOWNGRADE = [
     "DROP INDEX ledger_entries_home_time_idx",
     "DROP INDEX ledger_entries_agent_time_idx",
+    "ALTER TABLE balances DROP COLUMN breaker_reset_at",
     "ALTER TABLE balances DROP COLUMN velocity",
     "DELETE FROM outbox WHERE topic = 'agent-status'",
     "ALTER TABLE outbox DROP CONSTRAINT outbox_topic_check",
