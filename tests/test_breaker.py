@@ -32,10 +32,12 @@ DECLARE
     t  balances;
     x  record;
 BEGIN
-    SELECT * INTO a FROM balances WHERE owner_type = 'agent' AND owner_id = '{agent_id}'
+    SELECT * INTO a FROM balances
+    WHERE home_id = '{home_id}' AND owner_type = 'agent' AND owner_id = '{agent_id}'
     FOR UPDATE;
     IF a.team_id IS NOT NULL THEN
-        SELECT * INTO t FROM balances WHERE owner_type = 'team' AND owner_id = a.team_id
+        SELECT * INTO t FROM balances
+        WHERE home_id = '{home_id}' AND owner_type = 'team' AND owner_id = a.team_id
         FOR UPDATE;
     END IF;
     x := ledger.suspend(a, t, '{reason}', clock_timestamp(), NULL,
@@ -92,7 +94,11 @@ async def test_suspend_inside_a_decision_releases_holds_and_announces(
     first = await _hold(client, key, "1.5")
     second = await _hold(client, key, "0.25")
 
-    await db.execute(SUSPEND_IN_A_DECISION.format(agent_id=agent["id"], reason="grant_closed"))
+    await db.execute(
+        SUSPEND_IN_A_DECISION.format(
+            home_id=team["id"], agent_id=agent["id"], reason="grant_closed"
+        )
+    )
 
     balance = await db.fetchrow("SELECT * FROM balances WHERE owner_id = $1", agent["id"])
     assert (balance["agent_status"], balance["suspended_reason"]) == ("suspended", "grant_closed")
@@ -353,6 +359,11 @@ async def test_a_refused_trip_replays_under_its_idempotency_key(
         k: v for k, v in first.json().items() if k != "instance"
     }
     assert _code(fresh) == "agent-suspended"
+    # An admin suspending it again changes nothing: the breaker's reason stays on record.
+    again = await fleet.client.patch(
+        f"/v1/agents/{agent['id']}", json={"status": "suspended"}, headers=fleet.admin
+    )
+    assert (again.json()["status"], again.json()["suspended_reason"]) == ("suspended", "velocity")
     assert len(await _audit_events(db, "agent.suspended", agent["id"])) == 1
     assert len(await _webhook_events(db, "agent.suspended", agent["id"])) == 1
 

@@ -36,6 +36,7 @@ MODULES = [
     "tests/test_alerts.py",
     "tests/test_delegation.py",
     "tests/test_runs.py",
+    "tests/test_breaker.py",
 ]
 
 pytestmark = pytest.mark.skipif(

@@ -60,12 +60,15 @@ SELECT EXISTS (
 )
 """
 
+# The clock money decisions use when the app has none of its own.
+DATABASE_CLOCK = "SELECT clock_timestamp()"
+
 # Setting an agent active again (the reset of a tripped breaker) restarts its own velocity
-# windows ($5: the app's clock, None for the database's).
+# windows from $5 (the decisions' clock, read by the service: Citus allows no non-immutable
+# function in an UPDATE of a distributed table).
 SET_BALANCE_STATUS = """
 UPDATE balances SET agent_status = $3, suspended_reason = $4,
-    breaker_reset_at = CASE WHEN $3 = 'active' THEN coalesce($5, clock_timestamp())
-                            ELSE breaker_reset_at END
+    breaker_reset_at = CASE WHEN $3 = 'active' THEN $5 ELSE breaker_reset_at END
 WHERE home_id = coalesce($2, $1) AND owner_id = $1
 """
 

@@ -160,7 +160,7 @@ async def update_agent(
                     before.team_id,
                     merged.status,
                     merged.suspended_reason,
-                    now,
+                    now or await conn.fetchval(queries.DATABASE_CLOCK),
                 )
             after = _agent(row)
             if after.status == "suspended" and before.status != "suspended":
