@@ -48,8 +48,9 @@ BEGIN
             ORDER BY created_at, id
             FOR UPDATE
         LOOP
-            -- HOOK (delegation): escrow holds (a parent's grants to its children) are not
-            -- released here; they are closed by their own rule.
+            -- HOOK (delegation): the place to skip escrow holds (a parent's grants to its
+            -- children), which are closed by their own rule. Until then every open hold of
+            -- the agent is released.
             h := ledger.close_hold(h, 'released', NULL, p_at);
             a.held := a.held - h.amount;
             IF t.owner_id IS NOT NULL THEN

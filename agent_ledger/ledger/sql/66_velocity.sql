@@ -16,8 +16,9 @@
 --   breaker as surely as a loop of charges), plus this request's amount;
 -- - charges: charge and hold entries in the window, plus this request.
 -- The sums read ledger_entries through the indexes of migration 0018: (home_id, agent_id,
--- created_at) for an agent's rules, (home_id, created_at) for a team's (a team's entries are
--- its home's); both carry kind and amount. An agent whose budget and team have no rules costs
+-- created_at) for an agent's rules, (team_id, created_at) for a team's (home_id, the same for
+-- a team's entries, keeps the statement on the home's node on Citus); both carry kind and
+-- amount. An agent whose budget and team have no rules costs
 -- nothing here: spend_one does not call in.
 --
 -- Under the decision's locks (the agent's balance row, and its team's) every charge and hold
@@ -51,7 +52,7 @@ BEGIN
                count(*) FILTER (WHERE e.kind IN ('charge', 'hold'))
         INTO spent, charges
         FROM ledger_entries AS e
-        WHERE e.home_id = b.owner_id
+        WHERE e.home_id = b.owner_id AND e.team_id = b.owner_id
           AND e.created_at > v_from AND e.created_at <= p_at;
     END IF;
 END;

@@ -13,9 +13,11 @@
   ``balances.breaker_reset_at``: when an admin last set the agent active; its own rules' windows
   start no earlier.
 - two indexes on ``ledger_entries`` for the rolling-window sums of velocity rules: an agent's
-  entries by time (home, agent, created_at) and a home's, which is a team's, by time (home,
-  created_at), each carrying kind and amount so the sums read the index alone. None of the
-  existing indexes serves a time range per agent or per home.
+  entries by time (home, agent, created_at) and a team's by time (team, created_at), each
+  carrying kind and amount so the sums read the index alone. None of the existing indexes
+  serves a time range per agent or per team. (The team's index leads with team_id rather than
+  home_id, which is the same for a team's entries, so that no plan for an agent's window can
+  take it and scan the whole team's.)
 
 Revision ID: 0018
 Revises: 0017
@@ -62,13 +64,13 @@ UPGRADE = [
         INCLUDE (kind, amount)
     """,
     """
-    CREATE INDEX ledger_entries_home_time_idx ON ledger_entries (home_id, created_at)
-        INCLUDE (kind, amount)
+    CREATE INDEX ledger_entries_team_time_idx ON ledger_entries (team_id, created_at)
+        INCLUDE (home_id, kind, amount)
     """,
 ]
 
 DOWNGRADE = [
-    "DROP INDEX ledger_entries_home_time_idx",
+    "DROP INDEX ledger_entries_team_time_idx",
     "DROP INDEX ledger_entries_agent_time_idx",
     "ALTER TABLE balances DROP COLUMN breaker_reset_at",
     "ALTER TABLE balances DROP COLUMN velocity",
