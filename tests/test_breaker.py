@@ -517,3 +517,99 @@ async def test_a_concurrent_loop_is_stopped_exactly_across_processes(
         shown = (await client.get(f"/v1/agents/{agent['id']}", headers=admin)).json()
         assert (shown["status"], shown["suspended_reason"]) == ("suspended", "velocity")
         await assert_verified(client, admin_key, agent["id"])
+
+
+# --- with delegation ------------------------------------------------------------------------------
+
+
+async def test_a_tripped_parent_keeps_its_grants_escrow_and_its_children_stop(
+    settings: Settings, fleet: Fleet, admin_key: str, db: asyncpg.Connection
+) -> None:
+    """The breaker releases an agent's own holds, not the escrow of a grant it gave a child
+    (that closes with its grant); the child of a suspended parent is refused meanwhile. A
+    child's own hold, released when the child trips, frees the team nothing (the team counts
+    the grant's escrow, which is still open)."""
+    clock = FakeClock()
+    team = await fleet.team(unique_name("delegators"))
+    parent, parent_key = await _agent_with_key(fleet, team["id"])
+    enabled = await fleet.client.patch(
+        f"/v1/agents/{parent['id']}", json={"can_delegate": True}, headers=fleet.admin
+    )
+    assert enabled.status_code == 200, enabled.text
+    async with clocked_client(settings, clock) as client:
+        created = await client.post(
+            f"/v1/agents/{parent['id']}/children",
+            json={"name": unique_name("child"), "grant": "1"},
+            headers=bearer(parent_key),
+        )
+        assert created.status_code == 201, created.text
+        child_id, child_key = created.json()["agent"]["id"], created.json()["key"]["key"]
+        escrow = created.json()["grant"]
+        await _rules(client, fleet.admin, "agents", child_id, [{"charges": 1, "seconds": 60}])
+        await _rules(client, fleet.admin, "agents", parent["id"], [{"charges": 1, "seconds": 60}])
+        clock.advance(1)
+        child_hold = await _hold(client, child_key, "0.25")
+        team_held = await db.fetchval("SELECT held FROM balances WHERE owner_id = $1", team["id"])
+        clock.advance(1)
+        tripped_child = await _charge(client, child_key)
+        assert _code(tripped_child) == "velocity-exceeded", tripped_child.text
+        assert (
+            await db.fetchval("SELECT status FROM holds WHERE id = $1", child_hold["id"])
+            == "released"
+        )
+        assert (
+            await db.fetchval("SELECT held FROM balances WHERE owner_id = $1", team["id"])
+            == team_held
+        )
+        child_view = (await client.get(f"/v1/agents/{child_id}", headers=fleet.admin)).json()
+        assert (child_view["status"], child_view["suspended_reason"]) == ("suspended", "velocity")
+
+        # The parent trips too: its own hold is released, the grant's escrow stays open.
+        clock.advance(1)
+        own = await _hold(client, parent_key, "0.5")
+        clock.advance(1)
+        assert _code(await _charge(client, parent_key)) == "velocity-exceeded"
+        statuses = dict(
+            await db.fetch("SELECT id, status FROM holds WHERE agent_id = $1", parent["id"])
+        )
+        assert statuses[own["id"]] == "released"
+        assert [s for i, s in statuses.items() if i != own["id"]] == ["open"]
+        grant = await db.fetchrow("SELECT status FROM grants WHERE id = $1", escrow["id"])
+        assert grant["status"] == "open"
+        # The child, set active again, is still refused: an ancestor is suspended.
+        reset = await client.patch(
+            f"/v1/agents/{child_id}", json={"status": "active"}, headers=fleet.admin
+        )
+        assert reset.status_code == 200, reset.text
+        clock.advance(61)
+        assert _code(await _charge(client, child_key)) == "agent-suspended"
+    await assert_verified(fleet.client, admin_key, parent["id"])
+    await assert_verified(fleet.client, admin_key, child_id)
+
+
+async def test_a_closed_grant_suspends_its_child_with_reason_grant_closed(
+    fleet: Fleet, db: asyncpg.Connection
+) -> None:
+    team = await fleet.team(unique_name("delegators"))
+    parent, parent_key = await _agent_with_key(fleet, team["id"])
+    await fleet.client.patch(
+        f"/v1/agents/{parent['id']}", json={"can_delegate": True}, headers=fleet.admin
+    )
+    created = await fleet.client.post(
+        f"/v1/agents/{parent['id']}/children",
+        json={"name": unique_name("child"), "grant": "1"},
+        headers=bearer(parent_key),
+    )
+    assert created.status_code == 201, created.text
+    child_id = created.json()["agent"]["id"]
+    assert created.json()["agent"]["suspended_reason"] is None
+    closed = await fleet.client.post(
+        f"/v1/grants/{created.json()['grant']['id']}/close", headers=bearer(parent_key)
+    )
+    assert closed.status_code == 200, closed.text
+    child = (await fleet.client.get(f"/v1/agents/{child_id}", headers=fleet.admin)).json()
+    assert (child["status"], child["suspended_reason"]) == ("suspended", "grant_closed")
+    balance = await db.fetchrow(
+        "SELECT agent_status, suspended_reason FROM balances WHERE owner_id = $1", child_id
+    )
+    assert tuple(balance) == ("suspended", "grant_closed")

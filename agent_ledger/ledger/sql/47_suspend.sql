@@ -13,8 +13,9 @@
 -- Suspends agent a for p_reason ('velocity' or 'grant_closed'; staff suspend through PATCH) at
 -- p_at, in the caller's decision, on rows the caller has locked (a, and t its team's, or NULL):
 -- - a's lapsed holds are closed as expired (ledger.expire_lapsed), then every other open hold
---   of a is released: a release entry on a's chain (key_id NULL: the system released it), and
---   its amount freed from a's held and t's;
+--   of a but the escrows of its grants to children is released: a release entry on a's chain
+--   (key_id NULL: the system released it), its amount freed from a's held and t's, as a
+--   release by request frees it;
 -- - a.agent_status becomes 'suspended' and a.suspended_reason p_reason, unless a was already
 --   suspended (its reason then stays, and nothing is announced: it was announced then);
 -- - announced through the outbox in this transaction: the staff audit event agent.suspended
@@ -45,16 +46,19 @@ BEGIN
             SELECT * FROM holds
             WHERE home_id = a.home_id AND agent_id = a.owner_id AND status = 'open'
               AND team_id IS NOT DISTINCT FROM a.team_id
+              -- HOOK (delegation): a grant's escrow (a parent's hold for a child) is not
+              -- released here: it closes with its grant (68_grants.sql), and the children of
+              -- a suspended agent are refused meanwhile (an ancestor is suspended).
+              AND grant_id IS NULL
             ORDER BY created_at, id
             FOR UPDATE
         LOOP
-            -- HOOK (delegation): the place to skip escrow holds (a parent's grants to its
-            -- children), which are closed by their own rule. Until then every open hold of
-            -- the agent is released.
             h := ledger.close_hold(h, 'released', NULL, p_at);
             a.held := a.held - h.amount;
             IF t.owner_id IS NOT NULL THEN
-                t.held := t.held - h.amount;
+                -- as a release by request: a child's hold is carved from its grant's escrow,
+                -- which is what the team counts
+                t.held := t.held - ledger.team_share(h);
             END IF;
             e := ledger.next_entry(a, h.team_id, 'release', h.amount, h.currency, h.model, NULL,
                                    NULL, h.id, NULL,
