@@ -97,9 +97,25 @@ class BudgetExceeded(LedgerError):
 
 
 class VelocityExceeded(LedgerError):
-    """402: a spending-rate breaker tripped; the agent is now suspended."""
+    """402: the request would break a velocity rule; the runaway breaker tripped, the agent is
+    now suspended (until an admin sets it active) and its open holds were released.
+
+    ``scope`` is ``agent`` or ``team``; ``seconds`` the rule's rolling period; ``measure``
+    which measure broke (``amount`` or ``charges``); ``limit``, ``observed`` (in the period,
+    before this request; amount includes what is held) and ``requested`` are
+    ``{"amount": Decimal | None, "charges": int | None}``.
+    """
 
     code_name = "velocity-exceeded"
+
+    def __init__(self, problem: Mapping[str, Any], **kwargs: Any) -> None:
+        super().__init__(problem, **kwargs)
+        self.scope: str | None = problem.get("scope")
+        self.seconds: int | None = problem.get("seconds")
+        self.measure: str | None = problem.get("measure")
+        self.limit = _measures(problem.get("limit"))
+        self.observed = _measures(problem.get("observed"))
+        self.requested = _measures(problem.get("requested"))
 
 
 class AgentSuspended(LedgerError):
@@ -199,6 +215,17 @@ def error_from_problem(
     """The typed exception for a problem object; ``LedgerError`` itself for unknown codes."""
     cls = _BY_CODE.get(str(problem.get("code")), LedgerError)
     return cls(problem, status=status, retry_after=retry_after)
+
+
+def _measures(value: Any) -> dict[str, Any]:
+    """A velocity problem's ``{"amount", "charges"}``: the amount exact, the count an int."""
+    if not isinstance(value, Mapping):
+        return {"amount": None, "charges": None}
+    charges = value.get("charges")
+    return {
+        "amount": _decimal(value.get("amount")),
+        "charges": charges if isinstance(charges, int) else None,
+    }
 
 
 def _decimal(value: Any) -> Decimal | None:

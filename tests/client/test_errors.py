@@ -55,6 +55,27 @@ def test_each_contract_code_has_its_class(code: str) -> None:
     assert error.problem == problem
 
 
+def test_velocity_exceeded_carries_the_rule_and_what_was_observed() -> None:
+    error = error_from_problem(
+        {
+            "status": 402,
+            "code": "velocity-exceeded",
+            "detail": "tripped",
+            "scope": "team",
+            "seconds": 600,
+            "measure": "amount",
+            "limit": {"amount": "5", "charges": None},
+            "observed": {"amount": "4.99", "charges": 37},
+            "requested": {"amount": "0.02", "charges": 1},
+        }
+    )
+    assert isinstance(error, alc.VelocityExceeded)
+    assert (error.scope, error.seconds, error.measure) == ("team", 600, "amount")
+    assert error.limit == {"amount": Decimal("5"), "charges": None}
+    assert error.observed == {"amount": Decimal("4.99"), "charges": 37}
+    assert error.requested == {"amount": Decimal("0.02"), "charges": 1}
+
+
 def test_budget_exceeded_carries_exact_members() -> None:
     """402 members arrive as Decimals (never floats); per_charge leaves spent and held None."""
     error = error_from_problem(
