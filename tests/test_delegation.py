@@ -192,7 +192,20 @@ async def test_closing_returns_the_rest_releases_holds_and_suspends_the_child(
     hold_row = await db.fetchrow("SELECT status FROM holds WHERE id = $1", hold.json()["id"])
     assert hold_row["status"] == "released"
     agent = await fleet.client.get(f"/v1/agents/{child.agent_id}", headers=fleet.admin)
-    assert agent.json()["status"] == "suspended"
+    assert (agent.json()["status"], agent.json()["suspended_reason"]) == (
+        "suspended",
+        "grant_closed",
+    )
+    # Announced as any suspension: the audit log has it, published before the answer.
+    events = await fleet.client.get(
+        "/v1/audit-events",
+        params={"target_id": child.agent_id, "action": "agent.suspended"},
+        headers=fleet.admin,
+    )
+    assert events.status_code == 200, events.text
+    [event] = events.json()["items"]
+    assert (event["actor_role"], event["after"]["suspended_reason"]) == ("system", "grant_closed")
+    assert event["after"]["grant_id"] == grant_id
 
     refused = await charge(fleet.client, child, "0.1")
     assert (refused.status_code, refused.json()["code"]) == (403, "agent-suspended")

@@ -16,6 +16,7 @@ import structlog
 from agent_ledger.agents import queries as agent_queries
 from agent_ledger.agents.schemas import Agent
 from agent_ledger.agents.service import _name_taken, check_metadata_size
+from agent_ledger.audit import outbox
 from agent_ledger.audit.recorder import AuditContext, record_event
 from agent_ledger.db import from_row, transactions
 from agent_ledger.errors import DelegationDepthExceeded, Forbidden, NotFound
@@ -194,6 +195,8 @@ async def close_grant(
                 before=before,
                 after=after,
             )
+    # The child's suspension events (audit, webhook), written with the close, go out now.
+    await outbox.publish(pool, where["home_id"])
     return after
 
 
@@ -223,6 +226,7 @@ async def close_due_grants(pool: asyncpg.Pool, now: datetime | None = None) -> i
                     if "child_id" not in result:
                         raise _NothingToClose
             closed += 1
+            await outbox.publish(pool, grant["home_id"])
         except _NothingToClose:
             pass  # closed meanwhile, by request or another process's sweeper
     return closed

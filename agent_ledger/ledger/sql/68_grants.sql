@@ -225,6 +225,7 @@ DECLARE
     t        balances;
     h        holds;
     e        ledger_entries;
+    x        record;
     v_at     timestamptz;
     v_spent  bigint;
     v_rest   bigint;
@@ -254,21 +255,13 @@ BEGIN
             format('Grant %L is already %s.', g.id, g.status)));
     END IF;
 
-    -- The child's own holds, released: their money is the grant's, which returns below.
-    FOR h IN
-        SELECT * FROM holds
-        WHERE home_id = p_home_id AND agent_id = c.owner_id AND status = 'open'
-          AND grant_id IS NULL
-        ORDER BY id
-    LOOP
-        h := ledger.close_hold(h, 'released', NULL, v_at);
-        c.held := c.held - h.amount;
-        t.held := t.held - ledger.team_share(h);
-        e := ledger.next_entry(c, h.team_id, 'release', h.amount, h.currency, h.model, NULL,
-                               NULL, h.id, NULL, NULL, NULL, p_key_id, v_at, h.priced_by,
-                               NULL, NULL, NULL);
-        c := ledger.link(c, e);
-    END LOOP;
+    -- The child suspended, its own holds released (their money is the grant's, which returns
+    -- below), announced as any suspension is (47_suspend.sql). A child already suspended keeps
+    -- its reason; its holds are released all the same.
+    x := ledger.suspend(c, t, 'grant_closed', v_at, p_key_id,
+                        jsonb_build_object('grant_id', g.id, 'parent_id', p.owner_id));
+    c := x.a;
+    t := x.t;
 
     -- Everything the child's subtree spent reached the child's spent (and moved out of the
     -- escrow as it went); the rest of the escrow is what returns.
@@ -293,27 +286,14 @@ BEGIN
                                               'spent', ledger.decimal_text(v_spent)),
                            p_key_id, v_at, NULL, NULL, NULL, NULL);
     c := ledger.link(c, e);
-    c.agent_status := 'suspended';
-    -- HOOK (breaker): why it is suspended (47_suspend.sql); one suspended before keeps its reason.
-    c.suspended_reason := coalesce(c.suspended_reason, 'grant_closed');
 
     UPDATE grants SET status = p_status, spent = v_spent, returned = v_rest, closed_at = v_at,
                       closed_by_key_id = p_key_id
     WHERE home_id = p_home_id AND id = g.id;
     PERFORM ledger.save_balance(c);
-    UPDATE balances SET agent_status = 'suspended'
-    WHERE home_id = p_home_id AND owner_id = c.owner_id;
     PERFORM ledger.save_balance(p);
     IF t.owner_id IS NOT NULL THEN
         PERFORM ledger.save_balance(t);
-    END IF;
-    IF ledger.webhook_wants('agent.suspended', c.owner_id, c.team_id) THEN
-        PERFORM ledger.announce_event(p_home_id, ledger.new_id('evt'), 'agent.suspended',
-            c.owner_id, c.team_id,
-            jsonb_build_object('agent_id', c.owner_id, 'team_id', c.team_id,
-                               'reason', 'grant_closed', 'grant_id', g.id,
-                               'parent_id', p.owner_id),
-            v_at);
     END IF;
     RETURN jsonb_build_object('grant_id', g.id, 'child_id', c.owner_id, 'spent', v_spent,
                               'returned', v_rest);
