@@ -10,8 +10,6 @@ from typing import Any, TypeVar
 import asyncpg
 import msgspec
 
-from agent_ledger.ledger.queries import DECIDE
-
 __all__ = [
     "STATEMENT_TIMEOUT_FACTOR",
     "UNAVAILABLE",
@@ -50,15 +48,6 @@ def _decode_json(data: bytes) -> Any:
     return _json_decoder.decode(data)
 
 
-# On Citus, a connection that has not yet learnt the money decision's composite types takes
-# seconds to (asyncpg's type query waits on the coordinator's lock manager; 7.3 s measured):
-# learn them when the connection opens, not in the first charge it serves.
-_NEEDS_WARMING = """
-SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'citus')
-   AND to_regprocedure('ledger.decide(text, ledger.request[], timestamptz)') IS NOT NULL
-"""
-
-
 async def init_connection(conn: asyncpg.Connection) -> None:
     # json/jsonb travel as Python objects in both directions, encoded by msgspec.
     await conn.set_type_codec(
@@ -67,8 +56,6 @@ async def init_connection(conn: asyncpg.Connection) -> None:
     await conn.set_type_codec(
         "json", encoder=_encode_json, decoder=_decode_json, schema="pg_catalog", format="binary"
     )
-    if await conn.fetchval(_NEEDS_WARMING):
-        await conn.prepare(DECIDE)  # the types stay known to this connection
 
 
 def from_row(row: Mapping[str, Any], cls: type[T], **overrides: Any) -> T:
