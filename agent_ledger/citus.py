@@ -25,7 +25,14 @@ from __future__ import annotations
 
 import asyncpg
 
-__all__ = ["DISTRIBUTED", "REFERENCE", "distribute", "distribute_functions", "is_citus"]
+__all__ = [
+    "DISTRIBUTED",
+    "ONE_CONNECTION_PER_NODE",
+    "REFERENCE",
+    "distribute",
+    "distribute_functions",
+    "is_citus",
+]
 
 REFERENCE = ("teams", "agents", "api_keys", "prices", "webhooks", "dashboard_sessions")
 # The first is the co-location anchor of the others.
@@ -45,6 +52,10 @@ DISTRIBUTED_FUNCTIONS = (
     "ledger.decide(text, ledger.request[], timestamptz)",
     "ledger.sweep_agent(text, text, timestamptz)",
 )
+
+# For a transaction that writes reference tables and shards (or foreign keys between them):
+# Citus must use one connection per node for it. A custom setting, harmless on plain Postgres.
+ONE_CONNECTION_PER_NODE = "SET LOCAL citus.multi_shard_modify_mode = 'sequential'"
 
 _PLACED = "SELECT partmethod FROM pg_dist_partition WHERE logicalrelid = $1::regclass"
 
@@ -85,7 +96,7 @@ async def _place(conn: asyncpg.Connection, tables: list[str], missing: list[str]
     async with conn.transaction():
         await conn.execute("SET LOCAL citus.enable_unsafe_triggers = on")
         # Foreign keys to reference tables need one connection per node within a transaction.
-        await conn.execute("SET LOCAL citus.multi_shard_modify_mode = sequential")
+        await conn.execute(ONE_CONNECTION_PER_NODE)
         keys = await conn.fetch(_FOREIGN_KEYS, tables)
         for key in keys:
             await conn.execute(

@@ -2,10 +2,6 @@
 (agent_ledger/ledger/sql/68_grants.sql), called with the grant's home (the parent's team), so
 that on Citus every statement goes to the one node that holds it."""
 
-# A transaction that writes reference tables (agents, api_keys) and a home's shards: Citus
-# must use one connection per node for it (a custom setting, and harmless, on plain Postgres).
-ONE_CONNECTION_PER_NODE = "SET LOCAL citus.multi_shard_modify_mode = 'sequential'"
-
 # The agent that would be the parent, with what delegation needs of it.
 PARENT = """
 SELECT id, team_id, status, can_delegate, depth, parent_id, ancestors FROM agents WHERE id = $1

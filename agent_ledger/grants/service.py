@@ -15,9 +15,10 @@ import structlog
 
 from agent_ledger.agents import queries as agent_queries
 from agent_ledger.agents.schemas import Agent
-from agent_ledger.agents.service import _name_taken, check_metadata_size
+from agent_ledger.agents.service import _write, check_metadata_size
 from agent_ledger.audit import outbox
 from agent_ledger.audit.recorder import AuditContext, record_event
+from agent_ledger.citus import ONE_CONNECTION_PER_NODE
 from agent_ledger.db import from_row, transactions
 from agent_ledger.errors import DelegationDepthExceeded, Forbidden, NotFound
 from agent_ledger.grants import queries
@@ -76,7 +77,7 @@ async def create_child(
     amount = parse_amount(data.grant, field="grant")
     async for attempt in transactions(pool):
         async with attempt as conn:
-            await conn.execute(queries.ONE_CONNECTION_PER_NODE)
+            await conn.execute(ONE_CONNECTION_PER_NODE)
             parent = await conn.fetchrow(queries.PARENT, parent_id)
             if parent is None:
                 raise NotFound(f"No agent with id {parent_id!r}.")
@@ -95,22 +96,21 @@ async def create_child(
             at = await _database_now(conn, now)
             expires_at = at + timedelta(seconds=data.ttl_seconds)
             child_id, grant_id = new_id("agt"), new_id("grt")
-            try:
-                async with conn.transaction():
-                    row = await conn.fetchrow(
-                        agent_queries.INSERT_CHILD,
-                        child_id,
-                        data.name,
-                        team_id,
-                        data.metadata,
-                        parent_id,
-                        parent["depth"] + 1,
-                        data.can_delegate,
-                        grant_id,
-                        [parent_id, *(parent["ancestors"] or [])],
-                    )
-            except asyncpg.UniqueViolationError:
-                raise await _name_taken(conn, team_id, data.name) from None
+            row = await _write(
+                conn,
+                team_id,
+                data.name,
+                agent_queries.INSERT_CHILD,
+                child_id,
+                data.name,
+                team_id,
+                data.metadata,
+                parent_id,
+                parent["depth"] + 1,
+                data.can_delegate,
+                grant_id,
+                [parent_id, *(parent["ancestors"] or [])],
+            )
             child = from_row(row, Agent)
             key = await issue_agent_key(
                 conn, ctx, child_id, name=f"grant {grant_id}", expires_at=expires_at, pepper=pepper
@@ -167,7 +167,7 @@ async def close_grant(
     is its parent's to end)."""
     async for attempt in transactions(pool):
         async with attempt as conn:
-            await conn.execute(queries.ONE_CONNECTION_PER_NODE)
+            await conn.execute(ONE_CONNECTION_PER_NODE)
             where = await _visible_grant(conn, principal, grant_id)
             if principal.role == "agent" and principal.agent_id != where["parent_id"]:
                 raise Forbidden("Only the parent's key or an admin's may close a grant.")
@@ -210,7 +210,7 @@ async def close_due_grants(pool: asyncpg.Pool, now: datetime | None = None) -> i
         try:
             async for attempt in transactions(pool):
                 async with attempt as conn:
-                    await conn.execute(queries.ONE_CONNECTION_PER_NODE)
+                    await conn.execute(ONE_CONNECTION_PER_NODE)
                     # The agents row first (a reference table on Citus); rolled back with the
                     # rest when the grant turns out to be closed already.
                     await conn.execute(queries.SUSPEND_CHILD, grant["child_id"])

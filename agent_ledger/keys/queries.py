@@ -63,5 +63,3 @@ AGENT_FOR_KEY = "SELECT id, team_id, parent_id, grant_id FROM agents WHERE id = 
 
 # A child's grant, by its home (one shard on Citus).
 GRANT_OF_CHILD = "SELECT status, expires_at FROM grants WHERE home_id = $1 AND id = $2"
-
-ONE_CONNECTION_PER_NODE = "SET LOCAL citus.multi_shard_modify_mode = 'sequential'"

@@ -8,6 +8,7 @@ import asyncpg
 
 from agent_ledger.audit.recorder import AuditContext, record_event
 from agent_ledger.auth import display_prefix, generate_key, hash_key
+from agent_ledger.citus import ONE_CONNECTION_PER_NODE
 from agent_ledger.db import transactions
 from agent_ledger.errors import (
     Conflict,
@@ -132,7 +133,7 @@ async def create_agent_key(
             if agent is None:
                 raise NotFound(f"No agent with id {agent_id!r}.")
             if parent_agent_id is not None:
-                await conn.execute(queries.ONE_CONNECTION_PER_NODE)
+                await conn.execute(ONE_CONNECTION_PER_NODE)
                 grant = await conn.fetchrow(
                     queries.GRANT_OF_CHILD, agent["team_id"], agent["grant_id"]
                 )
