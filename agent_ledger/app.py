@@ -25,6 +25,7 @@ from agent_ledger.auth import LastUsedTracker, authorize
 from agent_ledger.budgets.controller import BudgetController
 from agent_ledger.checkpoints.controller import CheckpointController
 from agent_ledger.checkpoints.service import run_checkpointer
+from agent_ledger.citus import is_citus
 from agent_ledger.config import Settings, cors_origins, load_settings
 from agent_ledger.dashboard.controller import dashboard_router
 from agent_ledger.dashboard.templating import template_config
@@ -123,6 +124,14 @@ def _cors(settings: Settings) -> CORSConfig | None:
     )
 
 
+def decision_slots(settings: Settings, distributed: bool) -> int | None:
+    """How many decision calls run at once before waiting homes share one; None: never share
+    (on Citus each call must stay on its one home's node)."""
+    if distributed or settings.decision_slots == 0:
+        return None
+    return settings.decision_slots or settings.pool_max_size
+
+
 @contextlib.asynccontextmanager
 async def _database(app: Litestar) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
@@ -138,12 +147,15 @@ async def _database(app: Litestar) -> AsyncIterator[None]:
     try:
         async with app.state.pool.acquire() as conn:
             unsafe = await check_durability(conn, allow=settings.allow_unsafe_durability)
+            distributed = await is_citus(conn)
     except BaseException:
         await app.state.pool.close()
         raise
     if unsafe:
         log.warning("unsafe_durability_allowed", settings=unsafe)
-    app.state.decider = Decider(app.state.pool, clock=app.state.clock)
+    app.state.decider = Decider(
+        app.state.pool, clock=app.state.clock, slots=decision_slots(settings, distributed)
+    )
     deliveries = DeliveryWorker(
         app.state.pool,
         pepper=settings.key_pepper,

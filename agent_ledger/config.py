@@ -65,6 +65,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     otel_service_name: str = "agent-ledger"
     # How many levels of child agents below a top-level agent delegation allows (issue 17).
     max_delegation_depth: Annotated[int, msgspec.Meta(ge=1, le=16)] = 3
+    # Decision calls one process runs at once; when all are busy, waiting homes' batches share
+    # the next call (group commit across homes). None: the pool's size; 0: every batch alone.
+    decision_slots: Annotated[int, msgspec.Meta(ge=0)] | None = None
 
 
 # The environment variable behind each setting.
@@ -101,6 +104,7 @@ ENVIRONMENT: Mapping[str, str] = {
     "otel_exporter_otlp_endpoint": "OTEL_EXPORTER_OTLP_ENDPOINT",
     "otel_service_name": "OTEL_SERVICE_NAME",
     "max_delegation_depth": "LEDGER_MAX_DELEGATION_DEPTH",
+    "decision_slots": "LEDGER_DECISION_SLOTS",
 }
 
 # Case-insensitive settings, normalised before conversion.

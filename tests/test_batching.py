@@ -16,10 +16,11 @@ import pytest
 from agent_ledger.auth import hash_key
 from agent_ledger.config import Settings
 from agent_ledger.db import create_pool
-from agent_ledger.ledger.batching import Batcher
+from agent_ledger.ledger.batching import Batcher, Combiner
 from agent_ledger.ledger.chain import verify_ledger
 from agent_ledger.ledger.decisions import Decider, Request
-from tests.conftest import TEST_PEPPER, Fleet
+from tests.citus_support import on_citus
+from tests.conftest import TEST_PEPPER, Fleet, unique_name
 from tests.ledger_helpers import balance_of, set_team_limits, spender
 
 
@@ -166,3 +167,218 @@ async def test_a_failed_batch_fails_every_request_of_it() -> None:
     )
     assert all(isinstance(r, ConnectionError) for r in results)
     assert sum(calls) == 5 and len(calls) < 5  # batched, each request in exactly one call
+
+
+class Combined:
+    """Records the homes of every combined call a Decider's Combiner makes."""
+
+    def __init__(self, decider: Decider) -> None:
+        assert decider.combiner is not None
+        self.calls: list[list[str]] = []
+        run_many = decider.combiner.run_many
+
+        async def recording(batches):
+            self.calls.append([home for home, _ in batches])
+            return await run_many(batches)
+
+        decider.combiner.run_many = recording
+
+
+@pytest.fixture
+async def one_slot(settings: Settings) -> AsyncIterator[Decider]:
+    """A Decider that runs one decision call at a time: everything else waits and combines."""
+    async with await create_pool(settings.database_url, min_size=1, max_size=4) as pool:
+        yield Decider(pool, slots=1)
+
+
+async def _homes_waiting_behind_a_lock(
+    settings: Settings, fleet: Fleet, decider: Decider, requests_of
+) -> tuple[list, Combined, dict]:
+    """Four homes (three teams and a teamless agent) whose requests queue while a fifth team's
+    batch holds the only slot, stuck on its locked row; answers in submission order."""
+    blocked = await fleet.team(unique_name("blocked"))
+    teams = [await fleet.team(unique_name("combined")) for _ in range(3)]
+    for team in teams:
+        await set_team_limits(fleet, team["id"], {"total": "1"})
+    agents = {
+        "blocked": await spender(fleet, team_id=blocked["id"]),
+        **{f"team{n}": await spender(fleet, team_id=t["id"]) for n, t in enumerate(teams)},
+        "alone": await spender(fleet, limits={"total": "1"}),
+    }
+    keys = {name: hash_key(a.key, TEST_PEPPER) for name, a in agents.items()}
+    for key in keys.values():  # teach the routes (and make a request to replay later)
+        warm = Request(
+            action="charge", key_hash=key, amount=1, idempotency_key="warm", request_hash=b"w"
+        )
+        assert (await decider.decide(warm, agent_key=True)).status == 201
+    combined = Combined(decider)
+    queued = requests_of(keys)
+
+    async def submit() -> list:
+        first = asyncio.create_task(
+            decider.decide(
+                Request(action="charge", key_hash=keys["blocked"], amount=1), agent_key=True
+            )
+        )
+        await asyncio.sleep(0.05)
+        rest = []
+        for request in queued:
+            rest.append(asyncio.create_task(decider.decide(request, agent_key=True)))
+            await asyncio.sleep(0)
+        return [first, *rest]
+
+    answers = await _while_team_locked(settings, blocked["id"], submit)
+    return answers, combined, {"teams": teams, "agents": agents}
+
+
+@pytest.mark.skipif(on_citus(), reason="on Citus a call stays on its one home: no Combiner")
+async def test_waiting_homes_share_one_call_each_decided_as_alone(
+    settings: Settings, fleet: Fleet, one_slot: Decider, db: asyncpg.Connection
+) -> None:
+    """With the one slot busy, four homes' batches wait and then go together in one call, in
+    ascending home order: each request gets the answer it would get alone (accepted, refused
+    over its team's budget, an idempotent replay), and the ledger verifies."""
+
+    def requests_of(keys: dict[str, bytes]) -> list[Request]:
+        return [
+            Request(action="charge", key_hash=keys["team0"], amount=600_000_000),
+            Request(action="charge", key_hash=keys["team1"], amount=999_999_999),
+            Request(action="charge", key_hash=keys["team2"], amount=1_000_000_000),  # over 1
+            Request(
+                action="charge",
+                key_hash=keys["alone"],
+                amount=1,
+                idempotency_key="warm",
+                request_hash=b"w",
+            ),
+            Request(action="charge", key_hash=keys["team0"], amount=399_999_999),  # fits exactly
+        ]
+
+    answers, combined, made = await _homes_waiting_behind_a_lock(
+        settings, fleet, one_slot, requests_of
+    )
+    statuses = [a.status if not isinstance(a, Exception) else repr(a) for a in answers]
+    assert statuses == [201, 201, 201, 402, 201, 201]
+    assert answers[4].replayed
+    assert answers[3].problem["scope"] == "team"
+    teams = [t["id"] for t in made["teams"]]
+    alone = made["agents"]["alone"].agent_id
+    assert combined.calls == [sorted([*teams, alone])]  # one call, every waiting home in it
+    spent = [(await balance_of(db, t))["spent_total"] for t in teams]
+    assert spent == [1_000_000_000, 1_000_000_000, 1]
+    assert (await balance_of(db, alone))["spent_total"] == 1
+    for spender_ in made["agents"].values():
+        report = await verify_ledger(db, spender_.agent_id)
+        assert report.ok, report.mismatches
+
+
+@pytest.mark.skipif(on_citus(), reason="on Citus a call stays on its one home: no Combiner")
+async def test_a_failed_combined_call_runs_each_home_again_alone(
+    settings: Settings, fleet: Fleet, one_slot: Decider, db: asyncpg.Connection
+) -> None:
+    """A value the database refuses, in one home's batch, aborts the combined call; each home
+    is then decided on its own, so only the request at fault fails and nothing is lost."""
+
+    def requests_of(keys: dict[str, bytes]) -> list[Request]:
+        return [
+            Request(action="charge", key_hash=keys["team0"], amount=5),
+            Request(
+                action="charge",
+                key_hash=keys["team1"],
+                amount=1,
+                metadata={"bad": "nul \u0000 inside"},
+            ),
+            Request(action="charge", key_hash=keys["team1"], amount=7),
+            Request(action="charge", key_hash=keys["alone"], amount=2_000_000_000),  # over 1
+        ]
+
+    answers, combined, made = await _homes_waiting_behind_a_lock(
+        settings, fleet, one_slot, requests_of
+    )
+    statuses = [a.status if not isinstance(a, Exception) else type(a).__name__ for a in answers]
+    assert statuses == [201, 201, "UntranslatableCharacterError", 201, 402]
+    assert len(combined.calls) == 1 and len(combined.calls[0]) == 3
+    teams = [t["id"] for t in made["teams"]]
+    assert (await balance_of(db, teams[0]))["spent_total"] == 1 + 5
+    assert (await balance_of(db, teams[1]))["spent_total"] == 1 + 7
+    for spender_ in made["agents"].values():
+        assert (await verify_ledger(db, spender_.agent_id)).ok
+
+
+@pytest.mark.skipif(on_citus(), reason="on Citus a call stays on its one home: no Combiner")
+async def test_homes_racing_through_two_slots_stay_exact(
+    settings: Settings, fleet: Fleet, db: asyncpg.Connection
+) -> None:
+    """Three hundred concurrent charges over twenty teams, each with room for exactly ten,
+    through a Decider with two slots: calls combine, and every team accepts exactly ten."""
+    teams = [await fleet.team(unique_name("race")) for _ in range(20)]
+    keys = []
+    for team in teams:
+        await set_team_limits(fleet, team["id"], {"total": "1"})
+        keys.append(hash_key((await spender(fleet, team_id=team["id"])).key, TEST_PEPPER))
+    async with await create_pool(settings.database_url, min_size=2, max_size=4) as pool:
+        decider = Decider(pool, slots=2)
+        combined = Combined(decider)
+        answers = await asyncio.gather(
+            *(
+                decider.decide(
+                    Request(action="charge", key_hash=keys[i % 20], amount=100_000_000),
+                    agent_key=True,
+                )
+                for i in range(300)
+            )
+        )
+    assert sorted(a.status for a in answers) == [201] * 200 + [402] * 100
+    assert any(len(call) > 1 for call in combined.calls)
+    for team in teams:
+        assert (await balance_of(db, team["id"]))["spent_total"] == 1_000_000_000
+    count = await db.fetchval(
+        "SELECT count(*) FROM ledger_entries WHERE team_id = ANY ($1)", [t["id"] for t in teams]
+    )
+    assert count == 200
+
+
+async def test_the_combiner_orders_homes_and_bounds_a_call() -> None:
+    """Waiting batches go in ascending home order, at most max_requests requests per call; a
+    batch without a home never waits for a slot."""
+    release = asyncio.Event()
+    alone: list[tuple[str | None, list[int]]] = []
+    many: list[list[tuple[str, list[int]]]] = []
+
+    async def run_one(route, requests):
+        alone.append((route, list(requests)))
+        if route == "first":
+            await release.wait()
+        return [r * 10 for r in requests]
+
+    async def run_many(batches):
+        many.append([(route, list(requests)) for route, requests in batches])
+        return [[r * 10 for r in requests] for _, requests in batches]
+
+    combiner: Combiner[int, int] = Combiner(run_one, run_many, slots=1, max_requests=3)
+    first = asyncio.create_task(combiner.run("first", [1]))
+    await asyncio.sleep(0)
+    waiting = [
+        asyncio.create_task(combiner.run(route, requests))
+        for route, requests in (("c", [2]), ("a", [3, 4]), ("b", [5]), ("d", [6]))
+    ]
+    homeless = await combiner.run(None, [7])  # goes straight through, slot or no slot
+    await asyncio.sleep(0)
+    assert not any(task.done() for task in waiting)
+    release.set()
+    assert await first == [10]
+    assert [await task for task in waiting] == [[20], [30, 40], [50], [60]]
+    assert homeless == [70]
+    # "c" and "a" fill the first call (3 requests); "b" would pass the bound: it and "d" next.
+    assert many == [[("a", [3, 4]), ("c", [2])], [("b", [5]), ("d", [6])]]
+    assert alone == [("first", [1]), (None, [7])]
+
+
+async def test_homes_out_of_order_are_refused_before_anything_is_locked(
+    db: asyncpg.Connection,
+) -> None:
+    with pytest.raises(asyncpg.RaiseError, match="ascending"):
+        await db.fetch(
+            "SELECT * FROM ledger.decide_homes(ARRAY['b', 'a'], ARRAY[0, 0], "
+            "'{}'::ledger.request[], NULL)"
+        )

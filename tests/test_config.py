@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from agent_ledger.app import decision_slots
 from agent_ledger.config import ENVIRONMENT, Settings, SettingsError, load_settings
 
 
@@ -46,3 +47,23 @@ def test_every_setting_has_exactly_one_variable() -> None:
     """A setting added to Settings without a variable would silently ignore the environment."""
     assert set(ENVIRONMENT) == set(Settings.__struct_fields__)
     assert len(set(ENVIRONMENT.values())) == len(ENVIRONMENT)
+
+
+@pytest.mark.parametrize(
+    ("environ", "distributed", "slots"),
+    [
+        ({}, False, 10),  # the pool's size
+        ({"LEDGER_POOL_MAX_SIZE": "4"}, False, 4),
+        ({"LEDGER_DECISION_SLOTS": "3"}, False, 3),
+        ({"LEDGER_DECISION_SLOTS": "0"}, False, None),  # every batch alone
+        ({"LEDGER_DECISION_SLOTS": "3"}, True, None),  # never on Citus
+    ],
+)
+def testdecision_slots(environ: dict[str, str], distributed: bool, slots: int | None) -> None:
+    """How many decision calls a process runs before waiting homes share one."""
+    assert decision_slots(load_settings(environ), distributed) == slots
+
+
+def test_negativedecision_slots_are_refused() -> None:
+    with pytest.raises(SettingsError, match="LEDGER_DECISION_SLOTS"):
+        load_settings({"LEDGER_DECISION_SLOTS": "-1"})

@@ -20,18 +20,28 @@ A route is a home: the team an agent's money lives with, or the agent itself whe
 every row a decision touches is in its agent's home, and a batch is one home's requests.
 Routing only needs to be right most of the time: a request whose agent moved meanwhile is
 answered 'wrong-home' by the decision and asked again in the right one.
+
+A second level, the Combiner, does the same across homes. A process runs at most as many
+decision calls at once as it has connections for them; when all are busy, the batches of
+different homes that wait go together, in one call and one commit, as soon as one is free
+(``ledger.decide_homes``, homes in ascending order so that no two calls can deadlock). Again
+nothing waits that would not have waited anyway: with a connection free, a batch goes alone.
+If a combined call fails, each home's batch is run again on its own, so that a failure stays
+with the home (and then the request) that caused it. On Citus every call stays on the node of
+its one home, so there the Combiner is off.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Generic, TypeVar
 
 import asyncpg
 import structlog
 
-__all__ = ["Batcher", "Routes"]
+__all__ = ["Batcher", "Combiner", "Routes"]
 
 log = structlog.get_logger("agent_ledger.batching")
 R = TypeVar("R")
@@ -129,6 +139,90 @@ class Batcher(Generic[R, D]):
         for (_, future), result in zip(batch, results, strict=True):
             if not future.done():
                 future.set_result(result)
+
+
+class Combiner(Generic[R, D]):
+    """Runs the batches of different homes that wait for a connection together, in one call.
+
+    ``run_one(route, requests)`` decides one home's batch; ``run_many([(route, requests), ...])``
+    decides several homes' batches (given in ascending route order) in one call and answers one
+    list per batch. ``slots`` bounds the calls in flight; ``max_requests`` the requests of one
+    combined call. A batch without a route (an unknown key's) always goes alone.
+    """
+
+    def __init__(
+        self,
+        run_one: Callable[[str | None, Sequence[R]], Awaitable[list[D]]],
+        run_many: Callable[[Sequence[tuple[str, Sequence[R]]]], Awaitable[list[list[D]]]],
+        slots: int,
+        max_requests: int = 64,
+    ) -> None:
+        if slots < 1:
+            raise ValueError("a Combiner needs at least one slot")
+        self.run_one = run_one
+        self.run_many = run_many
+        self.slots = slots
+        self.max_requests = max_requests
+        self._busy = 0
+        self._waiting: deque[tuple[str, Sequence[R], asyncio.Future[list[D]]]] = deque()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def run(self, route: str | None, requests: Sequence[R]) -> list[D]:
+        if route is None:
+            return await self.run_one(route, requests)
+        if self._busy < self.slots:
+            self._busy += 1
+            try:
+                return await self.run_one(route, requests)
+            finally:
+                self._hand_on()
+        future: asyncio.Future[list[D]] = asyncio.get_running_loop().create_future()
+        self._waiting.append((route, requests, future))
+        return await future
+
+    def _hand_on(self) -> None:
+        """A call ended: its slot goes to everything waiting (up to max_requests), at once."""
+        group = []
+        size = 0
+        while self._waiting and (not group or size + len(self._waiting[0][1]) <= self.max_requests):
+            item = self._waiting.popleft()
+            if not item[2].done():  # its waiter was cancelled (the process is stopping)
+                group.append(item)
+                size += len(item[1])
+        if not group:
+            self._busy -= 1
+            return
+        task = asyncio.create_task(self._run_group(group))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _run_group(self, group: list[tuple[str, Sequence[R], asyncio.Future[list[D]]]]):
+        try:
+            if len(group) > 1:
+                group.sort(key=lambda item: item[0])
+                try:
+                    answers = await self.run_many([(route, reqs) for route, reqs, _ in group])
+                except Exception as exc:  # each home is tried again on its own
+                    log.info("combined_call_split", homes=len(group), error=type(exc).__name__)
+                else:
+                    for (_, _, future), answer in zip(group, answers, strict=True):
+                        if not future.done():
+                            future.set_result(answer)
+                    return
+            for route, requests, future in group:
+                try:
+                    answer = await self.run_one(route, requests)
+                except Exception as exc:  # the waiter gets it
+                    _fail(future, exc)
+                else:
+                    if not future.done():
+                        future.set_result(answer)
+        except BaseException as exc:
+            for _, _, future in group:
+                _fail(future, exc)
+            raise
+        finally:
+            self._hand_on()
 
 
 def _fail(future: asyncio.Future, exc: BaseException) -> None:

@@ -24,7 +24,7 @@ import msgspec
 
 from agent_ledger.errors import Refusal
 from agent_ledger.ledger import queries
-from agent_ledger.ledger.batching import Batcher, Routes
+from agent_ledger.ledger.batching import Batcher, Combiner, Routes
 
 __all__ = [
     "AgentMoved",
@@ -136,6 +136,29 @@ async def decide(
     return [Decision(**row) for row in rows]
 
 
+async def decide_homes(
+    conn: asyncpg.Connection,
+    batches: Sequence[tuple[str, Sequence[Request]]],
+    at: datetime | None,
+) -> list[list[Decision]]:
+    """Decide several homes' batches (in ascending home order) in one call and one
+    transaction; one list of Decisions per batch, in order."""
+    requests = [r.as_tuple() for _, batch in batches for r in batch]
+    rows = await conn.fetch(
+        queries.DECIDE_HOMES,
+        [home for home, _ in batches],
+        [len(batch) for _, batch in batches],
+        requests,
+        at,
+    )
+    decisions = [Decision(**row) for row in rows]
+    answers, first = [], 0
+    for _, batch in batches:
+        answers.append(decisions[first : first + len(batch)])
+        first += len(batch)
+    return answers
+
+
 # A request asked in a stale home is answered this, with the right home; asked again there.
 _WRONG_HOME = "wrong-home"
 _HOME_ATTEMPTS = 3
@@ -154,6 +177,9 @@ class Decider:
     decided together (agent_ledger/ledger/batching.py), every call retried as above.
 
     ``clock`` replaces the database's clock (tests cross day and month boundaries with it).
+    ``slots``: how many decision calls may be in flight at once; when they all are, the batches
+    of different homes that wait go together in one call (batching.Combiner). None: every
+    batch is a call of its own (on Citus, where a call stays on its home's node).
     """
 
     def __init__(
@@ -161,11 +187,17 @@ class Decider:
         pool: asyncpg.Pool,
         clock: Callable[[], datetime] | None = None,
         max_batch: int = 32,
+        slots: int | None = None,
     ) -> None:
         self.pool = pool
         self.clock = clock
         self.routes = Routes()
-        self.batcher: Batcher[Request, Decision] = Batcher(self._run, max_batch)
+        self.combiner: Combiner[Request, Decision] | None = None
+        run = self._run
+        if slots is not None:
+            self.combiner = Combiner(self._run, self._run_many, slots, max_requests=2 * max_batch)
+            run = self.combiner.run
+        self.batcher: Batcher[Request, Decision] = Batcher(run, max_batch)
         # Called with every request and its decision (metrics); must not raise.
         self.observers: list[Callable[[Request, Decision], None]] = []
         # Opens a span around each decision (agent_ledger/tracing.py); None: traces are off.
@@ -174,6 +206,12 @@ class Decider:
     async def _run(self, home_id: str | None, requests: Sequence[Request]) -> list[Decision]:
         at = self.clock() if self.clock is not None else None
         return await retrying(self.pool, lambda conn: decide(conn, home_id, requests, at))
+
+    async def _run_many(
+        self, batches: Sequence[tuple[str, Sequence[Request]]]
+    ) -> list[list[Decision]]:
+        at = self.clock() if self.clock is not None else None
+        return await retrying(self.pool, lambda conn: decide_homes(conn, batches, at))
 
     async def home_of(self, request: Request) -> str | None:
         """Where the request's agent lives, from the cache or the database; None when there

@@ -5,6 +5,11 @@ is the only module that runs these."""
 # A batch of requests (ledger.request[]) decided in order; one ledger.outcome each.
 DECIDE = "SELECT * FROM ledger.decide(p_home_id => $1, p_requests => $2, p_at => $3)"
 
+# Several homes' batches in one transaction: $2[i] requests of $3, in order, are home $1[i]'s.
+DECIDE_HOMES = """
+SELECT * FROM ledger.decide_homes(p_homes => $1, p_sizes => $2, p_requests => $3, p_at => $4)
+"""
+
 # Where a request's money lives (its agent's home: the team, or the agent itself), for routing
 # it to its batch (and, on Citus, to its node). Keys, agents and holds by their own indexes.
 HOME_OF_KEY = """

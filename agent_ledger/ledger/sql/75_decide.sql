@@ -210,3 +210,38 @@ BEGIN
     END IF;
 END;
 $$;
+
+-- Group commit across homes: several homes' batches decided in one transaction, one call,
+-- when the service has more batches waiting than connections (agent_ledger/ledger/batching.py,
+-- Combiner). p_sizes[i] requests of p_requests, in order, belong to home p_homes[i]; each home's
+-- batch is decided by ledger.decide exactly as in a call of its own, and the outcomes come back
+-- in the same order. Homes are taken in ascending byte order, so two such calls lock homes in
+-- the one order and cannot deadlock; an out-of-order call is refused before it locks anything.
+-- Only on one Postgres: on Citus a call stays on the node of its one home.
+CREATE OR REPLACE FUNCTION ledger.decide_homes(p_homes text[], p_sizes integer[],
+                                               p_requests ledger.request[], p_at timestamptz)
+RETURNS SETOF ledger.outcome
+LANGUAGE plpgsql VOLATILE
+AS $$
+DECLARE
+    v_first integer := 1;
+BEGIN
+    IF cardinality(p_homes) <> cardinality(p_sizes)
+       OR (SELECT sum(s) FROM unnest(p_sizes) AS s) <> cardinality(p_requests) THEN
+        RAISE EXCEPTION 'decide_homes: % homes, % sizes and % requests do not match',
+            cardinality(p_homes), cardinality(p_sizes), cardinality(p_requests);
+    END IF;
+    FOR i IN 2 .. cardinality(p_homes) LOOP
+        IF p_homes[i] COLLATE "C" <= p_homes[i - 1] COLLATE "C" THEN
+            RAISE EXCEPTION 'decide_homes: homes must be distinct and ascending (% after %)',
+                p_homes[i], p_homes[i - 1];
+        END IF;
+    END LOOP;
+    FOR i IN 1 .. cardinality(p_homes) LOOP
+        RETURN QUERY SELECT * FROM ledger.decide(p_homes[i],
+                                                 p_requests[v_first : v_first + p_sizes[i] - 1],
+                                                 p_at);
+        v_first := v_first + p_sizes[i];
+    END LOOP;
+END;
+$$;
