@@ -16,6 +16,7 @@ import pytest
 from agent_ledger.auth import hash_key
 from agent_ledger.config import Settings
 from agent_ledger.db import create_pool
+from agent_ledger.ledger import queries
 from agent_ledger.ledger.batching import Batcher, Combiner
 from agent_ledger.ledger.chain import verify_ledger
 from agent_ledger.ledger.decisions import Decider, Request
@@ -382,3 +383,18 @@ async def test_homes_out_of_order_are_refused_before_anything_is_locked(
             "SELECT * FROM ledger.decide_homes(ARRAY['b', 'a'], ARRAY[0, 0], "
             "'{}'::ledger.request[], NULL)"
         )
+
+
+async def test_a_new_connection_learns_the_decision_types_without_the_shard_filter(
+    settings: Settings,
+) -> None:
+    """asyncpg looks up the decision's composite types in pg_class on each new connection; on
+    Citus every pg_class row would go through relation_is_a_known_shard() (0.6 s to seconds per
+    connection). The service's connections turn that filter off (on plain Postgres there is
+    none), and the first decision call on a fresh connection prepares."""
+    async with await create_pool(settings.database_url, min_size=1, max_size=1) as pool:
+        async with pool.acquire() as conn:
+            plan = "\n".join(row[0] for row in await conn.fetch("EXPLAIN SELECT oid FROM pg_class"))
+            assert "relation_is_a_known_shard" not in plan
+            statement = await conn.prepare(queries.DECIDE)
+            assert [a.name for a in statement.get_attributes()][:2] == ["status", "replayed"]

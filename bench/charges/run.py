@@ -259,10 +259,6 @@ def main(argv: list[str] | None = None) -> int:
 
     migrate(url)
     env = dict(item.split("=", 1) for item in args.env)
-    if args.citus:
-        # Every connection opened before the load starts, as README "Scaling out on Citus"
-        # advises (a connection's first decision there takes seconds to learn its types).
-        env = {"LEDGER_POOL_MIN_SIZE": str(args.pool_size), **env}
     service = ServerProcess(
         url,
         workers=args.workers,
