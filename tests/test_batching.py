@@ -398,3 +398,57 @@ async def test_a_new_connection_learns_the_decision_types_without_the_shard_filt
             assert "relation_is_a_known_shard" not in plan
             statement = await conn.prepare(queries.DECIDE)
             assert [a.name for a in statement.get_attributes()][:2] == ["status", "replayed"]
+
+
+@pytest.mark.skipif(on_citus(), reason="on Citus a call stays on its one home: no Combiner")
+async def test_a_home_stuck_behind_a_lock_does_not_hold_up_its_combined_call(
+    settings: Settings, fleet: Fleet, db: asyncpg.Connection
+) -> None:
+    """A combined call gives up a lock wait after 100 ms: the homes that were free get their
+    answers at once (each decided on its own), and only the stuck home waits out the full
+    lock timeout (3 s here)."""
+    blocked, stuck, *free = [await fleet.team(unique_name("stuck-call")) for _ in range(4)]
+    keys = {}
+    for team in (blocked, stuck, *free):
+        keys[team["id"]] = hash_key((await spender(fleet, team_id=team["id"])).key, TEST_PEPPER)
+    async with await create_pool(
+        settings.database_url, min_size=1, max_size=4, request_timeout=3
+    ) as pool:
+        decider = Decider(pool, slots=1)
+        for key in keys.values():  # teach the routes
+            warm = await decider.decide(Request("charge", key, amount=1), agent_key=True)
+            assert warm.status == 201
+        combined = Combined(decider)
+        done_at: dict[str, float] = {}
+        loop = asyncio.get_running_loop()
+
+        async def charge(team_id: str):
+            try:
+                return await decider.decide(
+                    Request("charge", keys[team_id], amount=1), agent_key=True
+                )
+            finally:
+                done_at[team_id] = loop.time()
+
+        async def submit() -> list:
+            first = asyncio.create_task(charge(blocked["id"]))
+            await asyncio.sleep(0.05)
+            return [first, *(asyncio.create_task(charge(t["id"])) for t in (stuck, *free))]
+
+        holder = await asyncpg.connect(settings.database_url)
+        try:
+            async with holder.transaction():
+                await holder.execute(
+                    "SELECT 1 FROM balances WHERE home_id = $1 AND owner_id = $1 FOR UPDATE",
+                    stuck["id"],
+                )
+                released_at = loop.time() + 0.3  # _while_team_locked lets go after 0.3 s
+                answers = await _while_team_locked(settings, blocked["id"], submit)
+        finally:
+            await holder.close()
+    assert [a.status for a in answers[2:]] == [201, 201]
+    assert isinstance(answers[1], asyncpg.LockNotAvailableError)
+    assert combined.calls == [sorted(t["id"] for t in (stuck, *free))]
+    for team in free:
+        assert done_at[team["id"]] - released_at < 1.5
+    assert done_at[stuck["id"]] - released_at >= 2.5

@@ -27,7 +27,9 @@ different homes that wait go together, in one call and one commit, as soon as on
 (``ledger.decide_homes``, homes in ascending order so that no two calls can deadlock). Again
 nothing waits that would not have waited anyway: with a connection free, a batch goes alone.
 If a combined call fails, each home's batch is run again on its own, so that a failure stays
-with the home (and then the request) that caused it. On Citus every call stays on the node of
+with the home (and then the request) that caused it; a lock wait inside a combined call gives
+up after 100 ms for the same reason, so a home stuck behind someone else's lock delays the
+others of its call by that much at most. On Citus every call stays on the node of
 its one home, so there the Combiner is off.
 """
 
@@ -209,20 +211,25 @@ class Combiner(Generic[R, D]):
                         if not future.done():
                             future.set_result(answer)
                     return
-            for route, requests, future in group:
-                try:
-                    answer = await self.run_one(route, requests)
-                except Exception as exc:  # the waiter gets it
-                    _fail(future, exc)
-                else:
-                    if not future.done():
-                        future.set_result(answer)
+            # Each home on its own, at once: one home's long wait must not delay the others.
+            await asyncio.gather(
+                *(self._alone(route, reqs, future) for route, reqs, future in group)
+            )
         except BaseException as exc:
             for _, _, future in group:
                 _fail(future, exc)
             raise
         finally:
             self._hand_on()
+
+    async def _alone(self, route: str, requests: Sequence[R], future: asyncio.Future[list[D]]):
+        try:
+            answer = await self.run_one(route, requests)
+        except Exception as exc:  # the waiter gets it
+            _fail(future, exc)
+        else:
+            if not future.done():
+                future.set_result(answer)
 
 
 def _fail(future: asyncio.Future, exc: BaseException) -> None:

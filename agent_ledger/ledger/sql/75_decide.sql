@@ -217,6 +217,9 @@ $$;
 -- batch is decided by ledger.decide exactly as in a call of its own, and the outcomes come back
 -- in the same order. Homes are taken in ascending byte order, so two such calls lock homes in
 -- the one order and cannot deadlock; an out-of-order call is refused before it locks anything.
+-- A lock wait in a combined call gives up after 100 ms (lock_timeout, for this transaction
+-- only): a home whose rows someone else holds for long must not keep the other homes of its
+-- call waiting; the service then decides each home on its own, with the usual patience.
 -- Only on one Postgres: on Citus a call stays on the node of its one home.
 CREATE OR REPLACE FUNCTION ledger.decide_homes(p_homes text[], p_sizes integer[],
                                                p_requests ledger.request[], p_at timestamptz)
@@ -237,6 +240,9 @@ BEGIN
                 p_homes[i], p_homes[i - 1];
         END IF;
     END LOOP;
+    IF current_setting('lock_timeout')::interval NOT BETWEEN '1 ms' AND '100 ms' THEN
+        PERFORM set_config('lock_timeout', '100ms', true);
+    END IF;
     FOR i IN 1 .. cardinality(p_homes) LOOP
         RETURN QUERY SELECT * FROM ledger.decide(p_homes[i],
                                                  p_requests[v_first : v_first + p_sizes[i] - 1],
