@@ -132,12 +132,13 @@ GROUP BY currency
 ORDER BY currency
 """
 
-# An agent's newest entries, newest first (its chain index; the listing API pages oldest first).
+# An agent's newest entries, newest first, read backwards along its chain (the (agent_id,
+# chain_seq) index; the listing API pages oldest first).
 RECENT_ENTRIES = f"""
 SELECT {ENTRIES.columns}
 FROM ledger_entries AS e
 WHERE e.agent_id = $1
-ORDER BY e.seq DESC
+ORDER BY e.chain_seq DESC
 LIMIT $2
 """
 
