@@ -124,7 +124,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 host=host,
                 port=port,
                 workers=args.workers,
-                http="agent_ledger.http_protocol:ProblemH11Protocol",
+                http="agent_ledger.http_protocol:ProblemHttpToolsProtocol",
                 log_config=None,
                 access_log=False,
                 forwarded_allow_ips=settings.forwarded_allow_ips,

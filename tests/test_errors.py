@@ -18,6 +18,7 @@ from litestar.testing import AsyncTestClient
 
 from agent_ledger.app import create_app
 from agent_ledger.config import Settings
+from agent_ledger.http_protocol import MAX_HEAD_BYTES
 from tests.conftest import ServerProcess, bearer
 
 PROBLEM_MEMBERS = {"type", "title", "status", "detail", "code"}
@@ -157,20 +158,28 @@ async def test_domain_refusals_are_problems(client: AsyncTestClient, admin_key: 
 
 
 @pytest.mark.parametrize(
-    "header",
-    [b"X-Note: a\x00b", b"Bad Header: x", b"no colon at all"],
-    ids=["nul", "space-in-name", "no-colon"],
+    "head",
+    [
+        b"Host: localhost\r\nX-Note: a\x00b",
+        b"Host: localhost\r\nBad Header: x",
+        b"Host: localhost\r\nno colon at all",
+        b"X-Note: no host",
+        b"Host: localhost\r\nHost: elsewhere",
+        b"Host: localhost\r\nX-Note: " + b"a" * MAX_HEAD_BYTES,
+    ],
+    ids=["nul", "space-in-name", "no-colon", "no-host", "two-hosts", "head-too-large"],
 )
 async def test_a_request_the_http_server_cannot_parse_is_a_problem(
-    two_servers: list[ServerProcess], header: bytes
+    two_servers: list[ServerProcess], head: bytes
 ) -> None:
-    """A header the HTTP parser refuses (a NUL in its value, a space in its name, no colon)
-    is answered by the server itself, before the app: still 400 ``validation-error`` as
-    ``application/problem+json``, not uvicorn's plain text."""
+    """A head the HTTP server refuses (a NUL in a header value, a space in a name, no colon;
+    HTTP/1.1 without one Host; larger than 16 KiB, as h11 refused) is answered by the server
+    itself, before the app: still 400 ``validation-error`` as ``application/problem+json``, not
+    uvicorn's plain text."""
     port = two_servers[0].port
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     try:
-        writer.write(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n" + header + b"\r\n\r\n")
+        writer.write(b"GET /healthz HTTP/1.1\r\n" + head + b"\r\n\r\n")
         await writer.drain()
         raw = await asyncio.wait_for(reader.read(), timeout=10)
     finally:
