@@ -16,7 +16,6 @@ import os
 import re
 import sys
 import time
-import uuid
 from collections.abc import Callable
 from typing import IO, Any
 
@@ -58,11 +57,19 @@ class LineWriter:
 
 
 class _LineWriterFactory:
+    """structlog asks for a logger on every log call (loggers are not cached, so that tests can
+    capture them): the writer is made once per stream, ``sys.stderr`` as it is at the call."""
+
     def __init__(self, file: IO[str] | None) -> None:
         self.file = file
+        self._writer: LineWriter | None = None
+        self._stream: IO[str] | None = None
 
     def __call__(self, *args: Any) -> LineWriter:
-        return LineWriter(self.file)
+        stream = self.file if self.file is not None else sys.stderr
+        if self._writer is None or stream is not self._stream:
+            self._writer, self._stream = LineWriter(stream), stream
+        return self._writer
 
 
 class _StdlibHandler(logging.Handler):
@@ -123,7 +130,16 @@ def _request_id_from(scope: Scope) -> str:
             if _REQUEST_ID_PATTERN.match(candidate):
                 return candidate
             break
-    return uuid.uuid4().hex
+    return _new_request_id()
+
+
+def _new_request_id() -> str:
+    """What ``uuid.uuid4().hex`` returns (random, version 4, RFC 4122 variant), without building
+    a UUID object on every request."""
+    raw = bytearray(os.urandom(16))
+    raw[6] = (raw[6] & 0x0F) | 0x40
+    raw[8] = (raw[8] & 0x3F) | 0x80
+    return raw.hex()
 
 
 class RequestLogMiddleware:
@@ -158,11 +174,13 @@ class RequestLogMiddleware:
                 message["headers"] = headers  # type: ignore[typeddict-unknown-key]
             await send(message)
 
+        # Every log line written while serving this request carries its id (set and reset by
+        # token: bound_contextvars would copy the whole context twice to do the same).
+        bound = structlog.contextvars.bind_contextvars(request_id=request_id)
         try:
-            # Every log line written while serving this request carries its id.
-            with structlog.contextvars.bound_contextvars(request_id=request_id):
-                await self.app(scope, receive, send_with_request_id)
+            await self.app(scope, receive, send_with_request_id)
         finally:
+            structlog.contextvars.reset_contextvars(**bound)
             seconds = time.perf_counter() - started
             if self.observe is not None:
                 self.observe(scope.get("path_template"), scope["method"], status, seconds)
