@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import secrets
 import zlib
 from collections.abc import Iterable
@@ -80,15 +81,17 @@ def generate_key(role: str) -> str:
     return body + _checksum(body)
 
 
+# Prefix, role marker, then randomness and checksum in base62 (ASCII only): the whole shape.
+_KEY_SHAPE = re.compile(
+    f"al_(?:{'|'.join(_MARKER_ROLES)})_[0-9A-Za-z]{{{_RANDOM_CHARS + _CHECKSUM_CHARS}}}"
+)
+
+
 def key_is_well_formed(key: str) -> bool:
     """Shape and checksum only; says nothing about whether the key exists."""
-    if len(key) != KEY_LENGTH or not key.startswith("al_") or key[6] != "_":
-        return False
-    if key[3:6] not in _MARKER_ROLES:
+    if len(key) != KEY_LENGTH or _KEY_SHAPE.fullmatch(key) is None:
         return False
     body, checksum = key[:-_CHECKSUM_CHARS], key[-_CHECKSUM_CHARS:]
-    if any(c not in _BASE62 for c in key[7:]):
-        return False
     return hmac.compare_digest(_checksum(body), checksum)
 
 
@@ -98,7 +101,8 @@ def display_prefix(key: str) -> str:
 
 def hash_key(key: str, pepper: str = "") -> bytes:
     if pepper:
-        return hmac.new(pepper.encode(), key.encode(), hashlib.sha256).digest()
+        # The one-shot C HMAC: the same digest as hmac.new(...).digest(), without the object.
+        return hmac.digest(pepper.encode(), key.encode(), "sha256")
     return hashlib.sha256(key.encode()).digest()
 
 
