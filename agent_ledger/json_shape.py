@@ -60,11 +60,16 @@ def _unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return result
 
 
+# Built once: json.loads with a hook builds a new decoder on every call.
+_DUPLICATE_FINDER = json.JSONDecoder(object_pairs_hook=_unique)
+
+
 def _repeats_a_key(body: bytes) -> bool:
     if b":" not in body:
         return False
     try:
-        json.loads(body, object_pairs_hook=_unique)
+        # As json.loads reads bytes: the encoding it detects, lone surrogates let through.
+        _DUPLICATE_FINDER.decode(body.decode(json.detect_encoding(body), "surrogatepass"))
     except _Repeated:
         return True
     except (ValueError, RecursionError):  # malformed, or too deep for it: not ours to say
