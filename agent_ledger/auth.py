@@ -42,7 +42,7 @@ __all__ = [
     "hash_key",
     "is_generated_options",
     "key_is_well_formed",
-    "provide_presented_key",
+    "presented_key_of",
     "provide_principal",
 ]
 
@@ -281,7 +281,8 @@ async def provide_principal(request: Request[Any, Any, Any]) -> Principal:
     return principal
 
 
-async def provide_presented_key(request: Request[Any, Any, Any]) -> PresentedKey:
+def presented_key_of(request: Request[Any, Any, Any]) -> PresentedKey:
+    """The key the guard checked for the request's money decision (auth.DECISION routes)."""
     presented = request.scope["state"].get("presented_key")
     if presented is None:  # a route that asks for it must be authenticated by its decision
         raise Unauthorized("This endpoint needs an API key.")

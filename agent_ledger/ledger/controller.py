@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from litestar import Controller, Response, get, post
+from litestar import Controller, Request, Response, get, post
 from litestar.params import FromPath, FromQuery, HeaderParameter, JSONBody
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED
 
 from agent_ledger.auth import ADMIN, ANY_ROLE, DECISION
-from agent_ledger.deps import Audit, Caller, Now, Pool, Spending
+from agent_ledger.deps import Audit, Caller, Now, Pool, spending_of
 from agent_ledger.errors import InvalidInput
 from agent_ledger.ledger import service
 from agent_ledger.ledger.schemas import (
@@ -82,9 +82,10 @@ class ChargeController(Controller):
     async def create_charge(
         self,
         data: JSONBody[ChargeRequest],
-        spending: Spending,
+        request: Request[Any, Any, Any],
         idempotency_key: IdempotencyKey = None,
     ) -> Response[SpendResult]:
+        spending = spending_of(request)
         outcome = await service.charge(
             spending.decider,
             spending.key,
@@ -107,10 +108,11 @@ class AdjustmentController(Controller):
         self,
         data: JSONBody[AdjustmentRequest],
         pool: Pool,
-        spending: Spending,
+        request: Request[Any, Any, Any],
         audit: Audit,
         idempotency_key: IdempotencyKey = None,
     ) -> Response[SpendResult]:
+        spending = spending_of(request)
         outcome = await service.adjust(
             pool,
             spending.decider,
@@ -134,9 +136,10 @@ class HoldController(Controller):
     async def create_hold(
         self,
         data: JSONBody[HoldRequest],
-        spending: Spending,
+        request: Request[Any, Any, Any],
         idempotency_key: IdempotencyKey = None,
     ) -> Response[HoldCreated]:
+        spending = spending_of(request)
         outcome = await service.create_hold(
             spending.decider,
             spending.key,
@@ -176,10 +179,11 @@ class HoldController(Controller):
     async def capture_hold(
         self,
         hold_id: FromPath[str],
-        spending: Spending,
+        request: Request[Any, Any, Any],
         data: JSONBody[CaptureRequest | None] = None,
         idempotency_key: IdempotencyKey = None,
     ) -> Response[SpendResult]:
+        spending = spending_of(request)
         outcome = await service.capture_hold(
             spending.decider,
             spending.key,
@@ -195,5 +199,8 @@ class HoldController(Controller):
         opt=SPENDING | {"problems": {409: "`hold-closed` or `hold-expired`."}},
         status_code=HTTP_200_OK,
     )
-    async def release_hold(self, hold_id: FromPath[str], spending: Spending) -> HoldResolved:
+    async def release_hold(
+        self, hold_id: FromPath[str], request: Request[Any, Any, Any]
+    ) -> HoldResolved:
+        spending = spending_of(request)
         return await service.release_hold(spending.decider, spending.key, hold_id)
