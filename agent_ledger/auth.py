@@ -8,6 +8,7 @@ plain SHA-256 when no pepper is configured) of the key is stored.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import re
@@ -99,10 +100,18 @@ def display_prefix(key: str) -> str:
     return key[:DISPLAY_PREFIX_LENGTH]
 
 
+@functools.lru_cache(maxsize=4)
+def _peppered(pepper: str) -> hmac.HMAC:
+    return hmac.new(pepper.encode(), digestmod=hashlib.sha256)
+
+
 def hash_key(key: str, pepper: str = "") -> bytes:
     if pepper:
-        # The one-shot C HMAC: the same digest as hmac.new(...).digest(), without the object.
-        return hmac.digest(pepper.encode(), key.encode(), "sha256")
+        # A copy of an HMAC keyed once with the pepper: OpenSSL 3 looks the algorithm up
+        # (EVP_MAC_fetch) for every new HMAC, the one-shot hmac.digest included.
+        keyed = _peppered(pepper).copy()
+        keyed.update(key.encode())
+        return keyed.digest()
     return hashlib.sha256(key.encode()).digest()
 
 
