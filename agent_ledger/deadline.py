@@ -41,6 +41,28 @@ def _has_body(scope: Scope) -> bool:
     return False
 
 
+async def _first_of(task: asyncio.Task[None], seconds: float) -> None:
+    """Return when ``task`` is done or ``seconds`` have passed, whichever is first.
+
+    What ``asyncio.wait({task}, timeout=seconds)`` does, without the sets and closures it builds
+    for many tasks: this runs once per request.
+    """
+    loop = asyncio.get_running_loop()
+    waiter = loop.create_future()
+
+    def wake(_: object = None) -> None:
+        if not waiter.done():
+            waiter.set_result(None)
+
+    task.add_done_callback(wake)
+    timer = loop.call_later(seconds, wake)
+    try:
+        await waiter
+    finally:
+        timer.cancel()
+        task.remove_done_callback(wake)
+
+
 class DeadlineLayer:
     """ASGI layer that answers in time: 503 ``database-unavailable`` (or 408
     ``request-timeout`` while the client is still sending its body) once ``seconds`` pass."""
@@ -77,11 +99,11 @@ class DeadlineLayer:
 
         task = asyncio.ensure_future(self.app(scope, receive_watched, send_unless_answered))
         try:
-            done, _ = await asyncio.wait({task}, timeout=self.seconds)
+            await _first_of(task, self.seconds)
         except asyncio.CancelledError:
             task.cancel()
             raise
-        if done or started:
+        if task.done() or started:
             await task  # its result, its exception, or (streaming) the rest of its answer
             return
         answered = True
