@@ -8,11 +8,13 @@ this one is too.
 
 This service ran on h11 before, whose pure-Python parsing and writing took about a sixth of the
 CPU of a charge. Where h11 refused what llhttp would take, this protocol refuses it too (the same
-problem): a request head beyond h11's 16 KiB, an HTTP/1.1 request without a Host header, a
-request with two. llhttp is stricter than h11 elsewhere, each refusal the same problem: lines
-ended by a bare LF, any control character in a header value, folded header lines, a body
-given both a Content-Length and a Transfer-Encoding, an HTTP version it does not know. And the
-``Connection: close`` uvicorn adds to an answer is written ``connection: close`` now.
+problem): a request head still incomplete after 16 KiB, an HTTP/1.1 request without a Host
+header, a request with two. llhttp is stricter than h11 elsewhere, each refusal the same
+problem: lines ended by a bare LF, any control character in a header value, folded header
+lines, a body given both a Content-Length and a Transfer-Encoding, an HTTP version it does not
+know. Two answers differ in form only: the ``Connection: close`` uvicorn adds is written
+``connection: close``, and a target in absolute form (``GET http://host/v1/me``) is routed by
+its path (h11 passed the whole URL on as the path: a 404).
 """
 
 from __future__ import annotations
@@ -22,8 +24,8 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 __all__ = ["MAX_HEAD_BYTES", "ProblemHttpToolsProtocol"]
 
-# h11's default bound on a request line and headers still incomplete (the 16 KiB it refused
-# beyond); counted here as the parser hands them over.
+# h11's bound on the bytes of a request head received and not yet complete (its default
+# max_incomplete_event_size). llhttp buffers a header until its end, however long.
 MAX_HEAD_BYTES = 16 * 1024
 
 _BODY = msgspec.json.encode(
@@ -51,29 +53,32 @@ class Unreadable(Exception):
 
 
 class ProblemHttpToolsProtocol(HttpToolsProtocol):
+    # Bytes received since the head being read began, and whether one is being read (between
+    # a message's end and its successor's headers).
+    _head_bytes = 0
+    _reading_head = True
+
     def send_400_response(self, msg: str) -> None:
         self.transport.write(_RESPONSE)
         self.transport.close()
 
-    def on_message_begin(self) -> None:
-        super().on_message_begin()
-        self._head_bytes = 0
-
-    def on_url(self, url: bytes) -> None:
-        self._count_head(len(url))
-        super().on_url(url)
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self._count_head(len(name) + len(value) + 4)  # ": " and CRLF
-        super().on_header(name, value)
+    def data_received(self, data: bytes) -> None:
+        self._head_bytes += len(data)
+        super().data_received(data)
+        if (
+            self._reading_head
+            and self._head_bytes > MAX_HEAD_BYTES
+            and not self.transport.is_closing()
+        ):
+            self.send_400_response("the request head is too large")
 
     def on_headers_complete(self) -> None:
-        hosts = sum(1 for name, _ in self.headers if name == b"host")
+        hosts = [name for name, _ in self.headers].count(b"host")
         if hosts > 1 or (hosts == 0 and self.parser.get_http_version() == "1.1"):
             raise Unreadable("an HTTP/1.1 request names its Host once")
+        self._reading_head = False
         super().on_headers_complete()
 
-    def _count_head(self, size: int) -> None:
-        self._head_bytes += size
-        if self._head_bytes > MAX_HEAD_BYTES:
-            raise Unreadable(f"the request head is larger than {MAX_HEAD_BYTES} bytes")
+    def on_message_complete(self) -> None:
+        self._reading_head, self._head_bytes = True, 0
+        super().on_message_complete()

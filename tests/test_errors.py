@@ -157,29 +157,33 @@ async def test_domain_refusals_are_problems(client: AsyncTestClient, admin_key: 
     assert_problem(response, 422, "validation-error")
 
 
+_GET = b"GET /healthz HTTP/1.1\r\n"
+
+
 @pytest.mark.parametrize(
-    "head",
+    "sent",
     [
-        b"Host: localhost\r\nX-Note: a\x00b",
-        b"Host: localhost\r\nBad Header: x",
-        b"Host: localhost\r\nno colon at all",
-        b"X-Note: no host",
-        b"Host: localhost\r\nHost: elsewhere",
-        b"Host: localhost\r\nX-Note: " + b"a" * MAX_HEAD_BYTES,
+        _GET + b"Host: localhost\r\nX-Note: a\x00b\r\n\r\n",
+        _GET + b"Host: localhost\r\nBad Header: x\r\n\r\n",
+        _GET + b"Host: localhost\r\nno colon at all\r\n\r\n",
+        _GET + b"X-Note: no host\r\n\r\n",
+        _GET + b"Host: localhost\r\nHost: elsewhere\r\n\r\n",
+        # Never finished: the server must not keep buffering it.
+        _GET + b"Host: localhost\r\nX-Note: " + b"a" * MAX_HEAD_BYTES,
     ],
     ids=["nul", "space-in-name", "no-colon", "no-host", "two-hosts", "head-too-large"],
 )
 async def test_a_request_the_http_server_cannot_parse_is_a_problem(
-    two_servers: list[ServerProcess], head: bytes
+    two_servers: list[ServerProcess], sent: bytes
 ) -> None:
     """A head the HTTP server refuses (a NUL in a header value, a space in a name, no colon;
-    HTTP/1.1 without one Host; larger than 16 KiB, as h11 refused) is answered by the server
-    itself, before the app: still 400 ``validation-error`` as ``application/problem+json``, not
-    uvicorn's plain text."""
+    HTTP/1.1 without one Host; 16 KiB and still not finished, as h11 refused) is answered by the
+    server itself, before the app: still 400 ``validation-error`` as
+    ``application/problem+json``, not uvicorn's plain text."""
     port = two_servers[0].port
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     try:
-        writer.write(b"GET /healthz HTTP/1.1\r\n" + head + b"\r\n\r\n")
+        writer.write(sent)
         await writer.drain()
         raw = await asyncio.wait_for(reader.read(), timeout=10)
     finally:
