@@ -206,6 +206,7 @@ def _observability(app: Litestar) -> list[asyncio.Task]:
     if state.metrics is None:
         return []
     state.decider.observers.append(state.metrics.observe_decision)
+    state.decider.call_observers.append(state.metrics.observe_call)
     return [asyncio.create_task(run_sampler(state.metrics, state.pool, POOL_SAMPLE_SECONDS))]
 
 

@@ -293,12 +293,18 @@ async def test_a_failed_combined_call_runs_each_home_again_alone(
             Request(action="charge", key_hash=keys["alone"], amount=2_000_000_000),  # over 1
         ]
 
+    calls: list[tuple[str, int]] = []
+    one_slot.call_observers.append(lambda shape, requests: calls.append((shape, requests)))
     answers, combined, made = await _homes_waiting_behind_a_lock(
         settings, fleet, one_slot, requests_of
     )
     statuses = [a.status if not isinstance(a, Exception) else type(a).__name__ for a in answers]
     assert statuses == [201, 201, "UntranslatableCharacterError", 201, 402]
     assert len(combined.calls) == 1 and len(combined.calls[0]) == 3
+    # Observed (for the metrics): the combined call of the three homes' first requests, its
+    # split, each of them alone, and team1's second request, which queued meanwhile, alone.
+    after_warmup = calls[calls.index(("combined", 3)) :]
+    assert after_warmup == [("combined", 3), ("split", 3)] + [("alone", 1)] * 4
     teams = [t["id"] for t in made["teams"]]
     assert (await balance_of(db, teams[0]))["spent_total"] == 1 + 5
     assert (await balance_of(db, teams[1]))["spent_total"] == 1 + 7

@@ -24,7 +24,7 @@ from tests.metrics_helpers import Samples, delta, label_names, parse, value
 
 GPT4O_TASK = {"model": "gpt-4o", "input_tokens": 3000, "output_tokens": 1000}  # 0.0175
 ALLOWED_LABELS = {"route", "method", "status", "le", "kind", "outcome", "reason", "currency"}
-ALLOWED_LABELS |= {"model", "topic"}
+ALLOWED_LABELS |= {"model", "topic", "shape"}
 
 
 def _settings(url: str, **overrides: object) -> Settings:
@@ -90,6 +90,20 @@ async def test_decisions_are_counted_by_kind_and_outcome_with_the_refusal_reason
     # The replay spent nothing again.
     spend = delta(after, before, "agent_ledger_spend_total", currency="USD", model="gpt-4o")
     assert spend == pytest.approx(0.0175)
+
+
+async def test_decision_calls_are_counted_with_their_requests(own_fleet: Fleet) -> None:
+    """A charge on its own is one call of one request (combined calls, which need a busy
+    process, are counted in tests/test_batching.py)."""
+    agent = await spender(own_fleet)
+    before = await scrape(own_fleet.client)
+    charged = await own_fleet.client.post(
+        "/v1/charges", json={"amount": "1"}, headers=agent.headers
+    )
+    assert charged.status_code == 201
+    after = await scrape(own_fleet.client)
+    assert delta(after, before, "agent_ledger_decision_calls_total", shape="alone") == 1
+    assert delta(after, before, "agent_ledger_decision_call_requests_total", shape="alone") == 1
 
 
 async def test_spend_is_labelled_only_with_models_that_have_a_price(own_fleet: Fleet) -> None:

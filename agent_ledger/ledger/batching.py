@@ -165,6 +165,9 @@ class Combiner(Generic[R, D]):
         self.run_many = run_many
         self.slots = slots
         self.max_requests = max_requests
+        # Called with the requests of a combined call that failed and is run again home by
+        # home (a metric); must not raise.
+        self.on_split: Callable[[int], None] | None = None
         self._busy = 0
         self._waiting: deque[tuple[str, Sequence[R], asyncio.Future[list[D]]]] = deque()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -206,6 +209,8 @@ class Combiner(Generic[R, D]):
                     answers = await self.run_many([(route, reqs) for route, reqs, _ in group])
                 except Exception as exc:  # each home is tried again on its own
                     log.info("combined_call_split", homes=len(group), error=type(exc).__name__)
+                    if self.on_split is not None:
+                        self.on_split(sum(len(requests) for _, requests, _ in group))
                 else:
                     for (_, _, future), answer in zip(group, answers, strict=True):
                         if not future.done():

@@ -192,10 +192,14 @@ class Decider:
         self.pool = pool
         self.clock = clock
         self.routes = Routes()
+        # Called with each call's shape ("alone", "combined"; "split": a combined call that
+        # failed, run again home by home) and its number of requests (metrics); must not raise.
+        self.call_observers: list[Callable[[str, int], None]] = []
         self.combiner: Combiner[Request, Decision] | None = None
         run = self._run
         if slots is not None:
             self.combiner = Combiner(self._run, self._run_many, slots, max_requests=2 * max_batch)
+            self.combiner.on_split = lambda requests: self._observe_call("split", requests)
             run = self.combiner.run
         self.batcher: Batcher[Request, Decision] = Batcher(run, max_batch)
         # Called with every request and its decision (metrics); must not raise.
@@ -203,13 +207,19 @@ class Decider:
         # Opens a span around each decision (agent_ledger/tracing.py); None: traces are off.
         self.tracer: DecisionSpans | None = None
 
+    def _observe_call(self, shape: str, requests: int) -> None:
+        for observer in self.call_observers:
+            observer(shape, requests)
+
     async def _run(self, home_id: str | None, requests: Sequence[Request]) -> list[Decision]:
+        self._observe_call("alone", len(requests))
         at = self.clock() if self.clock is not None else None
         return await retrying(self.pool, lambda conn: decide(conn, home_id, requests, at))
 
     async def _run_many(
         self, batches: Sequence[tuple[str, Sequence[Request]]]
     ) -> list[list[Decision]]:
+        self._observe_call("combined", sum(len(batch) for _, batch in batches))
         at = self.clock() if self.clock is not None else None
         return await retrying(self.pool, lambda conn: decide_homes(conn, batches, at))
 

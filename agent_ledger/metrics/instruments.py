@@ -85,6 +85,19 @@ class Instruments:
             ["kind", "reason"],
             registry=registry,
         )
+        self.decision_calls = Counter(
+            "agent_ledger_decision_calls",
+            "Calls of the money decision by shape: one home's batch alone, several homes' "
+            "batches combined in one transaction, or a combined call run again home by home.",
+            ["shape"],
+            registry=registry,
+        )
+        self.decision_call_requests = Counter(
+            "agent_ledger_decision_call_requests",
+            "Requests in those calls, by shape (requests over calls: the mean batch).",
+            ["shape"],
+            registry=registry,
+        )
         self.spend = Counter(
             "agent_ledger_spend",
             "Amount accepted as spent by charges and captures, in currency units.",
@@ -121,6 +134,7 @@ class Instruments:
         self._decisions: dict[tuple[str, str], Any] = {}
         self._refusals: dict[tuple[str, str], Any] = {}
         self._spend: dict[tuple[str, str], Any] = {}
+        self._calls: dict[str, tuple[Any, Any]] = {}
 
     def observe_request(self, route: str | None, method: str, status: int, seconds: float) -> None:
         key = (route or UNMATCHED_ROUTE, method if method in HTTP_METHODS else "other", status)
@@ -152,6 +166,17 @@ class Instruments:
                 counter = self._child(self._spend, self.spend, entry["currency"], model, inc=False)
                 counter.inc(entry["amount"] / NANOS_PER_UNIT)
         self._child(self._decisions, self.decisions, kind, outcome)
+
+    def observe_call(self, shape: str, requests: int) -> None:
+        """The Decider's call observer: "alone", "combined" or "split", with its requests."""
+        children = self._calls.get(shape)
+        if children is None:
+            children = self._calls[shape] = (
+                self.decision_calls.labels(shape),
+                self.decision_call_requests.labels(shape),
+            )
+        children[0].inc()
+        children[1].inc(requests)
 
     def model_label(self, model: str | None) -> str:
         if model is None:
