@@ -21,7 +21,7 @@ from agent_ledger.ids import new_id
 from agent_ledger.keyset import read_page
 from agent_ledger.webhooks.events import announce
 
-__all__ = ["create_agent", "get_agent", "list_agents", "update_agent"]
+__all__ = ["create_agent", "get_agent", "list_agents", "update_agent", "write_agent_row"]
 
 MAX_METADATA_BYTES = 4096
 
@@ -50,11 +50,12 @@ async def _name_taken(conn: asyncpg.Connection, team_id: str | None, name: str) 
     )
 
 
-async def _write(
+async def write_agent_row(
     conn: asyncpg.Connection, team_id: str | None, name: str, query: str, *args: object
 ) -> asyncpg.Record:
-    """Run an insert or an update; a name in use in the team becomes a Conflict (the savepoint
-    keeps the transaction usable to look up who has it)."""
+    """Run an insert or an update of an agent row (a child's too, grants/service.py); a name in
+    use in the team becomes a Conflict (the savepoint keeps the transaction usable to look up
+    who has it)."""
     try:
         async with conn.transaction():
             return await conn.fetchrow(query, *args)
@@ -67,7 +68,7 @@ async def create_agent(pool: asyncpg.Pool, ctx: AuditContext, data: AgentCreate)
     async for attempt in transactions(pool):
         async with attempt as conn:
             await _check_team(conn, data.team_id)
-            row = await _write(
+            row = await write_agent_row(
                 conn,
                 data.team_id,
                 data.name,
@@ -136,7 +137,7 @@ async def update_agent(
                     "before moving it to another team (a lapsed hold is closed by the sweeper "
                     "within seconds)."
                 )
-            row = await _write(
+            row = await write_agent_row(
                 conn,
                 merged.team_id,
                 merged.name,

@@ -15,7 +15,7 @@ import structlog
 
 from agent_ledger.agents import queries as agent_queries
 from agent_ledger.agents.schemas import Agent
-from agent_ledger.agents.service import _write, check_metadata_size
+from agent_ledger.agents.service import check_metadata_size, write_agent_row
 from agent_ledger.audit import outbox
 from agent_ledger.audit.recorder import AuditContext, record_event
 from agent_ledger.citus import ONE_CONNECTION_PER_NODE
@@ -96,7 +96,7 @@ async def create_child(
             at = await _database_now(conn, now)
             expires_at = at + timedelta(seconds=data.ttl_seconds)
             child_id, grant_id = new_id("agt"), new_id("grt")
-            row = await _write(
+            row = await write_agent_row(
                 conn,
                 team_id,
                 data.name,
