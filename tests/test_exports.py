@@ -254,9 +254,9 @@ async def test_every_export_leaves_an_audit_event(
         headers["x-request-id"],
     )
     assert event is not None
-    auditor_key_id = await db.fetchval(
-        "SELECT id FROM api_keys WHERE role = 'auditor' AND name = 'test auditor' LIMIT 1"
-    )
+    # The key's own id: other tests' auditor keys share the name "test auditor".
+    me = await client.get("/v1/me", headers=bearer(auditor_key))
+    auditor_key_id = me.json()["key_id"]
     assert event["actor_key_id"] == auditor_key_id and event["actor_role"] == "auditor"
     assert event["target_type"] == "entries"
     assert event["after"] == {
