@@ -8,8 +8,8 @@ and the request is refused when it is past N. Nothing happens at all when no lim
 Keys are counted by their stored hash, which the guard has for every route: money routes check
 the key inside their decision, so they are counted before it, once the key's shape and checksum
 pass; other routes after the key lookup. A malformed key is refused by its checksum before any
-database work, and a key counts only against itself, so a flood of bad keys never uses up a good
-key's allowance.
+database work, a well-formed key that is not stored gets no counter, and a key counts only
+against itself, so a flood of bad keys never uses up a good key's allowance.
 """
 
 from __future__ import annotations
@@ -29,9 +29,14 @@ log = structlog.get_logger("agent_ledger.ratelimit")
 PRUNE_INTERVAL_SECONDS = 10.0
 KEEP_SECONDS = 60
 
+# Only a stored key gets a counter: a forged key that passes the checksum (CRC32 is no secret)
+# writes nothing here and is refused by its lookup or decision. On Citus, api_keys is a
+# reference table with a copy on the coordinator, where this table lives: still one local query.
 COUNT_REQUEST = """
 INSERT INTO rate_limit_counters AS c (key_hash, second, requests)
-VALUES ($1, floor(extract(epoch FROM clock_timestamp()))::bigint, 1)
+SELECT k.key_hash, floor(extract(epoch FROM clock_timestamp()))::bigint, 1
+FROM api_keys k
+WHERE k.key_hash = $1
 ON CONFLICT (key_hash, second) DO UPDATE SET requests = c.requests + 1
 RETURNING c.requests
 """
@@ -51,7 +56,8 @@ async def count_request(pool: asyncpg.Pool, key_hash: bytes, limit: int | None) 
     if limit is None:
         return
     requests = await pool.fetchval(COUNT_REQUEST, key_hash)
-    if requests > limit:
+    # None: no such key; its lookup (or decision) answers 401, nothing to count.
+    if requests is not None and requests > limit:
         # Counts are per whole second, so the next second is always a fresh start.
         raise RateLimited(
             f"This key may make {limit} requests per second; retry after a second.",

@@ -135,22 +135,32 @@ async def test_a_flood_of_bad_keys_does_not_count_against_good_ones(
     limited_servers: list[ServerProcess], fleet: Fleet, db: asyncpg.Connection
 ) -> None:
     """Malformed keys (refused by checksum, before any database work) and well-formed unknown
-    keys, 300 of them at once, all get 401 and never 429; meanwhile a good key's N requests all
-    pass, and no counter exists for any key that is not real."""
+    keys (the checksum is no secret: anyone can forge one), 400 of them at once on a read and on
+    the money route, where keys are checked inside the decision, all get 401 and never 429;
+    meanwhile a good key's N requests all pass, and no counter exists for any key that is not
+    real."""
     agent = await fleet.agent(unique_name("steady"))
     good = await fleet.agent_key(agent["id"])
     malformed = [bearer(generate_key("agent")[:-1] + "0") for _ in range(200)]
     unknown = [bearer(generate_key("admin")) for _ in range(100)]
+    forged_agents = [bearer(generate_key("agent")) for _ in range(100)]
 
     async def flood() -> list[int]:
         clients = [httpx.AsyncClient(base_url=s.base_url, timeout=30) for s in limited_servers]
         try:
-            responses = await asyncio.gather(
-                *(
-                    clients[i % 2].get("/v1/me", headers=headers)
-                    for i, headers in enumerate(malformed + unknown)
-                )
+            reads = (
+                clients[i % 2].get("/v1/me", headers=headers)
+                for i, headers in enumerate(malformed + unknown)
             )
+            charges = (
+                clients[i % 2].post(
+                    "/v1/charges",
+                    json={"amount": "0.01"},
+                    headers={**headers, "Idempotency-Key": f"forged-{i}"},
+                )
+                for i, headers in enumerate(forged_agents)
+            )
+            responses = await asyncio.gather(*reads, *charges)
         finally:
             for client in clients:
                 await client.aclose()
