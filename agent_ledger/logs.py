@@ -5,16 +5,22 @@ stderr (``serve --workers N``) and Python's output unbuffered (``PYTHONUNBUFFERE
 container image), ``print``'s two writes, the message and then its newline, let another process's
 record land in between and two JSON objects merge into one line. One write of the whole line
 keeps each record on its own line: atomically for lines up to the pipe buffer (4 KiB) on a pipe
-and for any length on a file opened for appending. Log records from the standard library
-(uvicorn, alembic) go through the same renderer and writer.
+and for any length on a file opened for appending. A longer record on a pipe or socket (a
+traceback, say) goes out in pieces, so there every record is written under an exclusive
+``flock`` on a lock file named after the pipe, which every process writing to it opens for
+itself. Log records from the standard library (uvicorn, alembic) go through the same renderer
+and writer.
 """
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import re
+import stat
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from typing import IO, Any
@@ -32,8 +38,25 @@ REQUEST_ID_HEADER = b"x-request-id"
 _REQUEST_ID_PATTERN = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 
 
+def _shared_stream_lock(fd: int) -> int | None:
+    """A lock file for the pipe or socket behind ``fd``, opened by this process, or None.
+
+    Named after the stream's device and inode, so every process that inherited the same stderr
+    finds the same file; each opens its own descriptor, so their ``flock`` calls exclude each
+    other. Files and terminals need none (appends are atomic; a terminal is read by a person).
+    """
+    try:
+        info = os.fstat(fd)
+        if not (stat.S_ISFIFO(info.st_mode) or stat.S_ISSOCK(info.st_mode)):
+            return None
+        name = f"agent-ledger-log-{info.st_dev}-{info.st_ino}.lock"
+        return os.open(os.path.join(tempfile.gettempdir(), name), os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError:  # no writable temp dir: records up to 4 KiB stay whole all the same
+        return None
+
+
 class LineWriter:
-    """A structlog logger that writes each record as one line, with one write call."""
+    """A structlog logger that writes each record as one line, whole, with one write call."""
 
     def __init__(self, file: IO[str] | None = None) -> None:
         self._file = file if file is not None else sys.stderr
@@ -41,6 +64,7 @@ class LineWriter:
             self._fd: int | None = self._file.fileno()
         except (AttributeError, OSError, ValueError):  # a capture buffer in tests, say
             self._fd = None
+        self._lock = None if self._fd is None else _shared_stream_lock(self._fd)
 
     def msg(self, message: str) -> None:
         line = message + "\n"
@@ -49,6 +73,19 @@ class LineWriter:
             self._file.flush()
             return
         data = memoryview(line.encode("utf-8", "backslashreplace"))
+        if self._lock is None:
+            self._write(data)
+            return
+        # Short records take the lock too: an atomic small write could still land between two
+        # pieces of another process's long one.
+        fcntl.flock(self._lock, fcntl.LOCK_EX)
+        try:
+            self._write(data)
+        finally:
+            fcntl.flock(self._lock, fcntl.LOCK_UN)
+
+    def _write(self, data: memoryview) -> None:
+        assert self._fd is not None
         while data:  # a signal may interrupt a long write part-way; finish it
             data = data[os.write(self._fd, data) :]
 

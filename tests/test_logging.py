@@ -10,8 +10,12 @@ import contextlib
 import io
 import json
 import logging
+import os
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -26,6 +30,8 @@ from agent_ledger.auth import generate_key
 from agent_ledger.config import Settings
 from agent_ledger.logs import configure_logging
 from tests.conftest import Fleet, ServerProcess, bearer
+
+ROOT = Path(__file__).resolve().parent.parent
 
 CANONICAL_FIELDS = {"method", "route", "status", "duration_ms", "request_id", "key_id"}
 
@@ -274,3 +280,40 @@ async def test_every_line_is_one_json_record_with_two_workers_under_load(
     assert len({r["request_id"] for r in loaded}) == requests
     started = [r for r in records if "Started server process" in str(r.get("event"))]
     assert len(started) == 2, "expected both worker processes to log"
+
+
+_WRITER_SCRIPT = """
+import sys
+from agent_ledger.logs import LineWriter
+
+writer = LineWriter(sys.stdout)
+tag = sys.argv[1]
+for i in range(150):
+    size = 150_000 if i % 3 == 0 else 200  # a traceback's size, then ordinary records
+    writer.msg('{"writer": "%s", "i": %d, "pad": "%s"}' % (tag, i, tag * size))
+"""
+
+
+def test_records_longer_than_the_pipe_buffer_stay_whole_across_processes() -> None:
+    """Two processes sharing one stdout pipe write 150 KB records (a pipe takes only 4 KiB
+    atomically, so without a shared lock their pieces interleave) among short ones: every line
+    read back is one of the records, whole."""
+    read_end, write_end = os.pipe()
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    writers = [
+        subprocess.Popen(
+            [sys.executable, "-c", _WRITER_SCRIPT, tag], stdout=write_end, env=env, cwd=ROOT
+        )
+        for tag in ("a", "b")
+    ]
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as pipe:
+        text = pipe.read().decode()
+    assert [w.wait(timeout=60) for w in writers] == [0, 0]
+    records = [json.loads(line) for line in text.splitlines()]
+    assert sorted((r["writer"], r["i"]) for r in records) == sorted(
+        (tag, i) for tag in ("a", "b") for i in range(150)
+    )
+    for record in records:
+        size = 150_000 if record["i"] % 3 == 0 else 200
+        assert record["pad"] == record["writer"] * size
