@@ -80,14 +80,19 @@ class DeadlineLayer:
             return
         started = False
         answered = False
-        body_read = not _has_body(scope)
+        # Whether the request is waiting for its client (408) rather than for the database (503)
+        # when the deadline passes: only while the app is blocked reading the body. A body the
+        # app has not asked for yet (its guard is still waiting for a connection, say) is not
+        # the client's delay.
+        waiting_for_client = False
 
         async def receive_watched() -> Message:
-            nonlocal body_read
-            message = await receive()
-            if message["type"] != "http.request" or not message.get("more_body", False):
-                body_read = True
-            return message
+            nonlocal waiting_for_client
+            waiting_for_client = True
+            try:
+                return await receive()
+            finally:
+                waiting_for_client = False
 
         async def send_unless_answered(message: Message) -> None:
             nonlocal started
@@ -111,7 +116,7 @@ class DeadlineLayer:
         self._unwinding.add(task)
         task.add_done_callback(self._unwound)
         path = scope.get("path", "")
-        if body_read:
+        if not (waiting_for_client and _has_body(scope)):
             log.warning("request_deadline_passed", path=path, seconds=self.seconds)
             status, body = (
                 503,

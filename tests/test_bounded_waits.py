@@ -103,6 +103,59 @@ async def test_a_locked_agent_is_answered_503_in_time_while_others_are_served(
         server.stop()
 
 
+async def test_a_locked_agent_flooding_its_run_caps_takes_one_connection(
+    database_url: str, admin_key: str, db: asyncpg.Connection
+) -> None:
+    """An agent's key may cap its own runs, a write that waits for the agent's balance row like
+    a decision does. With that row locked, 60 racing cap writes of the agent are answered 503 in
+    time while 100 charges of other agents pass through a pool of 4: the agent's writes wait
+    for each other without a connection, not for the row with one each."""
+    server = ServerProcess(
+        database_url,
+        env={"LEDGER_REQUEST_TIMEOUT_SECONDS": "2", "LEDGER_POOL_MAX_SIZE": "4"},
+    )
+    try:
+        server.wait_ready()
+        limits = httpx.Limits(max_connections=250, max_keepalive_connections=250)
+        async with httpx.AsyncClient(base_url=server.base_url, timeout=30, limits=limits) as client:
+            fleet = Fleet(client, admin_key)
+            stuck = await spender(fleet)
+            others = [await spender(fleet) for _ in range(10)]
+
+            def cap(i: int) -> object:
+                return client.put(
+                    f"/v1/agents/{stuck.agent_id}/runs/run-{i}/budget",
+                    json={"limit": "1.00"},
+                    headers={"Authorization": f"Bearer {stuck.key}"},
+                )
+
+            def charge(key: str, idempotency_key: str) -> object:
+                headers = {"Authorization": f"Bearer {key}", "Idempotency-Key": idempotency_key}
+                return client.post("/v1/charges", json={"amount": "0.01"}, headers=headers)
+
+            async with db.transaction():
+                await db.execute(
+                    "SELECT 1 FROM balances WHERE owner_id = $1 FOR UPDATE", stuck.agent_id
+                )
+                cap_answers, other_answers = await asyncio.gather(
+                    asyncio.gather(*[answered_within(cap(i)) for i in range(60)]),
+                    asyncio.gather(
+                        *[
+                            answered_within(charge(others[i % 10].key, f"cap-flood-{i}"))
+                            for i in range(100)
+                        ]
+                    ),
+                )
+            for response, seconds in cap_answers:
+                _assert_timeout_answer(response, "2")
+                assert seconds < 2 + SLACK, seconds
+            assert [r.status_code for r, _ in other_answers] == [201] * 100
+        capped = await db.fetchval("SELECT count(*) FROM runs WHERE agent_id = $1", stuck.agent_id)
+        assert capped == 0
+    finally:
+        server.stop()
+
+
 async def test_a_frozen_database_gets_503s_in_time_and_nothing_is_lost(
     server_url: str,
 ) -> None:

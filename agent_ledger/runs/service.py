@@ -28,6 +28,7 @@ from agent_ledger.patterns import RUN_ID_PATTERN
 from agent_ledger.principal import Principal
 from agent_ledger.runs import queries
 from agent_ledger.runs.schemas import RunBudget, RunBudgetUpdate, RunPage, RunSummary
+from agent_ledger.write_gate import AGENT_WRITES
 
 __all__ = ["get_run_budget", "list_runs", "set_run_budget"]
 
@@ -107,12 +108,13 @@ async def set_run_budget(
     check_run_id(run_id)
     limit = None if data.limit is None else parse_amount(data.limit, field="limit", allow_zero=True)
     role = "admin" if principal.role == "admin" else "agent"
-    for _ in range(_HOME_ATTEMPTS):
-        async for attempt in transactions(pool):
-            async with attempt as conn:
-                result = await _set_in_home(conn, ctx, agent_id, run_id, limit, role, now)
-        if result is not None:
-            return result
+    async with AGENT_WRITES.one_at_a_time(agent_id):
+        for _ in range(_HOME_ATTEMPTS):
+            async for attempt in transactions(pool):
+                async with attempt as conn:
+                    result = await _set_in_home(conn, ctx, agent_id, run_id, limit, role, now)
+            if result is not None:
+                return result
     raise NotFound(f"No agent with id {agent_id!r}.")
 
 
