@@ -279,6 +279,37 @@ async def test_the_export_link_streams_the_entries_and_is_audited(
     )
 
 
+async def test_the_entries_browser_and_its_export_narrow_to_one_run(
+    client: AsyncTestClient, admin: Browser, fleet: Fleet, db: asyncpg.Connection
+) -> None:
+    """The run_id filter of GET /v1/entries and the export, in the page: only that run's
+    entries are listed, and its export link (and the export it streams) keeps the run."""
+    agent = await fleet.agent(unique_name("dash-runs"))
+    key = (await fleet.agent_key(agent["id"]))["key"]
+    for amount, run in (("1.11", "task-a"), ("2.22", "task-b"), ("3.33", None)):
+        body = {"amount": amount} | ({"run_id": run} if run else {})
+        charged = await client.post("/v1/charges", json=body, headers=bearer(key))
+        assert charged.status_code == 201, charged.text
+
+    page = await admin.get(f"/dashboard/entries?agent_id={agent['id']}&run_id=task-a")
+    assert page.status_code == 200
+    assert "1.11 USD" in page.text
+    assert "2.22 USD" not in page.text and "3.33 USD" not in page.text
+    assert 'name="run_id" value="task-a"' in page.text
+    link = f"/dashboard/entries/export?format=csv&amp;agent_id={agent['id']}&amp;run_id=task-a"
+    assert link in page.text
+
+    exported = await admin.get(link.replace("&amp;", "&"))
+    assert exported.status_code == 200
+    rows = exported.text.strip().splitlines()
+    assert len(rows) == 2 and "1.11" in rows[1] and "task-a" in rows[1]
+    assert await db.fetchval(
+        "SELECT count(*) FROM audit_events WHERE action = 'export.entries'"
+        " AND after->'filters'->>'agent_id' = $1 AND after->'filters'->>'run_id' = 'task-a'",
+        agent["id"],
+    )
+
+
 async def test_bad_filters_are_explained_in_the_page(admin: Browser) -> None:
     """A filter that cannot be read is a 422 page saying which, never a 500."""
     for url, field in (
