@@ -6,6 +6,7 @@ tests/test_dashboard_browser.py.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from fractions import Fraction
 
 import asyncpg
@@ -199,6 +200,11 @@ async def test_admins_suspend_and_reactivate_through_the_agents_service(
             "SELECT agent_status FROM balances WHERE owner_id = $1", agent["id"]
         )
         assert balance == status
+        # The page says why an agent is suspended (suspended_reason), and nothing once active.
+        page = (await admin.get(url)).text
+        reason = "Suspended: <code>staff</code>, by an admin."
+        assert (reason in page) == (status == "suspended")
+        assert ('id="suspended-reason"' in page) == (status == "suspended")
     events = await db.fetch(
         "SELECT actor_role, after->>'status' AS status FROM audit_events"
         " WHERE action = 'agent.updated' AND target_id = $1 ORDER BY seq",
@@ -248,9 +254,15 @@ async def test_every_page_renders_with_data(
     assert agent["name"] in overview.text and "<svg" in overview.text
     agents = await admin.get(f"/dashboard/agents?team_id={team['id']}")
     assert agent["name"] in agents.text and "<meter" in agents.text
-    assert "9.75 of 10 USD (97%, 0.25 held)" in agents.text
+    assert "9.75 of 10 USD (97%, 0.25 held); 0.25 remaining" in agents.text
+    assert "9.75 of 100 USD (9%, 0.25 held); 90.25 remaining" in agents.text
     one = await admin.get(f"/dashboard/agents/{agent['id']}")
     assert held.json()["id"] in one.text and "dash key" in one.text
+    # The spend chart's numbers as a table too (accessibility), today's row among the 30 days.
+    today = datetime.now(UTC).strftime("%Y-%m-%d")
+    series = one.text.split('id="agent-series-table"')[1].split("</table>")[0]
+    assert series.count("<tr>") == 31
+    assert f'<tr><td>{today}</td><td class="num">9.5</td><td class="num">1</td></tr>' in series
     assert key not in one.text and key[12:] not in one.text
     teams = await admin.get("/dashboard/teams")
     assert team["name"] in teams.text
