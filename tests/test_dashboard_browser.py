@@ -139,6 +139,7 @@ def test_sign_in_see_the_top_spender_suspend_see_the_refusal_log_out(live: Live)
         page.get_by_role("button", name="Suspend this agent").click()
         page.wait_for_url(f"**/dashboard/agents/{top['id']}")
         assert page.locator("#agent-status").inner_text() == "suspended"
+        assert page.locator("#suspended-reason").inner_text() == "Suspended: staff, by an admin."
 
         refused = live.api.post(
             "/v1/charges",
