@@ -52,9 +52,14 @@ class CliError(Exception):
 class DatabaseTarget:
     """Where a command's database is: the URL to connect to and how to describe it to a person."""
 
-    def __init__(self, url: str, data_dir: str | None) -> None:
+    def __init__(
+        self, url: str, data_dir: str | None, *, data_dir_configured: bool = False
+    ) -> None:
         self.url = url
         self.data_dir = data_dir
+        # Whether LEDGER_DATA_DIR named the directory (rather than the search from the current
+        # directory finding it): then only the same setting leads another command back to it.
+        self.data_dir_configured = data_dir_configured
 
     @property
     def display_url(self) -> str:
@@ -174,7 +179,7 @@ def open_database(
     try:
         url = embedded.start()
         _check(url, require_schema=require_schema)
-        yield DatabaseTarget(url, str(data_dir))
+        yield DatabaseTarget(url, str(data_dir), data_dir_configured=bool(settings.data_dir))
     finally:
         embedded.stop()
 

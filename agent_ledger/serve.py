@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import shlex
 import signal
 import socket
 
@@ -37,7 +38,11 @@ def startup_banner(host: str, port: int, target: DatabaseTarget) -> str:
     listen = f"http://{_url_host(host)}:{port}"
     browse = f"http://{_url_host(_browsable_host(host))}:{port}"
     where = listen if browse == listen else f"{listen} (every interface; here: {browse})"
-    if target.data_dir is not None:
+    if target.data_dir is not None and target.data_dir_configured:
+        # The directory a command run elsewhere would search from has no database of its own.
+        data = f"{target.data_dir} (embedded Postgres)"
+        hint = f"run `LEDGER_DATA_DIR={shlex.quote(target.data_dir)} {LOST_KEY_HINT}`"
+    elif target.data_dir is not None:
         data = f"{target.data_dir} (embedded Postgres)"
         hint = f"run `{LOST_KEY_HINT}` in {os.path.dirname(target.data_dir)}"
     else:

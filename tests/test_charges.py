@@ -95,6 +95,13 @@ async def test_a_charge_past_the_limit_is_402_with_the_members_and_changes_nothi
         "held": "0",
         "requested": "0.02",
     }
+    # The detail says what to do next (issue 13): a retry under the same key replays this 402,
+    # so once the budget allows it the request goes again under a new key.
+    assert problem["detail"] == (
+        "This charge would take the agent's day budget past its limit. Nothing was written. "
+        "A retry with the same Idempotency-Key gets this answer again; once the budget allows "
+        "it, send the request again under a new Idempotency-Key."
+    )
     assert [e["amount"] for e in await entries_of(db, agent.agent_id)] == [30_000_000]
     exact_fit = await fleet.client.post(
         "/v1/charges", json={"amount": "0.01"}, headers=agent.headers
@@ -209,6 +216,11 @@ async def test_a_refusal_is_replayed_too(fleet: Fleet) -> None:
     assert again.status_code == 402
     assert again.json() == first.json()
     assert again.headers["idempotent-replayed"] == "true"
+    # What the 402's detail advises, and it works: the same request under a new key.
+    assert "send the request again under a new Idempotency-Key" in first.json()["detail"]
+    fresh = agent.headers | {"Idempotency-Key": "too-big-after-top-up"}
+    retried = await fleet.client.post("/v1/charges", json={"amount": "0.2"}, headers=fresh)
+    assert retried.status_code == 201, retried.text
 
 
 @pytest.mark.parametrize("key", ["", "x" * 256, "na\xefve".encode("latin-1"), "tab\there"])

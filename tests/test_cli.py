@@ -201,10 +201,10 @@ def test_the_banner_masks_the_database_password() -> None:
 
 
 class Serve:
-    """``agent-ledger serve`` with no DATABASE_URL nor LEDGER_DATA_DIR, run in ``cwd``, in a child
-    process on a free port: its data goes to ``cwd/.agent-ledger``."""
+    """``agent-ledger serve`` with no DATABASE_URL, run in ``cwd``, in a child process on a free
+    port: its data goes to ``cwd/.agent-ledger``, or to ``data_dir`` (as LEDGER_DATA_DIR)."""
 
-    def __init__(self, cwd: Path, logs: Path) -> None:
+    def __init__(self, cwd: Path, logs: Path, data_dir: Path | None = None) -> None:
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.stdout_path = logs / f"serve-{self.port}.out"
@@ -212,7 +212,7 @@ class Serve:
         with self.stdout_path.open("wb") as out, self.stderr_path.open("wb") as err:
             self.process = subprocess.Popen(
                 [*cli(), "serve", "--port", str(self.port)],
-                env=cli_env(DATABASE_URL=None, LEDGER_DATA_DIR=None),
+                env=cli_env(DATABASE_URL=None, LEDGER_DATA_DIR=data_dir and str(data_dir)),
                 stdout=out,
                 stderr=err,
                 cwd=cwd,
@@ -276,11 +276,11 @@ def wait_gone(pid: int, timeout: float = 10) -> bool:
 
 
 @contextmanager
-def serving(project: Path, logs: Path) -> Iterator[Serve]:
-    """A serve process in ``project`` that is always stopped, with its embedded Postgres, however
-    the test ends."""
-    data_dir = project / ".agent-ledger"
-    server = Serve(project, logs)
+def serving(project: Path, logs: Path, data_dir: Path | None = None) -> Iterator[Serve]:
+    """A serve process in ``project`` (its data in ``data_dir`` when given, as LEDGER_DATA_DIR)
+    that is always stopped, with its embedded Postgres, however the test ends."""
+    server = Serve(project, logs, data_dir)
+    data_dir = data_dir or project / ".agent-ledger"
     try:
         server.wait_ready()
         yield server
@@ -404,6 +404,57 @@ def test_serve_without_database_url_runs_an_embedded_postgres(own_tmp: Path) -> 
     assert ": intact" in restored.stdout
     assert (project / ".agent-ledger.old").is_dir()
     assert not (data_dir / "pgdata" / "postmaster.pid").exists()
+
+
+def test_with_ledger_data_dir_the_banner_says_how_to_reach_that_data(own_tmp: Path) -> None:
+    """With LEDGER_DATA_DIR set, the lost-key hint is the command with the setting, which works
+    from any directory; "run it in the parent directory" would find no database there (issue
+    13). The hint, run as printed from elsewhere, makes an admin key the running server takes."""
+    project, logs, elsewhere = own_tmp / "project", own_tmp / "logs", own_tmp / "elsewhere"
+    data_dir = own_tmp / "ledger-data"
+    for directory in (project, logs, elsewhere):
+        directory.mkdir()
+
+    with serving(project, logs, data_dir) as server:
+        lines = server.stdout.splitlines()
+        assert f"  data          {data_dir} (embedded Postgres)" in lines, server.diagnostics()
+        hint = (
+            f"  lost the admin key? run `LEDGER_DATA_DIR={data_dir} "
+            "agent-ledger keys create --role admin`"
+        )
+        assert hint in lines, server.diagnostics()
+        assert not (project / ".agent-ledger").exists()
+
+        printed = hint.split("`")[1]
+        result = subprocess.run(
+            ["bash", "-c", printed],
+            cwd=elsewhere,
+            env=cli_env(DATABASE_URL=None, LEDGER_DATA_DIR=None)
+            | {"PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ["PATH"]])},
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert result.returncode == 0, result.stderr
+        assert server.get("/v1/me", result.stdout.splitlines()[-1]).json()["role"] == "admin"
+        assert not (elsewhere / ".agent-ledger").exists()
+        assert server.terminate() == 0, server.diagnostics()
+
+
+def test_the_banner_quotes_a_data_directory_for_the_shell() -> None:
+    """A LEDGER_DATA_DIR with a space is quoted in the hint, so pasting it still works; found
+    by the search from the current directory instead, the hint names where to run it."""
+    url = "postgresql://postgres@/agent_ledger?host=/srv/x"
+    chosen = DatabaseTarget(url, "/srv/ledger data", data_dir_configured=True)
+    assert startup_banner("127.0.0.1", 8000, chosen).splitlines()[-1] == (
+        "  lost the admin key? run "
+        "`LEDGER_DATA_DIR='/srv/ledger data' agent-ledger keys create --role admin`"
+    )
+    found = DatabaseTarget(url, "/home/you/project/.agent-ledger")
+    assert startup_banner("127.0.0.1", 8000, found).splitlines()[-1] == (
+        "  lost the admin key? run `agent-ledger keys create --role admin` in /home/you/project"
+    )
 
 
 def test_a_serve_killed_with_sigkill_does_not_keep_postgres_alive_for_good(own_tmp: Path) -> None:

@@ -6,6 +6,7 @@ tests/test_dashboard_browser.py.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from fractions import Fraction
 
 import asyncpg
@@ -199,6 +200,11 @@ async def test_admins_suspend_and_reactivate_through_the_agents_service(
             "SELECT agent_status FROM balances WHERE owner_id = $1", agent["id"]
         )
         assert balance == status
+        # The page says why an agent is suspended (suspended_reason), and nothing once active.
+        page = (await admin.get(url)).text
+        reason = "Suspended: <code>staff</code>, by an admin."
+        assert (reason in page) == (status == "suspended")
+        assert ('id="suspended-reason"' in page) == (status == "suspended")
     events = await db.fetch(
         "SELECT actor_role, after->>'status' AS status FROM audit_events"
         " WHERE action = 'agent.updated' AND target_id = $1 ORDER BY seq",
@@ -248,9 +254,15 @@ async def test_every_page_renders_with_data(
     assert agent["name"] in overview.text and "<svg" in overview.text
     agents = await admin.get(f"/dashboard/agents?team_id={team['id']}")
     assert agent["name"] in agents.text and "<meter" in agents.text
-    assert "9.75 of 10 USD (97%, 0.25 held)" in agents.text
+    assert "9.75 of 10 USD (97%, 0.25 held); 0.25 remaining" in agents.text
+    assert "9.75 of 100 USD (9%, 0.25 held); 90.25 remaining" in agents.text
     one = await admin.get(f"/dashboard/agents/{agent['id']}")
     assert held.json()["id"] in one.text and "dash key" in one.text
+    # The spend chart's numbers as a table too (accessibility), today's row among the 30 days.
+    today = datetime.now(UTC).strftime("%Y-%m-%d")
+    series = one.text.split('id="agent-series-table"')[1].split("</table>")[0]
+    assert series.count("<tr>") == 31
+    assert f'<tr><td>{today}</td><td class="num">9.5</td><td class="num">1</td></tr>' in series
     assert key not in one.text and key[12:] not in one.text
     teams = await admin.get("/dashboard/teams")
     assert team["name"] in teams.text
@@ -275,6 +287,37 @@ async def test_the_export_link_streams_the_entries_and_is_audited(
     assert await db.fetchval(
         "SELECT count(*) FROM audit_events WHERE action = 'export.entries'"
         " AND after->'filters'->>'agent_id' = $1",
+        agent["id"],
+    )
+
+
+async def test_the_entries_browser_and_its_export_narrow_to_one_run(
+    client: AsyncTestClient, admin: Browser, fleet: Fleet, db: asyncpg.Connection
+) -> None:
+    """The run_id filter of GET /v1/entries and the export, in the page: only that run's
+    entries are listed, and its export link (and the export it streams) keeps the run."""
+    agent = await fleet.agent(unique_name("dash-runs"))
+    key = (await fleet.agent_key(agent["id"]))["key"]
+    for amount, run in (("1.11", "task-a"), ("2.22", "task-b"), ("3.33", None)):
+        body = {"amount": amount} | ({"run_id": run} if run else {})
+        charged = await client.post("/v1/charges", json=body, headers=bearer(key))
+        assert charged.status_code == 201, charged.text
+
+    page = await admin.get(f"/dashboard/entries?agent_id={agent['id']}&run_id=task-a")
+    assert page.status_code == 200
+    assert "1.11 USD" in page.text
+    assert "2.22 USD" not in page.text and "3.33 USD" not in page.text
+    assert 'name="run_id" value="task-a"' in page.text
+    link = f"/dashboard/entries/export?format=csv&amp;agent_id={agent['id']}&amp;run_id=task-a"
+    assert link in page.text
+
+    exported = await admin.get(link.replace("&amp;", "&"))
+    assert exported.status_code == 200
+    rows = exported.text.strip().splitlines()
+    assert len(rows) == 2 and "1.11" in rows[1] and "task-a" in rows[1]
+    assert await db.fetchval(
+        "SELECT count(*) FROM audit_events WHERE action = 'export.entries'"
+        " AND after->'filters'->>'agent_id' = $1 AND after->'filters'->>'run_id' = 'task-a'",
         agent["id"],
     )
 

@@ -91,6 +91,11 @@ async def test_charge_cap_refuses_exactly_at_the_boundary(
         "requested": "0.000000002",
     }
     assert refused["run_id"] == run_id
+    assert refused["detail"] == (
+        f"This charge would take run '{run_id}' past its cap. Nothing was written. A retry with "
+        "the same Idempotency-Key gets this answer again; once the cap allows it, send the "
+        "request again under a new Idempotency-Key."
+    )
     exact = await fleet.client.post(
         "/v1/charges", json={"amount": "0.000000001", "run_id": run_id}, headers=agent.headers
     )

@@ -14,6 +14,7 @@ from importlib import resources
 from typing import Annotated, Any, get_args
 from urllib.parse import urlencode
 
+import msgspec
 from litestar import Request, Response, Router, get, post
 from litestar.exceptions import HTTPException
 from litestar.params import FromPath, FromQuery, QueryParameter
@@ -194,6 +195,7 @@ def _entry_filters(values: dict[str, str | None]) -> EntryFilters:
         team_id=values["team_id"],
         kind=kind,
         model=values["model"],
+        run_id=values["run_id"],
         since=_time(values["since"], "since"),
         until=_time(values["until"], "until"),
     )
@@ -207,6 +209,7 @@ async def entries(
     team_id: FromQuery[str | None] = None,
     kind: FromQuery[str | None] = None,
     model: FromQuery[str | None] = None,
+    run_id: FromQuery[str | None] = None,
     since: FromQuery[str | None] = None,
     until: FromQuery[str | None] = None,
     cursor: FromQuery[str | None] = None,
@@ -216,11 +219,12 @@ async def entries(
         "team_id": _text(team_id),
         "kind": _text(kind),
         "model": _text(model),
+        "run_id": _text(run_id),
         "since": _text(since),
         "until": _text(until),
     }
     page = await service.entries_page(pool, _entry_filters(typed), _text(cursor))
-    exported = {k: typed[k] for k in ("agent_id", "team_id", "since", "until")}
+    exported = {k: typed[k] for k in ("agent_id", "team_id", "run_id", "since", "until")}
     return render_page(
         request,
         "entries.html",
@@ -241,18 +245,17 @@ async def export(
     export_format: Annotated[str, QueryParameter(name="format")] = "csv",
     agent_id: FromQuery[str | None] = None,
     team_id: FromQuery[str | None] = None,
+    run_id: FromQuery[str | None] = None,
     since: FromQuery[str | None] = None,
     until: FromQuery[str | None] = None,
 ) -> Stream:
     """The API's export (GET /v1/exports/entries) for a signed-in browser, audited the same."""
     if export_format not in MEDIA_TYPES:
         raise InvalidInput("format must be csv or ndjson.", field="format")
-    values = {"agent_id": _text(agent_id), "team_id": _text(team_id), "kind": None}
-    chosen = _entry_filters(values | {"model": None, "since": since, "until": until})
+    values = {"agent_id": _text(agent_id), "team_id": _text(team_id), "run_id": _text(run_id)}
+    chosen = _entry_filters(values | {"kind": None, "model": None, "since": since, "until": until})
     since_at, until_at = normalise_period(chosen.since, chosen.until)
-    filters = EntryFilters(
-        agent_id=chosen.agent_id, team_id=chosen.team_id, since=since_at, until=until_at
-    )
+    filters = msgspec.structs.replace(chosen, since=since_at, until=until_at)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     return Stream(
         export_entries(pool, audit, filters, export_format),

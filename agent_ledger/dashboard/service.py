@@ -51,6 +51,12 @@ NEAREST = 10
 RECENT = 25
 WINDOWS = ("day", "month", "total")
 SERIES_DAYS = 30
+# What each ``suspended_reason`` means, in words, beside the code on an agent's page.
+SUSPENDED_REASONS = {
+    "staff": "by an admin",
+    "velocity": "by the runaway breaker (a velocity rule was broken)",
+    "grant_closed": "its grant was closed",
+}
 
 
 class Window(msgspec.Struct, frozen=True, kw_only=True):
@@ -267,6 +273,8 @@ async def agent_page(pool: asyncpg.Pool, agent_id: str, now: datetime) -> dict[s
             )
             for r in refusals
         ],
+        "series": series,
+        "suspended_reasons": SUSPENDED_REASONS,
         "series_chart": column_chart(
             "agent-spend",
             f"Spend per day, last {SERIES_DAYS} days, {agent.name}",
