@@ -19,10 +19,10 @@ AS $$
 $$;
 
 -- What b holds in open holds that are still running at p_at. An open hold whose time is up
--- stops counting the moment it lapses, before anyone writes its expire entry. An agent's
--- decisions close its own lapsed holds first (ledger.expire_lapsed), so for an agent this
--- finds none; a team's may include teammates' holds that their next decision or the sweeper
--- will close.
+-- stops counting the moment it lapses, before anyone writes its expire entry: a decision
+-- checks its limits with this, and closes the agent's lapsed holds (ledger.expire_lapsed) only
+-- after, once it is known to go through; a team's may include teammates' holds that their next
+-- decision or the sweeper will close.
 CREATE OR REPLACE FUNCTION ledger.live_held(b balances, p_at timestamptz)
 RETURNS bigint
 LANGUAGE plpgsql STABLE
