@@ -16,13 +16,14 @@ import pytest
 from agent_ledger.auth import hash_key
 from agent_ledger.config import Settings
 from agent_ledger.db import create_pool
+from agent_ledger.errors import Refusal
 from agent_ledger.ledger import queries
 from agent_ledger.ledger.batching import Batcher, Combiner
 from agent_ledger.ledger.chain import verify_ledger
-from agent_ledger.ledger.decisions import Decider, Request
+from agent_ledger.ledger.decisions import Decider, Decision, Request
 from tests.citus_support import on_citus
 from tests.conftest import TEST_PEPPER, Fleet, unique_name
-from tests.ledger_helpers import balance_of, set_team_limits, spender
+from tests.ledger_helpers import balance_of, entries_of, set_team_limits, spender
 
 
 @pytest.fixture
@@ -343,6 +344,140 @@ async def test_homes_racing_through_two_slots_stay_exact(
         "SELECT count(*) FROM ledger_entries WHERE team_id = ANY ($1)", [t["id"] for t in teams]
     )
     assert count == 200
+
+
+async def _racing_an_overflow(
+    settings: Settings, fleet: Fleet, decider: Decider, offender_run: str, prepare
+) -> tuple[list, dict]:
+    """A team of three agents, a teamless agent and another team queue charges while a
+    blocked team holds the decider's only slot: the team's batch has charges of all three of
+    its agents, among them the first agent's charge in run ``offender_run`` (after
+    ``prepare(agents)`` set that run up to overflow). The homes then go together in one
+    combined call. Answers in submission order; the offender's is the fourth."""
+    blocked = await fleet.team(unique_name("overflow-blocked"))
+    team = await fleet.team(unique_name("overflow"))
+    other = await fleet.team(unique_name("overflow-other"))
+    agents = {
+        "blocked": await spender(fleet, team_id=blocked["id"]),
+        **{f"t{n}": await spender(fleet, team_id=team["id"]) for n in range(3)},
+        "other": await spender(fleet, team_id=other["id"]),
+        "alone": await spender(fleet),
+    }
+    await prepare(agents)
+    keys = {name: hash_key(a.key, TEST_PEPPER) for name, a in agents.items()}
+    for key in keys.values():  # teach the routes
+        warm = await decider.decide(Request("charge", key, amount=1), agent_key=True)
+        assert warm.status == 201
+    combined = Combined(decider)
+
+    def charge(name: str, amount: int = 1, **fields) -> Request:
+        return Request(action="charge", key_hash=keys[name], amount=amount, **fields)
+
+    queued = [
+        charge("t0", 2),
+        charge("t1", 3),
+        charge("t2", 4),
+        charge("t0", 1, model="model-y", run_id=offender_run),  # the offender
+        charge("t0", 5, idempotency_key="after", request_hash=b"a"),
+        charge("t1", 6),
+        charge("other", 7),
+        charge("alone", 8),
+        *(charge(f"t{n % 3}", 10 + n) for n in range(12)),
+    ]
+
+    async def submit() -> list:
+        first = asyncio.create_task(decider.decide(charge("blocked"), agent_key=True))
+        await asyncio.sleep(0.05)
+        # All at once, without yielding: each home's requests make one batch.
+        return [
+            first,
+            *(asyncio.create_task(decider.decide(r, agent_key=True)) for r in queued),
+        ]
+
+    answers = await _while_team_locked(settings, blocked["id"], submit)
+    homes = sorted([team["id"], other["id"], agents["alone"].agent_id])
+    assert combined.calls == [homes]  # the three waiting homes went together
+    return answers[1:], {"team": team, "agents": agents}
+
+
+@pytest.mark.skipif(on_citus(), reason="on Citus a call stays on its one home: no Combiner")
+async def test_a_counter_overflow_in_a_batch_refuses_only_its_own_request(
+    settings: Settings, fleet: Fleet, one_slot: Decider, db: asyncpg.Connection
+) -> None:
+    """A counter the decision does not check itself that the database finds out of range (a
+    run's count of charges, set to the largest bigint by hand: no request could get it there)
+    aborts the combined call and the team's batch. Both are decided again, home by home and
+    then request by request: only the request at fault is 422 amount-out-of-range, with
+    nothing written; every other request of its team (its own agent's included) and of the
+    other homes goes through."""
+
+    async def prepare(agents) -> None:
+        t0 = agents["t0"].agent_id
+        await db.execute(
+            "INSERT INTO runs (home_id, agent_id, run_id, charges, created_at, updated_at)"
+            " SELECT home_id, owner_id, 'full', 9223372036854775807, now(), now()"
+            " FROM balances WHERE owner_id = $1",
+            t0,
+        )
+
+    answers, made = await _racing_an_overflow(settings, fleet, one_slot, "full", prepare)
+    refused = answers[3]
+    assert isinstance(refused, Refusal), refused
+    assert (refused.status, refused.code) == (422, "amount-out-of-range")
+    others = answers[:3] + answers[4:]
+    assert [a.status if isinstance(a, Decision) else repr(a) for a in others] == [201] * 19
+    t0 = made["agents"]["t0"].agent_id
+    run = await db.fetchrow("SELECT spent, charges FROM runs WHERE agent_id = $1", t0)
+    assert tuple(run) == (0, 9223372036854775807)
+    amounts = [r["amount"] for r in await entries_of(db, t0)]
+    assert sorted(amounts) == sorted([1, 2, 5, 10, 13, 16, 19])
+    team_spent = (await balance_of(db, made["team"]["id"]))["spent_total"]
+    assert team_spent == 3 + 2 + 3 + 4 + 5 + 6 + sum(10 + n for n in range(12))
+    for spender_ in made["agents"].values():
+        report = await verify_ledger(db, spender_.agent_id)
+        assert report.ok, report.mismatches
+
+
+@pytest.mark.skipif(on_citus(), reason="on Citus a call stays on its one home: no Combiner")
+async def test_a_run_overflow_in_a_batch_is_refused_and_its_batch_goes_through(
+    settings: Settings, fleet: Fleet, one_slot: Decider, db: asyncpg.Connection
+) -> None:
+    """The audit's case: a charge of the most there is in a run, its refund, and another charge
+    in that run, racing charges of the same agent and its teammates (and of other homes, in
+    the same combined call). The decision refuses it itself, 422 amount-out-of-range (scope
+    run) with nothing written, and every other request is accepted."""
+
+    async def prepare(agents) -> None:
+        t0 = agents["t0"]
+        first = await fleet.client.post(
+            "/v1/charges",
+            json={"amount": "9223372036.854775807", "model": "model-x", "run_id": "r"},
+            headers=t0.headers,
+        )
+        assert first.status_code == 201, first.text
+        refund = await fleet.client.post(
+            "/v1/adjustments",
+            json={"agent_id": t0.agent_id, "amount": "-9223372036.854775807", "reason": "r"},
+            headers=fleet.admin,
+        )
+        assert refund.status_code == 201, refund.text
+
+    answers, made = await _racing_an_overflow(settings, fleet, one_slot, "r", prepare)
+    refused = answers[3]
+    assert isinstance(refused, Decision), refused
+    assert refused.status == 422
+    assert (refused.problem["code"], refused.problem["scope"]) == ("amount-out-of-range", "run")
+    others = answers[:3] + answers[4:]
+    assert [a.status if isinstance(a, Decision) else repr(a) for a in others] == [201] * 19
+    t0 = made["agents"]["t0"].agent_id
+    run = await db.fetchrow("SELECT spent, charges FROM runs WHERE agent_id = $1", t0)
+    assert tuple(run) == (9223372036854775807, 1)
+    assert not await db.fetchval(
+        "SELECT count(*) FROM ledger_entries WHERE agent_id = $1 AND model = 'model-y'", t0
+    )
+    for spender_ in made["agents"].values():
+        report = await verify_ledger(db, spender_.agent_id)
+        assert report.ok, report.mismatches
 
 
 async def test_the_combiner_orders_homes_and_bounds_a_call() -> None:

@@ -14,7 +14,7 @@ from agent_ledger.config import Settings
 from agent_ledger.db import create_pool
 from agent_ledger.ledger.sweeper import Sweeper
 from agent_ledger.money import MAX_NANOS
-from tests.conftest import Fleet
+from tests.conftest import Fleet, unique_name
 from tests.holds_helpers import (
     FakeClock,
     assert_verified,
@@ -109,6 +109,121 @@ async def test_a_team_counter_is_never_pushed_past_its_type(
     assert await balance_of(db, team["id"]) == team_before
     assert await balance_of(db, second.agent_id) == second_before
     assert await entries_of(db, second.agent_id) == []
+
+
+async def _tallies(db: asyncpg.Connection, agent_id: str) -> dict[str, list]:
+    """Every row a money decision of the agent may write: its balance row and its team's, its
+    entries, holds and runs, and its hourly and daily report rollups."""
+    queries = {
+        "balances": "SELECT * FROM balances WHERE owner_id = $1"
+        " OR owner_id = (SELECT team_id FROM agents WHERE id = $1) ORDER BY owner_id",
+        "entries": "SELECT * FROM ledger_entries WHERE agent_id = $1 ORDER BY seq",
+        "holds": "SELECT * FROM holds WHERE agent_id = $1 ORDER BY id",
+        "runs": "SELECT * FROM runs WHERE agent_id = $1 ORDER BY run_id",
+        "hourly": "SELECT * FROM spend_rollups WHERE agent_id = $1 ORDER BY hour, model, priced_by",
+        "daily": "SELECT * FROM spend_rollups_daily WHERE agent_id = $1"
+        " ORDER BY day, model, priced_by",
+    }
+    return {name: [dict(r) for r in await db.fetch(sql, agent_id)] for name, sql in queries.items()}
+
+
+async def _refund(client: AsyncTestClient, admin_key: str, agent_id: str, amount: str):
+    body = {"agent_id": agent_id, "amount": f"-{amount}", "reason": "refund"}
+    return await client.post(
+        "/v1/adjustments", json=body, headers={"Authorization": f"Bearer {admin_key}"}
+    )
+
+
+async def test_a_run_counter_is_never_pushed_past_its_type(
+    fleet: Fleet, admin_key: str, db: asyncpg.Connection
+) -> None:
+    """A refund lowers what the agent and its team have spent, never what a run has: after a
+    charge of the most there is in a run and its refund, the next charge in that run, well
+    within the agent's and team's counters, is 422 amount-out-of-range (scope run), and so is
+    the capture of a hold taken in it; nothing is written. Outside the run the agent spends."""
+    team = await fleet.team(unique_name("max-run"))
+    agent = await spender(fleet, team_id=team["id"])
+    charge = {"amount": MAX, "model": "model-x", "run_id": "r"}
+    first = await fleet.client.post("/v1/charges", json=charge, headers=agent.headers)
+    assert first.status_code == 201, first.text
+    refund = await _refund(fleet.client, admin_key, agent.agent_id, MAX)
+    assert refund.status_code == 201, refund.text
+    assert refund.json()["budget"]["spent"]["total"] == "0"
+    # A hold moves no spent, so it is taken in the run; its capture would.
+    hold = await fleet.client.post(
+        "/v1/holds", json={"amount": "1", "run_id": "r"}, headers=agent.headers
+    )
+    assert hold.status_code == 201, hold.text
+    before = await _tallies(db, agent.agent_id)
+
+    again = dict(charge, amount="0.000000001", model="model-y")
+    refused = await fleet.client.post("/v1/charges", json=again, headers=agent.headers)
+    body = _problem(refused, 422, "amount-out-of-range")
+    assert (body["scope"], body["counter"], body["run_id"]) == ("run", "spent", "r")
+    capture = await fleet.client.post(
+        f"/v1/holds/{hold.json()['id']}/capture", json={}, headers=agent.headers
+    )
+    assert _problem(capture, 422, "amount-out-of-range")["scope"] == "run"
+    assert await _tallies(db, agent.agent_id) == before
+
+    outside = await fleet.client.post("/v1/charges", json={"amount": "1"}, headers=agent.headers)
+    assert outside.status_code == 201, outside.text
+    await assert_verified(fleet.client, admin_key, agent.agent_id)
+
+
+@pytest.mark.parametrize("later", [0, 3600], ids=["same-hour", "same-day"])
+async def test_a_report_rollup_is_never_pushed_past_its_type(
+    settings: Settings, fleet: Fleet, admin_key: str, db: asyncpg.Connection, later: int
+) -> None:
+    """A refund is reported in rows of its own, so it lowers no model's: after a charge of the
+    most there is for a model and its refund, the next charge for that model is 422
+    amount-out-of-range (scope report) with nothing written, whether it falls in the same
+    hour's row or only in the same day's. Another model's charge goes through."""
+    clock = FakeClock()
+    async with clocked_client(settings, clock) as client:
+        agent_id, headers = await new_agent(fleet, admin_key)
+        first = await client.post(
+            "/v1/charges", json={"amount": MAX, "model": "model-x"}, headers=headers
+        )
+        assert first.status_code == 201, first.text
+        assert (await _refund(client, admin_key, agent_id, MAX)).status_code == 201
+        clock.advance(later)
+        before = await _tallies(db, agent_id)
+        refused = await client.post(
+            "/v1/charges", json={"amount": "1", "model": "model-x"}, headers=headers
+        )
+        body = _problem(refused, 422, "amount-out-of-range")
+        assert (body["scope"], body["counter"], body["model"]) == ("report", "spent", "model-x")
+        assert await _tallies(db, agent_id) == before
+        other = await client.post(
+            "/v1/charges", json={"amount": "1", "model": "model-y"}, headers=headers
+        )
+        assert other.status_code == 201, other.text
+        await assert_verified(client, admin_key, agent_id)
+
+
+async def test_refunds_never_push_their_rollup_below_its_type(
+    settings: Settings, fleet: Fleet, admin_key: str, db: asyncpg.Connection
+) -> None:
+    """Refunds share one report row (no model), and each may give back what any model's
+    charge spent: two refunds of the most there is would take that row below minus the most
+    the ledger records. The second is 422 amount-out-of-range with nothing written."""
+    clock = FakeClock()
+    async with clocked_client(settings, clock) as client:
+        agent_id, headers = await new_agent(fleet, admin_key)
+        refunds = []
+        for model in ("model-x", "model-y"):
+            charged = await client.post(
+                "/v1/charges", json={"amount": MAX, "model": model}, headers=headers
+            )
+            assert charged.status_code == 201, charged.text
+            before = await _tallies(db, agent_id)
+            refunds.append(await _refund(client, admin_key, agent_id, MAX))
+        assert refunds[0].status_code == 201, refunds[0].text
+        body = _problem(refunds[1], 422, "amount-out-of-range")
+        assert (body["scope"], body["model"]) == ("report", None)
+        assert await _tallies(db, agent_id) == before
+        await assert_verified(client, admin_key, agent_id)
 
 
 # --- lapsed holds ---------------------------------------------------------------------------

@@ -99,6 +99,26 @@ def test_route_refusals_are_documented(operation_id: str, statuses: set[str]) ->
     assert statuses <= set(spec["responses"])
 
 
+@pytest.mark.parametrize(
+    "operation_id",
+    [
+        "createCharge",
+        "createHold",
+        "captureHold",
+        "createAdjustment",
+        "createChildAgent",
+        "setAgentBudget",
+        "setTeamBudget",
+        "setRunBudget",
+    ],
+)
+def test_amount_out_of_range_is_documented_where_it_can_be_answered(operation_id: str) -> None:
+    """Every operation that takes an amount, or moves a counter, names the 422 it answers when
+    either is past what the ledger can record."""
+    [spec] = [s for _, _, s in OPERATIONS if s["operationId"] == operation_id]
+    assert "`amount-out-of-range`" in spec["responses"]["422"]["description"]
+
+
 def test_exports_declare_their_media_types() -> None:
     """The export answers NDJSON or CSV, and says so, not application/json."""
     [spec] = [s for _, _, s in OPERATIONS if s["operationId"] == "exportEntries"]

@@ -13,7 +13,9 @@ from agent_ledger.deps import Audit, Now, Pool
 __all__ = ["BudgetController"]
 
 CURRENCY_FIXED = {
-    409: "`conflict`: the budget already holds money in another currency, which cannot change."
+    409: "`conflict`: the budget already holds money in another currency, which cannot change.",
+    422: "Also `amount-out-of-range`: a limit past 9223372036.854775807, the most the ledger "
+    "can record (member `field`).",
 }
 
 

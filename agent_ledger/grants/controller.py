@@ -32,7 +32,10 @@ class ChildController(Controller):
                 "another agent; `agent-suspended`: the parent (or an ancestor) is suspended.",
                 409: "`conflict`: the team already has an agent of this name.",
                 422: "`delegation-depth-exceeded`: the child would be deeper than "
-                "LEDGER_MAX_DELEGATION_DEPTH.",
+                "LEDGER_MAX_DELEGATION_DEPTH. `amount-out-of-range`: a `grant` past "
+                "9223372036.854775807, the most the ledger can record (member `field`), or one "
+                "that would take what the parent or its team holds past it (members `scope`, "
+                "`counter`); nothing was written.",
             },
         },
         description="Creates a child agent in the parent's team with a grant carved from the "

@@ -13,8 +13,9 @@ A team (or a teamless agent) has at most one call in flight per process, so a ho
 occupies at most one pool connection, never the pool.
 
 If a batch fails with an error that a request could have caused (a value the database refuses,
-say), its requests are decided again one by one, so that the one at fault fails alone and the
-others get their answers. Errors of the connection or the database as a whole fail the batch.
+or a counter it would push past its type), its requests are decided again one by one, so that
+the one at fault fails alone and the others get their answers. Errors of the connection or the
+database as a whole fail the batch.
 
 A route is a home: the team an agent's money lives with, or the agent itself when it has none;
 every row a decision touches is in its agent's home, and a batch is one home's requests.
@@ -49,7 +50,9 @@ log = structlog.get_logger("agent_ledger.batching")
 R = TypeVar("R")
 D = TypeVar("D")
 
-# Errors of one request's making, not of the connection or the database as a whole.
+# Errors of one request's making, not of the connection or the database as a whole. DataError
+# includes NumericValueOutOfRangeError: agent_ledger/ledger/decisions.py answers it as the
+# request's refusal only after this has split the batch and the request failed alone.
 _REQUEST_ERRORS = (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError, ValueError)
 
 

@@ -32,6 +32,12 @@ SPENDERS = frozenset({"admin", "agent"})
 SPENDING = {"roles": SPENDERS, "authenticated_by": DECISION}
 ADJUSTING = {"roles": ADMIN, "authenticated_by": DECISION}
 # The refusals of money decisions, beyond those every operation can give (agent_ledger/openapi.py).
+OUT_OF_RANGE = (
+    "`amount-out-of-range`: an amount past 9223372036.854775807, the most the ledger can record "
+    "(member `field`), or a request that would take a counter past it (members `scope`: "
+    "`agent`, `team`, `run` or `report`, the spend reports; and `counter`: `spent` or `held`); "
+    "nothing is written."
+)
 SPEND_PROBLEMS = {
     402: "`budget-exceeded`: a limit of the agent or of its team would be passed (members `scope`, "
     "`window`, `limit`, `spent`, `held`, `requested`); nothing is written. "
@@ -46,7 +52,7 @@ SPEND_PROBLEMS = {
     422: "Also `idempotency-key-reused` (this Idempotency-Key came with another request), "
     "`unknown-model`, `currency-mismatch`, `server-pricing-required` (the agent's or team's "
     "budget requires server pricing and the request gave an `amount` for a model that has a "
-    "price; members `scope`, `model`).",
+    "price; members `scope`, `model`). " + OUT_OF_RANGE,
 }
 HOLD_PROBLEMS = SPEND_PROBLEMS | {
     409: "`hold-closed`, `hold-expired`, or `idempotency-request-in-progress`.",
@@ -54,7 +60,7 @@ HOLD_PROBLEMS = SPEND_PROBLEMS | {
 ADJUSTMENT_PROBLEMS = {
     404: SPEND_PROBLEMS[404],
     409: SPEND_PROBLEMS[409],
-    422: "Also `idempotency-key-reused`, `currency-mismatch`.",
+    422: "Also `idempotency-key-reused`, `currency-mismatch`. " + OUT_OF_RANGE,
 }
 IdempotencyKey = Annotated[
     str | None,

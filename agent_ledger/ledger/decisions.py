@@ -5,8 +5,9 @@ Every charge, hold, capture, release and adjustment is decided by ``ledger.decid
 every limit, writes the entry and its hash link, moves the counters and stores the idempotent
 answer, for a batch of requests in one transaction. This module runs those calls: it retries
 the aborts Postgres may answer with (a deadlock or a serialization failure aborts the whole
-call, so running it again is safe, and idempotent by key), turns a counter overflow into the
-refusal it is, and hands batches to agent_ledger/ledger/batching.py. Everything above it
+call, so running it again is safe, and idempotent by key), hands batches to
+agent_ledger/ledger/batching.py, and turns a counter overflow of a request into the refusal it
+is, once the batcher has decided that request alone. Everything above it
 (validation, rendering) lives in agent_ledger/ledger/service.py.
 """
 
@@ -92,11 +93,7 @@ class Decision(msgspec.Struct, frozen=True):
 
 
 async def retrying(pool: asyncpg.Pool, work: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
-    """Run ``work(conn)`` (one transaction), again after a deadlock or serialization abort.
-
-    Any counter pushed past its type (a rollup, say; balances are checked before anything is
-    written) aborts the call with nothing written; that is answered 422 amount-out-of-range.
-    """
+    """Run ``work(conn)`` (one transaction), again after a deadlock or serialization abort."""
     for attempt in range(1, _ATTEMPTS + 1):
         try:
             async with pool.acquire() as conn:
@@ -105,14 +102,15 @@ async def retrying(pool: asyncpg.Pool, work: Callable[[asyncpg.Connection], Awai
             if attempt == _ATTEMPTS:
                 raise
             await asyncio.sleep(random.uniform(0, 0.005 * 2**attempt))  # noqa: S311
-        except asyncpg.NumericValueOutOfRangeError as exc:
-            raise Refusal(
-                422,
-                "amount-out-of-range",
-                "This would take a ledger counter past the most it can record. "
-                "Nothing was written.",
-            ) from exc
     raise AssertionError("unreachable")
+
+
+# A counter the decision does not range-check itself (it refuses every one it moves that could
+# leave its type, 20_budgets.sql, so this is a safety net) pushed past its type. It is answered
+# as a refusal only once the request stands alone: as a database error it makes the batcher
+# decide its batch again request by request (batching.py), so only the request at fault is
+# refused and the others of its batch, and the other homes of a combined call, go through.
+_OUT_OF_RANGE = "This would take a ledger counter past the most it can record. Nothing was written."
 
 
 # The home given for a request whose agent cannot be found (an unknown key, agent or hold):
@@ -250,7 +248,10 @@ class Decider:
     async def _decide(self, request: Request, agent_key: bool) -> Decision:
         home = await self.home_of(request)
         for _ in range(_HOME_ATTEMPTS):
-            decision = await self.batcher.decide(home, request)
+            try:
+                decision = await self.batcher.decide(home, request)
+            except asyncpg.NumericValueOutOfRangeError as exc:
+                raise Refusal(422, "amount-out-of-range", _OUT_OF_RANGE) from exc
             problem = decision.problem
             if problem is None or problem.get("code") != _WRONG_HOME:
                 break

@@ -18,6 +18,8 @@ RUN_PROBLEMS = {
     403: "`forbidden`: another agent's key; or an agent's own key setting a cap above one of "
     "its own total, month or day limits, or raising or removing a cap an admin set (it may "
     "lower it).",
+    422: "Also `amount-out-of-range`: a `limit` past 9223372036.854775807, the most the ledger "
+    "can record (member `field`).",
 }
 
 

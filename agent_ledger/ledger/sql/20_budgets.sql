@@ -19,10 +19,10 @@ AS $$
 $$;
 
 -- What b holds in open holds that are still running at p_at. An open hold whose time is up
--- stops counting the moment it lapses, before anyone writes its expire entry. An agent's
--- decisions close its own lapsed holds first (ledger.expire_lapsed), so for an agent this
--- finds none; a team's may include teammates' holds that their next decision or the sweeper
--- will close.
+-- stops counting the moment it lapses, before anyone writes its expire entry: a decision
+-- checks its limits with this, and closes the agent's lapsed holds (ledger.expire_lapsed) only
+-- after, once it is known to go through; a team's may include teammates' holds that their next
+-- decision or the sweeper will close.
 CREATE OR REPLACE FUNCTION ledger.live_held(b balances, p_at timestamptz)
 RETURNS bigint
 LANGUAGE plpgsql STABLE
@@ -165,6 +165,73 @@ BEGIN
                ledger.max_nanos() / 1000000000 || '.' || lpad((ledger.max_nanos()
                    % 1000000000)::text, 9, '0')),
         jsonb_build_object('scope', b.owner_type, 'counter', v_counter));
+END;
+$$;
+
+-- 422 amount-out-of-range when a spending entry of p_amount (negative: a refund) by agent a
+-- would push a counter outside a bigint that the balances do not bound: what run p_run_id has
+-- spent (ledger.note_run, 65_runs.sql) or the spend of its report rollups, its hour's and its
+-- day's rows (ledger.add_to_rollups, 60_spend.sql, same keys); NULL when all stay in range.
+-- ledger.range_refusal does not cover these: a refund lowers the agent's and team's spent but
+-- neither a run's nor the rollup of the model that spent it (a refund has rollups of its own),
+-- so charging the most there is, refunding it and charging again would pass the top of a run
+-- or of a model's rollup, and refunding charges of several models would pass the bottom of
+-- the rollup the refunds are counted in.
+-- Checked with the other refusals, before anything is written: the rows read here are the
+-- ones the entry would then add to (earlier decisions of the same batch included).
+CREATE OR REPLACE FUNCTION ledger.tally_range_refusal(a balances, p_team_id text, p_model text,
+                                                      p_priced_by text, p_run_id text,
+                                                      p_amount bigint, p_at timestamptz)
+RETURNS jsonb
+LANGUAGE plpgsql STABLE
+AS $$
+DECLARE
+    v_hour   bigint;
+    v_day    bigint;
+    v_run    bigint;
+    v_spent  numeric;
+BEGIN
+    IF p_amount = 0 THEN
+        RETURN NULL;
+    END IF;
+    -- A run's spent only grows (a refund is the agent's, never a run's).
+    IF p_run_id IS NOT NULL AND p_amount > 0 THEN
+        SELECT spent INTO v_run FROM runs
+        WHERE home_id = a.home_id AND agent_id = a.owner_id AND run_id = p_run_id;
+        IF v_run::numeric + p_amount > ledger.max_nanos() THEN
+            RETURN ledger.problem(422, 'amount-out-of-range',
+                format('This would take what run %L has spent past %s, the most the ledger '
+                       'can record. Nothing was written.', p_run_id,
+                       ledger.decimal_text(ledger.max_nanos())),
+                jsonb_build_object('scope', 'run', 'counter', 'spent', 'run_id', p_run_id));
+        END IF;
+    END IF;
+    -- Both rows in one statement; a row not made yet holds 0. The hour's may be further from
+    -- zero than the day's (refunds earlier that day), so each is checked.
+    SELECT (SELECT spent FROM spend_rollups
+            WHERE home_id = a.home_id AND agent_id = a.owner_id
+              AND hour = date_trunc('hour', p_at, 'UTC') AND team_id = coalesce(p_team_id, '')
+              AND model = coalesce(p_model, '') AND priced_by = coalesce(p_priced_by, '')),
+           (SELECT spent FROM spend_rollups_daily
+            WHERE home_id = a.home_id AND agent_id = a.owner_id
+              AND day = date_trunc('day', p_at, 'UTC') AND team_id = coalesce(p_team_id, '')
+              AND model = coalesce(p_model, '') AND priced_by = coalesce(p_priced_by, ''))
+    INTO v_hour, v_day;
+    -- Symmetric bounds: a refund may take a row down to minus the most, not one nano further.
+    v_spent := CASE WHEN p_amount > 0 THEN greatest(v_hour, v_day)
+                    ELSE least(v_hour, v_day) END::numeric + p_amount;
+    IF v_spent IS NULL OR abs(v_spent) <= ledger.max_nanos() THEN
+        RETURN NULL;
+    END IF;
+    RETURN ledger.problem(422, 'amount-out-of-range',
+        format('This would take the spend reported for agent %L%s past %s%s, the %s the '
+               'ledger can record. Nothing was written.', a.owner_id,
+               CASE WHEN coalesce(p_model, '') <> '' THEN format(' and model %L', p_model)
+                    ELSE '' END,
+               CASE WHEN p_amount < 0 THEN '-' ELSE '' END,
+               ledger.decimal_text(ledger.max_nanos()),
+               CASE WHEN p_amount < 0 THEN 'least' ELSE 'most' END),
+        jsonb_build_object('scope', 'report', 'counter', 'spent', 'model', p_model));
 END;
 $$;
 

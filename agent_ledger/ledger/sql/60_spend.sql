@@ -90,7 +90,11 @@ BEGIN
         ledger.range_refusal(t, CASE WHEN r.action = 'hold' THEN 0 ELSE v_amount END,
                              CASE WHEN r.action = 'hold' THEN v_amount ELSE 0 END, p_at),
         ledger.ancestors_range_refusal(anc, CASE WHEN r.action = 'hold' THEN 0 ELSE v_amount END,
-                                       p_at));
+                                       p_at),
+        -- the run's and the rollups' counters, which a hold does not move
+        CASE WHEN r.action <> 'hold' THEN
+            ledger.tally_range_refusal(a, a.team_id, r.model, v_priced_by, r.run_id, v_amount,
+                                       p_at) END);
     -- HOOK (breaker): a charge or hold that would break a velocity rule of the agent or its
     -- team is refused, and trips the breaker in this decision (66_velocity.sql). The one
     -- refusal that writes (the suspension, its hold releases and announcements). Budgets

@@ -115,7 +115,9 @@ BEGIN
         END IF;
         v_refusal := coalesce(v_refusal, ledger.range_refusal(a, v_amount, 0, p_at),
                               ledger.range_refusal(t, v_amount, 0, p_at),
-                              ledger.ancestors_range_refusal(anc, v_amount, p_at));
+                              ledger.ancestors_range_refusal(anc, v_amount, p_at),
+                              ledger.tally_range_refusal(a, h.team_id, coalesce(r.model, h.model),
+                                                         v_priced_by, h.run_id, v_amount, p_at));
     END IF;
     IF v_refusal IS NOT NULL THEN
         o := ledger.remember(a.home_id, a.owner_id, r.idempotency_key, r.request_hash,
