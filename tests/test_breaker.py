@@ -613,3 +613,46 @@ async def test_a_closed_grant_suspends_its_child_with_reason_grant_closed(
         "SELECT agent_status, suspended_reason FROM balances WHERE owner_id = $1", child_id
     )
     assert tuple(balance) == ("suspended", "grant_closed")
+
+
+async def test_a_childs_spend_counts_once_under_its_teams_amount_rule(
+    fleet: Fleet, admin_key: str, db: asyncpg.Connection
+) -> None:
+    """A child pays from its grant's escrow, which the team's held already counts: its charge
+    adds nothing to the team's amount measure (spent in the window plus held), as it adds
+    nothing to the team's budget limits. Counted again, the child's first charge of 1.5 under a
+    grant of 4 measured 0 + 4 + 1.5 = 5.5 against a team rule of 5.00 with nothing yet spent,
+    and tripped the breaker. The rule still holds the team to 5.00 exactly."""
+    team = await fleet.team(unique_name("delegators"))
+    parent, parent_key = await _agent_with_key(fleet, team["id"])
+    enabled = await fleet.client.patch(
+        f"/v1/agents/{parent['id']}", json={"can_delegate": True}, headers=fleet.admin
+    )
+    assert enabled.status_code == 200, enabled.text
+    await _rules(
+        fleet.client, fleet.admin, "teams", team["id"], [{"amount": "5.00", "seconds": 600}]
+    )
+    created = await fleet.client.post(
+        f"/v1/agents/{parent['id']}/children",
+        json={"name": unique_name("child"), "grant": "4"},
+        headers=bearer(parent_key),
+    )
+    assert created.status_code == 201, created.text
+    child_key = created.json()["key"]["key"]
+
+    first = await _charge(fleet.client, child_key, "1.5")
+    assert first.status_code == 201, first.text
+    # The team now measures 1.5 spent + 2.5 still in escrow: the parent may add exactly 1.
+    assert (await _charge(fleet.client, parent_key, "1")).status_code == 201
+    # The child spends the rest of its grant: money the team already counted.
+    rest = await _charge(fleet.client, child_key, "2.5")
+    assert rest.status_code == 201, rest.text
+    tripped = await _charge(fleet.client, parent_key, "0.000000001")
+    assert _code(tripped) == "velocity-exceeded", tripped.text
+    assert (tripped.json()["scope"], tripped.json()["measure"]) == ("team", "amount")
+    assert tripped.json()["observed"]["amount"] == "5"
+    team_row = await db.fetchrow(
+        "SELECT spent_total, held FROM balances WHERE owner_id = $1", team["id"]
+    )
+    assert tuple(team_row) == (5_000_000_000, 0)
+    await assert_verified(fleet.client, admin_key, parent["id"])

@@ -19,7 +19,9 @@ from litestar.testing import AsyncTestClient
 
 from agent_ledger.db import create_pool
 from agent_ledger.grants.service import close_due_grants
+from agent_ledger.ledger import decisions
 from agent_ledger.ledger.chain import verify_ledger
+from tests.citus_support import on_citus
 from tests.conftest import Fleet, ServerProcess, bearer, unique_name
 from tests.ledger_helpers import Spender, balance_of, set_team_limits, spender
 
@@ -276,7 +278,7 @@ async def test_an_expired_grant_stops_the_child_and_the_sweeper_returns_the_rest
 
 
 async def test_nested_grants_move_every_ancestor_and_close_in_cascade(
-    fleet: Fleet, db: asyncpg.Connection, database_url: str
+    fleet: Fleet, db: asyncpg.Connection
 ) -> None:
     root = await delegating_parent(fleet, limits={"total": "10"}, team_limits={"total": "10"})
     middle_created = await make_child(fleet.client, root, "6", can_delegate=True)
@@ -309,37 +311,109 @@ async def test_nested_grants_move_every_ancestor_and_close_in_cascade(
     assert (team["spent_total"], team["held"]) == (1 * NANOS, 5 * NANOS)
     await verified(fleet)
 
-    # Closing the middle grant returns everything its subtree did not spend (the leaf's unspent
-    # escrow included); the leaf is stopped at once and its grant closed by the sweeper.
+    # Closing the middle grant closes the leaf's grant first, in the same transaction: the
+    # leaf's rest goes back to the middle agent, then everything the middle agent's subtree did
+    # not spend goes back to the root. No sweeper is needed for any of it.
     closed = await fleet.client.post(
         f"/v1/grants/{middle_created['grant']['id']}/close", headers=root.headers
     )
     assert closed.status_code == 200, closed.text
     assert closed.json()["returned"] == "5"
-    refused = await charge(fleet.client, leaf, "0.1")
-    assert (refused.status_code, refused.json()["code"]) == (403, "agent-suspended")
-    # The running sweeper may close the leaf's own grant before this charge arrives; then the
-    # leaf is refused as suspended itself rather than through its closed ancestor.
-    if "ancestor_id" in refused.json():
-        assert refused.json()["ancestor_id"] == middle.agent_id
-    else:
-        leaf_row = (
-            await fleet.client.get(f"/v1/agents/{leaf.agent_id}", headers=fleet.admin)
-        ).json()
-        assert (leaf_row["status"], leaf_row["suspended_reason"]) == ("suspended", "grant_closed")
-    pool = await create_pool(database_url, min_size=1, max_size=2)
-    try:
-        await close_due_grants(pool)
-    finally:
-        await pool.close()
     leaf_grant = await db.fetchrow(
         "SELECT status, returned FROM grants WHERE child_id = $1", leaf.agent_id
     )
     assert (leaf_grant["status"], leaf_grant["returned"]) == ("closed", 3 * NANOS)
+    leaf_row = (await fleet.client.get(f"/v1/agents/{leaf.agent_id}", headers=fleet.admin)).json()
+    assert (leaf_row["status"], leaf_row["suspended_reason"]) == ("suspended", "grant_closed")
+    refused = await charge(fleet.client, leaf, "0.1")
+    assert (refused.status_code, refused.json()["code"]) == (403, "agent-suspended")
     assert (await balance_of(db, middle.agent_id))["held"] == 0
     root_row, team = await balance_of(db, root.agent_id), await balance_of(db, root.team_id)
     assert (root_row["spent_total"], root_row["held"]) == (1 * NANOS, 0)
     assert (team["spent_total"], team["held"]) == (1 * NANOS, 0)
+    await verified(fleet)
+
+
+async def test_closing_a_middle_grant_closes_the_grants_below_it_at_once(
+    fleet: Fleet, db: asyncpg.Connection
+) -> None:
+    """A grandchild cannot spend money its grandparent already took back: closing the middle
+    grant closes the leaf's grant in the same transaction (its hold released, its rest back
+    to the middle agent before the middle agent's rest goes up). Before, the leaf stayed open
+    until the sweeper's next pass, and a capture within its hold in that window moved money
+    from held to spent on ancestors that had already been repaid it: the root's and the team's
+    held fell below what they really reserved. On Postgres the close and the capture run in
+    one transaction here, so no sweeper pass can come between them."""
+    root = await delegating_parent(fleet, limits={"total": "10"}, team_limits={"total": "10"})
+    middle_created = await make_child(fleet.client, root, "6", can_delegate=True)
+    middle = child_spender(middle_created)
+    leaf_created = await make_child(fleet.client, middle, "4")
+    leaf = child_spender(leaf_created)
+    own = await fleet.client.post(
+        "/v1/holds", json={"amount": "1", "ttl_seconds": 600}, headers=root.headers
+    )
+    assert own.status_code == 201, own.text
+    assert (await charge(fleet.client, leaf, "0.5")).status_code == 201
+    leaf_hold = await fleet.client.post(
+        "/v1/holds", json={"amount": "1.5", "ttl_seconds": 600}, headers=leaf.headers
+    )
+    assert leaf_hold.status_code == 201, leaf_hold.text
+    hold_id = leaf_hold.json()["id"]
+
+    if on_citus():
+        # A decision goes to the worker that holds its home, which cannot join a transaction
+        # the coordinator began: the close commits first, and the capture follows at once.
+        closed = await fleet.client.post(
+            f"/v1/grants/{middle_created['grant']['id']}/close", headers=root.headers
+        )
+        assert (closed.json()["spent"], closed.json()["returned"]) == ("0.5", "5.5")
+        answer = await fleet.client.post(
+            f"/v1/holds/{hold_id}/capture",
+            json={"amount": "1"},
+            headers=leaf.headers,
+        )
+        refusal = (answer.status_code, answer.json().get("code"))
+    else:
+        leaf_key_hash = await db.fetchval(
+            "SELECT key_hash FROM api_keys WHERE agent_id = $1 AND revoked_at IS NULL",
+            leaf.agent_id,
+        )
+        async with db.transaction():
+            returned = await db.fetchval(
+                "SELECT ledger.close_grant($1, $2, 'closed', NULL, NULL, false)",
+                root.team_id,
+                middle_created["grant"]["id"],
+            )
+            assert (returned["spent"], returned["returned"]) == (NANOS // 2, 11 * NANOS // 2)
+            [captured] = await decisions.decide(
+                db,
+                root.team_id,
+                [
+                    decisions.Request(
+                        action="capture", key_hash=leaf_key_hash, hold_id=hold_id, amount=NANOS
+                    )
+                ],
+                None,
+            )
+            refusal = (captured.status, (captured.problem or {}).get("code"))
+    assert refusal == (409, "hold-closed")
+
+    leaf_grant = await db.fetchrow(
+        "SELECT status, spent, returned FROM grants WHERE id = $1", leaf_created["grant"]["id"]
+    )
+    assert tuple(leaf_grant) == ("closed", NANOS // 2, 3 * NANOS + NANOS // 2)
+    assert await db.fetchval("SELECT status FROM holds WHERE id = $1", hold_id) == "released"
+    # Every counter as the entries have it: only the leaf's 0.5 was ever spent, and the only
+    # money still held is the root's own hold of 1.
+    expected = {
+        leaf.agent_id: (NANOS // 2, 0, "suspended"),
+        middle.agent_id: (NANOS // 2, 0, "suspended"),
+        root.agent_id: (NANOS // 2, NANOS, "active"),
+        root.team_id: (NANOS // 2, NANOS, None),
+    }
+    for owner_id, counters in expected.items():
+        row = await balance_of(db, owner_id)
+        assert (row["spent_total"], row["held"], row["agent_status"]) == counters, owner_id
     await verified(fleet)
 
 

@@ -431,6 +431,43 @@ async def test_cap_roles(fleet: Fleet, auditor_key: str, db: asyncpg.Connection)
     assert events[3]["before"]["limit"] == "2" and events[3]["after"]["run_id"] == run
 
 
+async def test_a_child_caps_its_runs_within_its_grant(fleet: Fleet) -> None:
+    """A child agent can never spend more than its grant, whatever its own budget row says: its
+    key may cap a run up to the grant, not above it (403 naming the grant), like any other of
+    its limits. An admin's cap is not bounded by it."""
+    team = await fleet.team(unique_name("delegators"))
+    parent = await spender(fleet, team_id=team["id"])
+    enabled = await fleet.client.patch(
+        f"/v1/agents/{parent.agent_id}", json={"can_delegate": True}, headers=fleet.admin
+    )
+    assert enabled.status_code == 200, enabled.text
+    created = await fleet.client.post(
+        f"/v1/agents/{parent.agent_id}/children",
+        json={"name": unique_name("child"), "grant": "2"},
+        headers=parent.headers,
+    )
+    assert created.status_code == 201, created.text
+    child_id, own = created.json()["agent"]["id"], bearer(created.json()["key"]["key"])
+    grant_id = created.json()["grant"]["id"]
+
+    assert (await _cap(fleet.client, child_id, "within", "2", own)).status_code == 200
+    above = _problem(
+        await _cap(fleet.client, child_id, "above", "2.000000001", own), 403, "forbidden"
+    )
+    assert f"grant {grant_id} of 2." in above["detail"]
+    unset = await fleet.client.get(_run_path(child_id, "above"), headers=own)
+    assert unset.json()["limit"] is None
+    # Its own total limit, when lower than the grant, is the one named.
+    limited = await fleet.client.put(
+        f"/v1/agents/{child_id}/budget", json={"limits": {"total": "1"}}, headers=fleet.admin
+    )
+    assert limited.status_code == 200, limited.text
+    lower = _problem(await _cap(fleet.client, child_id, "above", "1.5", own), 403, "forbidden")
+    assert "total limit of 1." in lower["detail"]
+    admin = await _cap(fleet.client, child_id, "by-admin", "5", fleet.admin)
+    assert admin.status_code == 200, admin.text
+
+
 async def test_bad_cap_requests(fleet: Fleet) -> None:
     """Bad limits and run ids are 4xx validation problems; an unknown agent is 404; an
     unknown run reads as zeros."""

@@ -18,11 +18,12 @@ SELECT ledger.close_grant(p_home_id => $1, p_grant_id => $2, p_status => $3, p_k
                           p_at => $5, p_only_if_due => $6)
 """
 
-# The agents row follows the balance row's status (the truth a decision reads).
+# The agents rows follow the balance rows' status (the truth a decision reads): the child's,
+# and those of its active descendants, whose grants close with it (ledger.close_grant).
 SUSPEND_CHILD = """
 UPDATE agents SET status = 'suspended', updated_at = now(),
                   suspended_reason = coalesce(suspended_reason, 'grant_closed')
-WHERE id = $1
+WHERE id = $1 OR (parent_id IS NOT NULL AND $1 = ANY (ancestors) AND status = 'active')
 """
 
 # A grant with its child's live counters: what it spent (its subtree's spending) and holds.
@@ -38,8 +39,9 @@ WHERE g.home_id = $2 AND g.id = $1
 
 HOME_OF_GRANT = "SELECT home_id, parent_id, child_id FROM grants WHERE id = $1"
 
-# Open grants that are due to close: out of time, or carved from a grant already closed (a
-# cascade, closed one level per pass, deepest last).
+# Open grants that are due to close: out of time, or carved from a grant already closed.
+# Closing a grant closes those below it in the same transaction (ledger.close_grant); the
+# second case finds any that a close made before that left open.
 DUE_GRANTS = """
 SELECT g.home_id, g.id, g.child_id,
        CASE WHEN g.expires_at <= coalesce($2, now()) THEN 'expired' ELSE 'closed' END AS status

@@ -172,8 +172,9 @@ async def close_grant(
             if principal.role == "agent" and principal.agent_id != where["parent_id"]:
                 raise Forbidden("Only the parent's key or an admin's may close a grant.")
             before = _grant(await conn.fetchrow(queries.GET_GRANT, grant_id, where["home_id"]))
-            # The child's agents row first: on Citus a reference table cannot be written after
-            # the shards in one transaction (a refusal below rolls this back too).
+            # The agents rows of the child and of its descendants (whose grants close with it)
+            # first: on Citus a reference table cannot be written after the shards in one
+            # transaction (a refusal below rolls this back too).
             await conn.execute(queries.SUSPEND_CHILD, where["child_id"])
             closed = await conn.fetchval(
                 queries.CLOSE_GRANT,
@@ -201,9 +202,10 @@ async def close_grant(
 
 
 async def close_due_grants(pool: asyncpg.Pool, now: datetime | None = None) -> int:
-    """The sweeper's part: close open grants out of time, and those carved from a grant that
-    is closed; returns how many it closed. Each in its own transaction, with its child's
-    agents row."""
+    """The sweeper's part: close open grants out of time (each with the grants below it), and
+    any that a close made before closes cascaded left open below a closed grant; returns how
+    many due grants it closed (not counting those closed with them). Each in its own
+    transaction, with the agents rows of its subtree."""
     due = await pool.fetch(queries.DUE_GRANTS, DUE_BATCH, now)
     closed = 0
     for grant in due:
@@ -211,7 +213,7 @@ async def close_due_grants(pool: asyncpg.Pool, now: datetime | None = None) -> i
             async for attempt in transactions(pool):
                 async with attempt as conn:
                     await conn.execute(ONE_CONNECTION_PER_NODE)
-                    # The agents row first (a reference table on Citus); rolled back with the
+                    # The agents rows first (a reference table on Citus); rolled back with the
                     # rest when the grant turns out to be closed already.
                     await conn.execute(queries.SUSPEND_CHILD, grant["child_id"])
                     result = await conn.fetchval(

@@ -110,11 +110,12 @@ $$;
 -- Sets (p_limit) or removes (NULL) the cap of run p_run_id of agent p_agent_id, as a key of
 -- role p_role ('admin' or 'agent', the agent's own), under the agent's balance row lock.
 -- An admin's cap is also the ceiling of the agent's: an agent key may set a cap only within
--- every total, month and day limit of its own budget, and below a cap an admin set (it may
--- lower an admin's cap and raise it back up to it, never above it, nor remove it); else
--- problem is 403 forbidden and nothing changes. OUT agent_found false: no balance row of the
--- agent in p_home_id. before and after: the run's row around the change (before all NULL for
--- a new run).
+-- every total, month and day limit of its own budget, within its grant for a child agent (the
+-- most it can ever spend, whatever limits its own budget row carries), and below a cap an
+-- admin set (it may lower an admin's cap and raise it back up to it, never above it, nor
+-- remove it); else problem is 403 forbidden and nothing changes. OUT agent_found false: no
+-- balance row of the agent in p_home_id. before and after: the run's row around the change
+-- (before all NULL for a new run).
 CREATE OR REPLACE FUNCTION ledger.set_run_limit(p_home_id text, p_agent_id text,
                                                 p_run_id text, p_limit bigint, p_role text,
                                                 p_at timestamptz, OUT agent_found boolean,
@@ -150,13 +151,16 @@ BEGIN
         END IF;
         IF p_limit IS NOT NULL THEN
             SELECT w, l INTO v_which, v_own FROM (VALUES
-                ('total', a.limit_total), ('month', a.limit_month), ('day', a.limit_day)) AS x(w, l)
+                ('total', a.limit_total), ('month', a.limit_month), ('day', a.limit_day),
+                ('grant', a.grant_amount)) AS x(w, l)
             WHERE l IS NOT NULL AND p_limit > l
-            ORDER BY l LIMIT 1;
+            ORDER BY l, w = 'grant' LIMIT 1;
             IF v_which IS NOT NULL THEN
                 problem := ledger.problem(403, 'forbidden',
                     format('An agent key may cap a run only within its own limits; this cap is '
-                           'above the agent''s %s limit of %s.', v_which,
+                           'above the agent''s %s of %s.',
+                           CASE WHEN v_which = 'grant' THEN format('grant %s', a.grant_id)
+                                ELSE v_which || ' limit' END,
                            ledger.decimal_text(v_own)),
                     jsonb_build_object('window', v_which));
                 RETURN;

@@ -13,7 +13,8 @@
 -- - amount: money spent by charge and capture entries in the window, plus what the agent (for
 --   a team rule: the team) holds in open holds right now (a hold's money is counted from the
 --   moment it is reserved, as every budget limit counts it, so a loop of holds trips the
---   breaker as surely as a loop of charges), plus this request's amount;
+--   breaker as surely as a loop of charges), plus this request's amount (for a team rule and a
+--   child's request, nothing: the team already holds it in the grant's escrow);
 -- - charges: charge and hold entries in the window, plus this request.
 -- The sums read ledger_entries through the indexes of migration 0018: (home_id, agent_id,
 -- created_at) for an agent's rules, (team_id, created_at) for a team's (home_id, the same for
@@ -63,9 +64,12 @@ $$;
 -- here (the problem is stored and answered as it is): scope, seconds, measure ('amount' or
 -- 'charges', amount first when both break), limit {amount, charges} (the rule), observed
 -- {amount, charges} (in the window before this request; amount includes what is held) and
--- requested {amount, charges}.
+-- requested {amount, charges}. p_adds_amount false: the request adds nothing to b's amount
+-- measure (a child's, under its team's rules: see ledger.trip_breaker), so only b's charges
+-- rules can refuse it.
 CREATE OR REPLACE FUNCTION ledger.broken_velocity(b balances, p_held bigint, p_amount bigint,
-                                                  p_at timestamptz)
+                                                  p_at timestamptz,
+                                                  p_adds_amount boolean DEFAULT true)
 RETURNS jsonb
 LANGUAGE plpgsql STABLE
 AS $$
@@ -84,7 +88,8 @@ BEGIN
     LOOP
         w := ledger.velocity_window(b, v_rule.seconds, p_at);
         v_amount := w.spent + coalesce(p_held, 0);
-        IF v_rule.amount IS NOT NULL AND v_amount + p_amount > v_rule.amount THEN
+        IF v_rule.amount IS NOT NULL AND p_adds_amount AND v_amount + p_amount > v_rule.amount
+        THEN
             v_measure := 'amount';
         ELSIF v_rule.charges IS NOT NULL AND w.charges + 1 > v_rule.charges THEN
             v_measure := 'charges';
@@ -121,7 +126,14 @@ DECLARE
 BEGIN
     v_broken := ledger.broken_velocity(a, ledger.live_held(a, p_at), p_amount, p_at);
     IF v_broken IS NULL AND t.owner_id IS NOT NULL THEN
-        v_broken := ledger.broken_velocity(t, ledger.live_held(t, p_at), p_amount, p_at);
+        -- A child pays from its grant's escrow, which the team's held already counts (in full,
+        -- from the moment the grant opened): its charge or hold moves money from the team's
+        -- held to its spent, or not at all, and adds nothing to the team's amount measure, as
+        -- ledger.budget_refusal adds nothing to the team's limits for it. Counted again, the
+        -- child's first charge of 1.5 under a grant of 4 would measure 5.5 against a team rule
+        -- of 5.00 with nothing spent. Its charges still count in the team's charges rules.
+        v_broken := ledger.broken_velocity(t, ledger.live_held(t, p_at), p_amount, p_at,
+                                           a.grant_amount IS NULL);
     END IF;
     IF v_broken IS NULL THEN
         RETURN;

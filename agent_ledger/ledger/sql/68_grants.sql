@@ -7,9 +7,10 @@
 -- grant_spend entry on each ancestor's chain, and on the team, once: so the parent's and the
 -- team's spent plus held never move, and no limit of theirs can be passed by a descendant,
 -- however many spend at once. A child's own holds count on the child alone (within_grant).
--- Closing the grant (by request, or by the sweeper once its time is up or its parent's grant
--- closed) releases the child's own holds, returns the unspent rest to the parent
--- (grant_return and grant_closed entries) and suspends the child.
+-- Closing the grant (by request, or by the sweeper once its time is up) releases the child's
+-- own holds, returns the unspent rest to the parent (grant_return and grant_closed entries)
+-- and suspends the child; the grants the child's subtree gave close first, in the same
+-- transaction (ledger.close_grant).
 --
 -- Lock order, as everywhere: the child, its ancestors deepest first, the team, then holds.
 
@@ -204,17 +205,103 @@ BEGIN
 END;
 $$;
 
--- Closes grant p_grant_id (p_status 'closed' by request or cascade, 'expired' by the
--- sweeper once its time is up): releases the child's own open holds, returns the unspent
--- rest of the escrow to the parent and suspends the child. Answers {"problem"} when the grant
--- is missing or already closed (p_only_if_due: the sweeper's call, which answers {} instead
--- when there is nothing to do), else {"grant_id", "child_id", "spent", "returned"}.
--- The escrows the child itself opened for its own children stay open: those grandchildren
--- are refused from now on (an ancestor is suspended), and the sweeper closes their grants
--- next, returning their rest to this child.
+-- Closes grant p_grant_id (p_status 'closed' by request, 'expired' by the sweeper once its
+-- time is up), and with it every open grant below it, in the same transaction: answers
+-- {"problem"} when the grant is missing or already closed (p_only_if_due: the sweeper's call,
+-- which answers {} instead when there is nothing to do), else {"grant_id", "child_id",
+-- "spent", "returned"} of p_grant_id.
+--
+-- The grants below go first, deepest first (ledger.close_locked_grant on each): every one of
+-- them returns its rest to its own parent before that parent's grant is closed, so the rest
+-- this grant returns up is exactly what the child's whole subtree left unspent, and nothing a
+-- grandchild still holds can reach an ancestor that already took it back. (Left open until
+-- the sweeper's next pass, a grandchild could capture within its hold after its grandparent
+-- had been repaid that money: spent twice, held below what is reserved.)
+--
+-- Locks, in the one order: the agents of the child's subtree deepest first, then the child
+-- and the parent (one statement, depth descending), the team, the holds, then the grants.
+-- A grant is opened under a lock on its parent and on every ancestor of the parent
+-- (ledger.open_grant), the child among them: once the child's row is locked the subtree
+-- cannot grow. One opened between the first read of the subtree and that lock is caught by a
+-- second read, and the whole close is tried again (serialization_failure: the service
+-- retries, agent_ledger/db.py), since locking it now would take a deeper row after shallower
+-- ones.
 CREATE OR REPLACE FUNCTION ledger.close_grant(p_home_id text, p_grant_id text, p_status text,
                                               p_key_id text, p_at timestamptz,
                                               p_only_if_due boolean DEFAULT false)
+RETURNS jsonb
+LANGUAGE plpgsql VOLATILE
+AS $$
+DECLARE
+    g        grants;
+    d        record;
+    v_below  text[];
+    v_now    text[];
+    v_at     timestamptz;
+BEGIN
+    SELECT * INTO g FROM grants WHERE home_id = p_home_id AND id = p_grant_id;
+    IF NOT FOUND THEN
+        RETURN jsonb_build_object('problem', ledger.problem(404, 'not-found',
+            format('No grant with id %L.', p_grant_id)));
+    END IF;
+    -- An agent's ancestors never change: read before locking.
+    SELECT coalesce(array_agg(owner_id), '{}') INTO v_below FROM balances
+    WHERE home_id = p_home_id AND owner_type = 'agent' AND g.child_id = ANY (ancestors);
+    PERFORM 1 FROM balances
+    WHERE home_id = p_home_id AND owner_type = 'agent'
+      AND owner_id = ANY (v_below || g.child_id || g.parent_id)
+    ORDER BY depth DESC, owner_id
+    FOR UPDATE;
+    SELECT coalesce(array_agg(owner_id), '{}') INTO v_now FROM balances
+    WHERE home_id = p_home_id AND owner_type = 'agent' AND g.child_id = ANY (ancestors);
+    IF NOT v_now <@ v_below THEN
+        RAISE EXCEPTION 'grant %: a grant was opened below it while it was being closed', g.id
+            USING ERRCODE = 'serialization_failure';
+    END IF;
+    PERFORM 1 FROM balances
+    WHERE home_id = p_home_id AND owner_type = 'team' AND owner_id = p_home_id FOR UPDATE;
+    -- The escrow, and every open hold in the subtree: the agents' own holds (released as
+    -- each is suspended) and the escrows of the grants below.
+    PERFORM 1 FROM holds
+    WHERE home_id = p_home_id
+      AND (id = g.hold_id
+           OR (agent_id = ANY (v_below || g.child_id) AND status = 'open'))
+    ORDER BY id FOR UPDATE;
+    PERFORM 1 FROM grants
+    WHERE home_id = p_home_id
+      AND (id = g.id OR (child_id = ANY (v_below) AND status = 'open'))
+    ORDER BY id FOR UPDATE;
+    SELECT * INTO g FROM grants WHERE home_id = p_home_id AND id = p_grant_id;
+    v_at := coalesce(p_at, clock_timestamp());
+    IF g.status <> 'open' THEN
+        IF p_only_if_due THEN
+            RETURN '{}'::jsonb;
+        END IF;
+        RETURN jsonb_build_object('problem', ledger.problem(409, 'grant-closed',
+            format('Grant %L is already %s.', g.id, g.status)));
+    END IF;
+
+    FOR d IN
+        SELECT u.id,
+               CASE WHEN u.expires_at <= v_at THEN 'expired' ELSE 'closed' END AS status
+        FROM grants AS u
+        JOIN balances AS b ON b.home_id = u.home_id AND b.owner_id = u.child_id
+        WHERE u.home_id = p_home_id AND u.status = 'open' AND u.child_id = ANY (v_below)
+        ORDER BY b.depth DESC, u.child_id
+    LOOP
+        PERFORM ledger.close_locked_grant(p_home_id, d.id, d.status, p_key_id, v_at);
+    END LOOP;
+    RETURN ledger.close_locked_grant(p_home_id, g.id, p_status, p_key_id, v_at);
+END;
+$$;
+
+-- Closes open grant p_grant_id with p_status at p_at, on rows ledger.close_grant has locked
+-- (and every grant below it already closed): releases the child's own open holds and suspends
+-- it, returns the unspent rest of the escrow to the parent, and writes the rows. Answers
+-- {"grant_id", "child_id", "spent", "returned"}.
+CREATE OR REPLACE FUNCTION ledger.close_locked_grant(p_home_id text, p_grant_id text,
+                                                     p_status text, p_key_id text,
+                                                     p_at timestamptz)
 RETURNS jsonb
 LANGUAGE plpgsql VOLATILE
 AS $$
@@ -226,50 +313,33 @@ DECLARE
     h        holds;
     e        ledger_entries;
     x        record;
-    v_at     timestamptz;
     v_spent  bigint;
     v_rest   bigint;
 BEGIN
     SELECT * INTO g FROM grants WHERE home_id = p_home_id AND id = p_grant_id;
-    IF NOT FOUND THEN
-        RETURN jsonb_build_object('problem', ledger.problem(404, 'not-found',
-            format('No grant with id %L.', p_grant_id)));
-    END IF;
     SELECT * INTO c FROM balances
-    WHERE home_id = p_home_id AND owner_type = 'agent' AND owner_id = g.child_id FOR UPDATE;
+    WHERE home_id = p_home_id AND owner_type = 'agent' AND owner_id = g.child_id;
     SELECT * INTO p FROM balances
-    WHERE home_id = p_home_id AND owner_type = 'agent' AND owner_id = g.parent_id FOR UPDATE;
+    WHERE home_id = p_home_id AND owner_type = 'agent' AND owner_id = g.parent_id;
     SELECT * INTO t FROM balances
-    WHERE home_id = p_home_id AND owner_type = 'team' AND owner_id = p_home_id FOR UPDATE;
-    PERFORM 1 FROM holds
-    WHERE home_id = p_home_id
-      AND (id = g.hold_id OR (agent_id = c.owner_id AND status = 'open' AND grant_id IS NULL))
-    ORDER BY id FOR UPDATE;
-    SELECT * INTO g FROM grants WHERE home_id = p_home_id AND id = p_grant_id FOR UPDATE;
-    v_at := coalesce(p_at, clock_timestamp());
-    IF g.status <> 'open' THEN
-        IF p_only_if_due THEN
-            RETURN '{}'::jsonb;
-        END IF;
-        RETURN jsonb_build_object('problem', ledger.problem(409, 'grant-closed',
-            format('Grant %L is already %s.', g.id, g.status)));
-    END IF;
+    WHERE home_id = p_home_id AND owner_type = 'team' AND owner_id = p_home_id;
 
     -- The child suspended, its own holds released (their money is the grant's, which returns
     -- below), announced as any suspension is (47_suspend.sql). A child already suspended keeps
     -- its reason; its holds are released all the same.
-    x := ledger.suspend(c, t, 'grant_closed', v_at, p_key_id,
+    x := ledger.suspend(c, t, 'grant_closed', p_at, p_key_id,
                         jsonb_build_object('grant_id', g.id, 'parent_id', p.owner_id));
     c := x.a;
     t := x.t;
 
     -- Everything the child's subtree spent reached the child's spent (and moved out of the
-    -- escrow as it went); the rest of the escrow is what returns.
+    -- escrow as it went), and the grants below are closed: the rest of the escrow is what
+    -- returns.
     v_spent := c.spent_total;
     v_rest := g.amount - v_spent;
     SELECT * INTO h FROM holds WHERE home_id = p_home_id AND id = g.hold_id;
     h := ledger.close_hold(h, CASE WHEN v_spent > 0 THEN 'captured' ELSE 'released' END,
-                           nullif(v_spent, 0), v_at);
+                           nullif(v_spent, 0), p_at);
     p.held := p.held - v_rest;
     IF NOT h.within_grant THEN
         t.held := t.held - v_rest;
@@ -278,16 +348,16 @@ BEGIN
                            h.id, NULL, NULL,
                            jsonb_build_object('grant_id', g.id, 'child_id', c.owner_id,
                                               'spent', ledger.decimal_text(v_spent)),
-                           p_key_id, v_at, NULL, NULL, NULL, NULL);
+                           p_key_id, p_at, NULL, NULL, NULL, NULL);
     p := ledger.link(p, e);
     e := ledger.next_entry(c, c.team_id, 'grant_closed', v_rest, g.currency, NULL, NULL, NULL,
                            h.id, NULL, NULL,
                            jsonb_build_object('grant_id', g.id,
                                               'spent', ledger.decimal_text(v_spent)),
-                           p_key_id, v_at, NULL, NULL, NULL, NULL);
+                           p_key_id, p_at, NULL, NULL, NULL, NULL);
     c := ledger.link(c, e);
 
-    UPDATE grants SET status = p_status, spent = v_spent, returned = v_rest, closed_at = v_at,
+    UPDATE grants SET status = p_status, spent = v_spent, returned = v_rest, closed_at = p_at,
                       closed_by_key_id = p_key_id
     WHERE home_id = p_home_id AND id = g.id;
     PERFORM ledger.save_balance(c);
