@@ -157,6 +157,17 @@ async def test_open_holds_are_read_from_the_database(own_fleet: Fleet, own_datab
     assert value(after, "agent_ledger_outbox_pending", topic="audit") == 0
 
 
+async def test_every_outbox_topic_is_exposed_while_nothing_waits(own_fleet: Fleet) -> None:
+    """Both topics, audit and webhook, are in every scrape, at 0 when nothing waits (this
+    database has no webhook, so no webhook row is ever written): a dashboard shows 0, not "no
+    data"."""
+    samples = await scrape(own_fleet.client)
+    for topic in ("audit", "webhook"):
+        for name in ("agent_ledger_outbox_pending", "agent_ledger_outbox_oldest_pending_seconds"):
+            assert (name, frozenset({("topic", topic)})) in samples, (name, topic)
+    assert value(samples, "agent_ledger_outbox_pending", topic="webhook") == 0
+
+
 async def test_routes_are_templates_and_no_label_names_an_agent_or_a_key(
     own_fleet: Fleet,
 ) -> None:

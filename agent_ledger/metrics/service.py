@@ -33,7 +33,7 @@ log = structlog.get_logger("agent_ledger.metrics")
 DATABASE_TIMEOUT_SECONDS = 2.0
 MODELS_EVERY_SAMPLES = 60
 # Topics present in every answer, at 0 when nothing waits, so a dashboard never shows "no data".
-_OUTBOX_TOPICS = ("audit",)
+_OUTBOX_TOPICS = ("audit", "webhook")
 
 
 class _Families:
