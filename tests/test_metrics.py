@@ -24,7 +24,7 @@ from tests.metrics_helpers import Samples, delta, label_names, parse, value
 
 GPT4O_TASK = {"model": "gpt-4o", "input_tokens": 3000, "output_tokens": 1000}  # 0.0175
 ALLOWED_LABELS = {"route", "method", "status", "le", "kind", "outcome", "reason", "currency"}
-ALLOWED_LABELS |= {"model", "topic", "shape"}
+ALLOWED_LABELS |= {"model", "topic", "shape", "status_class"}
 
 
 def _settings(url: str, **overrides: object) -> Settings:
@@ -200,20 +200,38 @@ async def test_routes_are_templates_and_no_label_names_an_agent_or_a_key(
         assert secret not in text
 
 
-async def test_latency_is_a_histogram_by_route_and_method(own_fleet: Fleet) -> None:
-    """Every request lands in one bucket chain; its count equals the requests counted."""
+async def test_latency_is_a_histogram_by_route_method_and_status_class(
+    own_fleet: Fleet,
+) -> None:
+    """Every request lands in one bucket chain, by its status class; its count equals the
+    requests counted with the codes of that class."""
     client = own_fleet.client
+    agent = await spender(own_fleet, limits={"per_charge": "1"})
     for _ in range(3):
         assert (await client.get("/healthz")).status_code == 200
+    for amount in ("0.5", "0.25", "5"):
+        await client.post("/v1/charges", json={"amount": amount}, headers=agent.headers)
     samples = await scrape(client)
     name = "agent_ledger_http_request_duration_seconds"
-    count = value(samples, f"{name}_count", route="/healthz", method="GET")
-    assert count == value(samples, f"{name}_bucket", route="/healthz", method="GET", le="+Inf")
-    assert count == value(
-        samples, "agent_ledger_http_requests_total", route="/healthz", method="GET", status="200"
-    )
+    requests = "agent_ledger_http_requests_total"
+    healthz = {"route": "/healthz", "method": "GET", "status_class": "2xx"}
+    count = value(samples, f"{name}_count", **healthz)
+    assert count == value(samples, f"{name}_bucket", le="+Inf", **healthz)
+    assert count == value(samples, requests, route="/healthz", method="GET", status="200")
     assert count >= 3
-    assert value(samples, f"{name}_sum", route="/healthz", method="GET") > 0
+    assert value(samples, f"{name}_sum", **healthz) > 0
+    # Accepted charges and refused ones are timed apart, each class with its own codes.
+    charges = {"route": "/v1/charges", "method": "POST"}
+    for status_class in ("2xx", "4xx"):
+        counted = sum(
+            v
+            for (n, labels), v in samples.items()
+            if n == requests
+            and set(charges.items()) <= labels
+            and dict(labels)["status"][0] == status_class[0]
+        )
+        timed = value(samples, f"{name}_count", status_class=status_class, **charges)
+        assert timed == counted >= 1, status_class
 
 
 async def test_a_metrics_token_is_required_once_set(own_database: str) -> None:

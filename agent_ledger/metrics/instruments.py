@@ -66,10 +66,13 @@ class Instruments:
             ["route", "method", "status"],
             registry=registry,
         )
+        # By status class, not code: a refusal (4xx) or a 503 takes another path than an
+        # answer, and each exact code would multiply the histogram's series by its buckets.
         self.duration = Histogram(
             "agent_ledger_http_request_duration_seconds",
-            "Time from a request's arrival to the end of its answer.",
-            ["route", "method"],
+            "Time from a request's arrival to the end of its answer, by route template, "
+            "method and status class (2xx, 4xx, ...).",
+            ["route", "method", "status_class"],
             buckets=LATENCY_BUCKETS,
             registry=registry,
         )
@@ -142,7 +145,7 @@ class Instruments:
         if children is None:
             children = (
                 self.requests.labels(key[0], key[1], str(status)),
-                self.duration.labels(key[0], key[1]),
+                self.duration.labels(key[0], key[1], f"{status // 100}xx"),
             )
             self._http[key] = children
         children[0].inc()
