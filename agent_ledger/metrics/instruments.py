@@ -107,6 +107,13 @@ class Instruments:
             ["currency", "model"],
             registry=registry,
         )
+        # Unlabelled, so it is exposed (at 0) from the start: "no failures" is not "no data".
+        self.webhook_failures = Counter(
+            "agent_ledger_webhook_delivery_failures",
+            "Webhook delivery attempts that failed: no 2xx answer within the timeout, or none "
+            "could be made (address refused, secret unreadable).",
+            registry=registry,
+        )
         # Each worker's own pool; summed over the workers alive.
         self.pool_in_use = Gauge(
             "agent_ledger_pool_connections_in_use",
@@ -180,6 +187,10 @@ class Instruments:
             )
         children[0].inc()
         children[1].inc(requests)
+
+    def observe_delivery_failure(self) -> None:
+        """The delivery worker's observer: one attempt that failed."""
+        self.webhook_failures.inc()
 
     def model_label(self, model: str | None) -> str:
         if model is None:
