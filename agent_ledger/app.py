@@ -163,12 +163,14 @@ async def _database(app: Litestar) -> AsyncIterator[None]:
     app.state.decider = Decider(
         app.state.pool, clock=app.state.clock, slots=decision_slots(settings, distributed)
     )
+    metrics: Instruments | None = app.state.metrics
     deliveries = DeliveryWorker(
         app.state.pool,
         pepper=settings.key_pepper,
         allow_private=settings.webhook_allow_private,
         timeout_seconds=settings.webhook_timeout_seconds,
         poll_seconds=settings.webhook_poll_seconds,
+        on_failure=metrics.observe_delivery_failure if metrics is not None else None,
     )
     background = _observability(app)
     background += [

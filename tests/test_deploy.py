@@ -32,6 +32,14 @@ CONTRACT_METRICS = {
     "agent_ledger_spend_total",
     "agent_ledger_open_holds",
 }
+# Outbox lag and delivery failures (issue 16), on the dashboard too.
+DELIVERY_METRICS = {
+    "agent_ledger_outbox_oldest_pending_seconds",
+    "agent_ledger_webhook_deliveries",
+    "agent_ledger_webhook_delivery_failures_total",
+    "agent_ledger_webhook_oldest_pending_seconds",
+    "agent_ledger_webhook_oldest_due_seconds",
+}
 SUFFIXES = {"counter": ["_total"], "histogram": ["_bucket", "_sum", "_count"]}
 
 
@@ -78,11 +86,15 @@ def test_every_alert_is_complete_and_names_only_real_metrics(exposed: set[str]) 
     mentioned = {n for rule in found for n in OUR_METRIC.findall(rule["expr"])}
     assert "agent_ledger_database_up" in mentioned
     assert "agent_ledger_outbox_oldest_pending_seconds" in mentioned
+    # A receiver down for hours, or no worker delivering, must page someone.
+    assert "agent_ledger_webhook_oldest_pending_seconds" in mentioned
+    assert "agent_ledger_webhook_oldest_due_seconds" in mentioned
 
 
 def test_the_dashboard_shows_the_contracts_metrics_and_only_real_ones(exposed: set[str]) -> None:
     """The dashboard parses, reads from the provisioned data source, and queries only metrics
-    the service exposes, the contract's among them."""
+    the service exposes, the contract's and the deliveries' among them; its panel ids are
+    unique (Grafana keys a panel's state by it)."""
     board = json.loads(DASHBOARD.read_text())
     assert board["uid"] == "agent-ledger"
     datasource = yaml.safe_load(
@@ -91,9 +103,11 @@ def test_the_dashboard_shows_the_contracts_metrics_and_only_real_ones(exposed: s
     assert datasource["url"] == "http://prometheus:9090"
     for panel in board["panels"]:
         assert panel["datasource"]["uid"] == datasource["uid"], panel["title"]
+    ids = [panel["id"] for panel in board["panels"]]
+    assert len(ids) == len(set(ids)), ids
     used = {n for expr in dashboard_expressions() for n in OUR_METRIC.findall(expr)}
     assert used <= exposed, used - exposed
-    assert CONTRACT_METRICS <= used
+    assert CONTRACT_METRICS | DELIVERY_METRICS <= used, (CONTRACT_METRICS | DELIVERY_METRICS) - used
 
 
 def test_compose_runs_prometheus_and_grafana_behind_a_profile() -> None:

@@ -9,7 +9,7 @@ client cannot make): tests/test_metrics_processes.py.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 
 import asyncpg
 import pytest
@@ -18,13 +18,21 @@ from litestar.testing import AsyncTestClient
 from agent_ledger.app import create_app
 from agent_ledger.config import Settings
 from agent_ledger.db import create_pool
-from tests.conftest import TEST_PEPPER, Fleet, bearer, issue_staff_key, scratch_database
+from tests.conftest import (
+    TEST_PEPPER,
+    Fleet,
+    bearer,
+    issue_staff_key,
+    scratch_database,
+    unique_name,
+)
 from tests.ledger_helpers import spender
 from tests.metrics_helpers import Samples, delta, label_names, parse, value
+from tests.webhook_support import Receiver, alerts_settings, eventually
 
 GPT4O_TASK = {"model": "gpt-4o", "input_tokens": 3000, "output_tokens": 1000}  # 0.0175
 ALLOWED_LABELS = {"route", "method", "status", "le", "kind", "outcome", "reason", "currency"}
-ALLOWED_LABELS |= {"model", "topic", "shape"}
+ALLOWED_LABELS |= {"model", "topic", "shape", "status_class"}
 
 
 def _settings(url: str, **overrides: object) -> Settings:
@@ -157,6 +165,17 @@ async def test_open_holds_are_read_from_the_database(own_fleet: Fleet, own_datab
     assert value(after, "agent_ledger_outbox_pending", topic="audit") == 0
 
 
+async def test_every_outbox_topic_is_exposed_while_nothing_waits(own_fleet: Fleet) -> None:
+    """Both topics, audit and webhook, are in every scrape, at 0 when nothing waits (this
+    database has no webhook, so no webhook row is ever written): a dashboard shows 0, not "no
+    data"."""
+    samples = await scrape(own_fleet.client)
+    for topic in ("audit", "webhook"):
+        for name in ("agent_ledger_outbox_pending", "agent_ledger_outbox_oldest_pending_seconds"):
+            assert (name, frozenset({("topic", topic)})) in samples, (name, topic)
+    assert value(samples, "agent_ledger_outbox_pending", topic="webhook") == 0
+
+
 async def test_routes_are_templates_and_no_label_names_an_agent_or_a_key(
     own_fleet: Fleet,
 ) -> None:
@@ -189,20 +208,38 @@ async def test_routes_are_templates_and_no_label_names_an_agent_or_a_key(
         assert secret not in text
 
 
-async def test_latency_is_a_histogram_by_route_and_method(own_fleet: Fleet) -> None:
-    """Every request lands in one bucket chain; its count equals the requests counted."""
+async def test_latency_is_a_histogram_by_route_method_and_status_class(
+    own_fleet: Fleet,
+) -> None:
+    """Every request lands in one bucket chain, by its status class; its count equals the
+    requests counted with the codes of that class."""
     client = own_fleet.client
+    agent = await spender(own_fleet, limits={"per_charge": "1"})
     for _ in range(3):
         assert (await client.get("/healthz")).status_code == 200
+    for amount in ("0.5", "0.25", "5"):
+        await client.post("/v1/charges", json={"amount": amount}, headers=agent.headers)
     samples = await scrape(client)
     name = "agent_ledger_http_request_duration_seconds"
-    count = value(samples, f"{name}_count", route="/healthz", method="GET")
-    assert count == value(samples, f"{name}_bucket", route="/healthz", method="GET", le="+Inf")
-    assert count == value(
-        samples, "agent_ledger_http_requests_total", route="/healthz", method="GET", status="200"
-    )
+    requests = "agent_ledger_http_requests_total"
+    healthz = {"route": "/healthz", "method": "GET", "status_class": "2xx"}
+    count = value(samples, f"{name}_count", **healthz)
+    assert count == value(samples, f"{name}_bucket", le="+Inf", **healthz)
+    assert count == value(samples, requests, route="/healthz", method="GET", status="200")
     assert count >= 3
-    assert value(samples, f"{name}_sum", route="/healthz", method="GET") > 0
+    assert value(samples, f"{name}_sum", **healthz) > 0
+    # Accepted charges and refused ones are timed apart, each class with its own codes.
+    charges = {"route": "/v1/charges", "method": "POST"}
+    for status_class in ("2xx", "4xx"):
+        counted = sum(
+            v
+            for (n, labels), v in samples.items()
+            if n == requests
+            and set(charges.items()) <= labels
+            and dict(labels)["status"][0] == status_class[0]
+        )
+        timed = value(samples, f"{name}_count", status_class=status_class, **charges)
+        assert timed == counted >= 1, status_class
 
 
 async def test_a_metrics_token_is_required_once_set(own_database: str) -> None:
@@ -260,3 +297,111 @@ async def test_the_pool_counts_acquisitions_waiting(database_url: str) -> None:
         assert pool.waiting == 0
     finally:
         pool.terminate()  # not close(): it would wait for a connection a failure left out
+
+
+FAILURES = "agent_ledger_webhook_delivery_failures_total"
+DELIVERIES = "agent_ledger_webhook_deliveries"
+OLDEST_PENDING = "agent_ledger_webhook_oldest_pending_seconds"
+OLDEST_DUE = "agent_ledger_webhook_oldest_due_seconds"
+
+
+@pytest.fixture
+def hooks_database(server_url: str) -> Iterator[str]:
+    """A database of the test's own, so that the module's app, whose worker refuses loopback
+    receivers, never claims (and fails) these deliveries."""
+    with scratch_database(server_url) as url:
+        yield url
+
+
+async def test_a_failing_receiver_makes_the_webhook_figures_rise(hooks_database: str) -> None:
+    """A receiver answering 500: every failed attempt is counted, the delivery stays pending
+    (retried) and its wait grows; a delivery whose schedule runs out is counted failed. Before
+    any of it, every figure is there at 0, not missing."""
+    receiver = Receiver().start()
+    receiver.status = 500
+    try:
+        async with AsyncTestClient(create_app(alerts_settings(hooks_database))) as client:
+            fleet = Fleet(client, await issue_staff_key(hooks_database, "admin"))
+            before = await scrape(client)
+            for name, labels in ((FAILURES, {}), (DELIVERIES, {"status": "pending"}),
+                                 (DELIVERIES, {"status": "failed"}), (OLDEST_PENDING, {}),
+                                 (OLDEST_DUE, {})):  # fmt: skip
+                assert (name, frozenset(labels.items())) in before, name
+                assert value(before, name, **labels) == 0, name
+            hook = await client.post(
+                "/v1/webhooks",
+                json={"url": receiver.url, "events": ["key.revoked"]},
+                headers=fleet.admin,
+            )
+            assert hook.status_code == 201, hook.text
+            agent = await fleet.agent(unique_name("revoking"))
+
+            async def revoke_a_key() -> None:
+                key = await fleet.agent_key(agent["id"])
+                revoked = await client.post(f"/v1/keys/{key['id']}/revoke", headers=fleet.admin)
+                assert revoked.status_code == 200, revoked.text
+
+            async def scraped_when(check: Callable[[Samples], bool]) -> Samples | None:
+                samples = await scrape(client)
+                return samples if check(samples) else None
+
+            await revoke_a_key()
+            retried = await eventually(
+                lambda: scraped_when(lambda s: value(s, FAILURES) >= 2), timeout=15
+            )
+            # Each failure counted is an attempt the receiver saw and answered 500.
+            assert value(retried, FAILURES) <= len(receiver.events())
+            assert value(retried, DELIVERIES, status="pending") == 1
+            assert value(retried, DELIVERIES, status="failed") == 0
+            assert value(retried, OLDEST_PENDING) > 0
+
+            # The next delivery starts at the schedule's last step: one failure and it is over.
+            conn = await asyncpg.connect(hooks_database)
+            try:
+                await conn.execute(
+                    "ALTER TABLE webhook_deliveries ALTER COLUMN step SET DEFAULT 10"
+                )
+                await revoke_a_key()
+                given_up = await eventually(
+                    lambda: scraped_when(lambda s: value(s, DELIVERIES, status="failed") == 1),
+                    timeout=15,
+                )
+            finally:
+                await conn.close()
+            assert value(given_up, DELIVERIES, status="pending") == 1
+            assert value(given_up, FAILURES) >= value(retried, FAILURES) + 1
+    finally:
+        receiver.stop()
+
+
+async def test_the_webhook_waits_are_read_from_the_table(hooks_database: str) -> None:
+    """With no worker delivering, the figures are the table's: the oldest pending delivery's
+    wait since it was made, the most overdue one's since it fell due (a retry not yet due is
+    pending but not overdue), the given-up ones; delivered ones are not counted."""
+    settings = alerts_settings(hooks_database, webhook_deliveries=False)
+    async with AsyncTestClient(create_app(settings)) as client:
+        conn = await asyncpg.connect(hooks_database)
+        try:
+            await conn.execute(
+                """
+                INSERT INTO webhook_deliveries
+                    (id, webhook_id, event_id, type, body, status, next_attempt_at, created_at)
+                VALUES
+                    ('whd_overdue', 'whk_x', 'evt_1', 'key.revoked', '{}', 'pending',
+                     now() - interval '120 seconds', now() - interval '300 seconds'),
+                    ('whd_retry', 'whk_x', 'evt_2', 'key.revoked', '{}', 'pending',
+                     now() + interval '1 hour', now() - interval '60 seconds'),
+                    ('whd_failed', 'whk_x', 'evt_3', 'key.revoked', '{}', 'failed',
+                     NULL, now() - interval '2 days'),
+                    ('whd_done', 'whk_x', 'evt_4', 'key.revoked', '{}', 'delivered',
+                     NULL, now() - interval '3 days')
+                """
+            )
+        finally:
+            await conn.close()
+        samples = await scrape(client)
+    assert value(samples, DELIVERIES, status="pending") == 2
+    assert value(samples, DELIVERIES, status="failed") == 1
+    assert ("agent_ledger_webhook_deliveries", frozenset({("status", "delivered")})) not in samples
+    assert 300 <= value(samples, OLDEST_PENDING) < 360
+    assert 120 <= value(samples, OLDEST_DUE) < 180

@@ -20,6 +20,7 @@ from agent_ledger.metrics import multiprocess
 from tests.conftest import Fleet, ServerProcess, bearer, issue_staff_key
 from tests.ledger_helpers import spender
 from tests.metrics_helpers import Samples, delta, parse, total, value
+from tests.webhook_support import SERVER_ENV, Receiver, eventually, own_database
 
 TOKEN = "metrics-token-for-tests-4c2a"
 POOL_MAX = 20  # ServerProcess's LEDGER_POOL_MAX_SIZE
@@ -129,6 +130,62 @@ async def test_a_dead_worker_stops_counting_in_the_live_gauges(
     assert value(samples, "agent_ledger_pool_connections_max") == 2 * POOL_MAX
     assert not list(directory.glob(f"gauge_live*_{victim.pid}.db"))
     assert total(samples, "agent_ledger_http_requests_total") >= served
+
+
+@pytest.fixture
+def hooks_database(server_url: str) -> Iterator[str]:
+    """A database of the test's own: its deliveries go to a loopback receiver."""
+    with own_database(server_url) as url:
+        yield url
+
+
+async def test_failed_webhook_attempts_are_summed_across_worker_processes(
+    hooks_database: str,
+) -> None:
+    """Two workers deliver (each process runs a delivery worker) to a receiver that answers
+    500, then 200: the failures counted, whichever worker made each attempt, are exactly the
+    attempts the receiver refused."""
+    url = hooks_database
+    receiver = Receiver().start()
+    receiver.status = 500
+    server = ServerProcess(url, workers=2, env={**SERVER_ENV, "LOG_LEVEL": "WARNING"})
+    conn = await asyncpg.connect(url)
+    try:
+        server.wait_ready(60)
+        admin = await issue_staff_key(url, "admin")
+        async with httpx.AsyncClient(base_url=server.base_url, timeout=30) as client:
+            fleet = Fleet(client, admin)
+            before = scrape(server.base_url, None)
+            hook = await client.post(
+                "/v1/webhooks",
+                json={"url": receiver.url, "events": ["key.revoked"]},
+                headers=fleet.admin,
+            )
+            assert hook.status_code == 201, hook.text
+            agent = await fleet.agent("revoking")
+            for _ in range(4):
+                key = await fleet.agent_key(agent["id"])
+                revoked = await client.post(f"/v1/keys/{key['id']}/revoke", headers=fleet.admin)
+                assert revoked.status_code == 200, revoked.text
+            # Each of the four tried three times at least (again after 1 s, then 2 s).
+            await eventually(lambda: len(receiver.events()) >= 12, timeout=30)
+            receiver.status = 200
+            await eventually(
+                lambda: conn.fetchval(
+                    "SELECT count(*) = 4 AND bool_and(status = 'delivered') FROM webhook_deliveries"
+                ),
+                timeout=30,
+            )
+        after = scrape(server.base_url, None)
+    finally:
+        await conn.close()
+        server.stop()
+        receiver.stop()
+    # Each failure is counted before its delivery is claimed again, so all of them were
+    # counted before the last, good, attempt of each of the four.
+    refused = len(receiver.events()) - 4
+    assert delta(after, before, "agent_ledger_webhook_delivery_failures_total") == refused
+    assert value(after, "agent_ledger_webhook_deliveries", status="pending") == 0
 
 
 def test_the_token_guards_a_real_server(two_workers: ServerProcess) -> None:

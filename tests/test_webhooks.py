@@ -324,6 +324,69 @@ async def _with_status(hooks: AsyncTestClient, auditor: dict, webhook_id: str, s
     return items[0] if items and items[0]["status"] == status else None
 
 
+async def _listed(hooks: AsyncTestClient, auditor: dict, webhook_id: str, **query: str) -> list:
+    """Every delivery the listing gives with ``query``, page by page (one a page)."""
+    items, cursor = [], None
+    while True:
+        params = {**query, "limit": "1", **({"cursor": cursor} if cursor else {})}
+        response = await hooks.get(
+            f"/v1/webhooks/{webhook_id}/deliveries", params=params, headers=auditor
+        )
+        assert response.status_code == 200, response.text
+        page = response.json()
+        items += page["items"]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            return items
+
+
+async def test_deliveries_are_listed_by_status(
+    hooks: AsyncTestClient, admin: dict, auditor: dict, receiver: Receiver,
+    conn: asyncpg.Connection,
+) -> None:  # fmt: skip
+    """?status= keeps the deliveries in that status now, paged like the whole listing: here a
+    delivered threshold and a failed refusal. Any other status is 422 validation-error naming
+    the parameter; the parameter twice is 400."""
+    team_id, _, agent = await _team_with_agent(hooks, admin)
+    hook = await _register(
+        hooks, admin, url=receiver.url, events=["budget.threshold", "budget.exceeded"],
+        team_id=team_id,
+    )  # fmt: skip
+    await _cross_half(hooks, admin, team_id, agent)
+    [delivered] = await eventually(lambda: _delivered(hooks, auditor, hook["id"]))
+    receiver.status = 500
+    # The refusal's delivery starts at the schedule's last step: one failure and it is over.
+    await conn.execute("ALTER TABLE webhook_deliveries ALTER COLUMN step SET DEFAULT 10")
+    try:
+        refused = await hooks.post("/v1/charges", json={"amount": "5"}, headers=agent)
+        assert refused.status_code == 402, refused.text
+
+        async def settled() -> bool:
+            items = await _deliveries(hooks, auditor, hook["id"])
+            return [d["status"] for d in items] == ["delivered", "failed"]
+
+        await eventually(settled)
+    finally:
+        await conn.execute("ALTER TABLE webhook_deliveries ALTER COLUMN step SET DEFAULT 0")
+
+    everything = await _listed(hooks, auditor, hook["id"])
+    assert [d["status"] for d in everything] == ["delivered", "failed"]
+    failed = await _listed(hooks, auditor, hook["id"], status="failed")
+    assert [(d["type"], d["status"]) for d in failed] == [("budget.exceeded", "failed")]
+    assert [d["id"] for d in await _listed(hooks, auditor, hook["id"], status="delivered")] == [
+        delivered["id"]
+    ]
+    assert await _listed(hooks, auditor, hook["id"], status="pending") == []
+
+    url = f"/v1/webhooks/{hook['id']}/deliveries"
+    bad = await hooks.get(url, params={"status": "given-up"}, headers=auditor)
+    assert bad.status_code == 422, bad.text
+    assert bad.json()["code"] == "validation-error" and "status" in bad.json()["detail"]
+    twice = await hooks.get(f"{url}?status=failed&status=pending", headers=auditor)
+    assert twice.status_code == 400, twice.text
+    assert twice.json()["code"] == "validation-error"
+
+
 async def test_slack_format_posts_a_text_message(
     hooks: AsyncTestClient, admin: dict, receiver: Receiver
 ) -> None:

@@ -66,10 +66,13 @@ class Instruments:
             ["route", "method", "status"],
             registry=registry,
         )
+        # By status class, not code: a refusal (4xx) or a 503 takes another path than an
+        # answer, and each exact code would multiply the histogram's series by its buckets.
         self.duration = Histogram(
             "agent_ledger_http_request_duration_seconds",
-            "Time from a request's arrival to the end of its answer.",
-            ["route", "method"],
+            "Time from a request's arrival to the end of its answer, by route template, "
+            "method and status class (2xx, 4xx, ...).",
+            ["route", "method", "status_class"],
             buckets=LATENCY_BUCKETS,
             registry=registry,
         )
@@ -102,6 +105,13 @@ class Instruments:
             "agent_ledger_spend",
             "Amount accepted as spent by charges and captures, in currency units.",
             ["currency", "model"],
+            registry=registry,
+        )
+        # Unlabelled, so it is exposed (at 0) from the start: "no failures" is not "no data".
+        self.webhook_failures = Counter(
+            "agent_ledger_webhook_delivery_failures",
+            "Webhook delivery attempts that failed: no 2xx answer within the timeout, or none "
+            "could be made (address refused, secret unreadable).",
             registry=registry,
         )
         # Each worker's own pool; summed over the workers alive.
@@ -142,7 +152,7 @@ class Instruments:
         if children is None:
             children = (
                 self.requests.labels(key[0], key[1], str(status)),
-                self.duration.labels(key[0], key[1]),
+                self.duration.labels(key[0], key[1], f"{status // 100}xx"),
             )
             self._http[key] = children
         children[0].inc()
@@ -177,6 +187,10 @@ class Instruments:
             )
         children[0].inc()
         children[1].inc(requests)
+
+    def observe_delivery_failure(self) -> None:
+        """The delivery worker's observer: one attempt that failed."""
+        self.webhook_failures.inc()
 
     def model_label(self, model: str | None) -> str:
         if model is None:

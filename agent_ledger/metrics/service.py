@@ -1,10 +1,11 @@
 """Answering a scrape, and the per-worker sampling that keeps the shared values current.
 
-Two kinds of figure. What happens in a process (requests, decisions, spend, its pool) is
-counted where it happens and summed over the workers at scrape time. What is a fact of the
-database (open holds, the outbox backlog) is read from it by the worker that answers the
-scrape, so it is exact whatever the number of workers and never drifts: a count kept in
-process memory would miss holds that expire on their own or are released by another process.
+Two kinds of figure. What happens in a process (requests, decisions, spend, its pool, failed
+webhook attempts) is counted where it happens and summed over the workers at scrape time. What
+is a fact of the database (open holds, the outbox backlog, webhook deliveries) is read from it
+by the worker that answers the scrape, so it is exact whatever the number of workers and never
+drifts: a count kept in process memory would miss holds that expire on their own or are
+released by another process.
 """
 
 from __future__ import annotations
@@ -33,7 +34,9 @@ log = structlog.get_logger("agent_ledger.metrics")
 DATABASE_TIMEOUT_SECONDS = 2.0
 MODELS_EVERY_SAMPLES = 60
 # Topics present in every answer, at 0 when nothing waits, so a dashboard never shows "no data".
-_OUTBOX_TOPICS = ("audit",)
+_OUTBOX_TOPICS = ("audit", "webhook")
+# Statuses of webhook deliveries counted; delivered ones are history, not a figure to watch.
+_DELIVERY_STATUSES = ("pending", "failed")
 
 
 class _Families:
@@ -64,6 +67,9 @@ async def database_families(pool: asyncpg.Pool) -> list[Metric]:
         async with pool.acquire(timeout=DATABASE_TIMEOUT_SECONDS) as conn:
             holds = await conn.fetchval(queries.OPEN_HOLDS, timeout=DATABASE_TIMEOUT_SECONDS)
             backlog = await conn.fetch(queries.OUTBOX_BACKLOG, timeout=DATABASE_TIMEOUT_SECONDS)
+            deliveries = await conn.fetchrow(
+                queries.WEBHOOK_DELIVERIES, timeout=DATABASE_TIMEOUT_SECONDS
+            )
     except (*UNAVAILABLE, TimeoutError) as exc:
         log.warning("metrics_database_unreadable", error=str(exc) or type(exc).__name__)
         up.add_metric([], 0)
@@ -88,7 +94,33 @@ async def database_families(pool: asyncpg.Pool) -> list[Metric]:
         row = rows.get(topic)
         pending.add_metric([topic], row["pending"] if row else 0)
         oldest.add_metric([topic], max(row["oldest_seconds"], 0.0) if row else 0.0)
-    return [up, open_holds, pending, oldest]
+    return [up, open_holds, pending, oldest, *_delivery_families(deliveries)]
+
+
+def _delivery_families(row: asyncpg.Record) -> list[Metric]:
+    """Webhook deliveries: how many wait or were given up, and for how long they wait. A
+    receiver that is down shows as pending deliveries growing old (each retried on its
+    schedule); workers that do not keep up, or none running, as deliveries overdue."""
+    by_status = GaugeMetricFamily(
+        "agent_ledger_webhook_deliveries",
+        "Webhook deliveries still to make (pending, retries included) and given up (failed).",
+        labels=["status"],
+    )
+    for status in _DELIVERY_STATUSES:
+        by_status.add_metric([status], row[status])
+    oldest_pending = GaugeMetricFamily(
+        "agent_ledger_webhook_oldest_pending_seconds",
+        "How long the oldest pending webhook delivery has waited since its event was fanned "
+        "out (0: none pending).",
+    )
+    oldest_pending.add_metric([], max(row["oldest_pending_seconds"], 0.0))
+    oldest_due = GaugeMetricFamily(
+        "agent_ledger_webhook_oldest_due_seconds",
+        "How long the most overdue pending webhook delivery has been due without a worker "
+        "taking it (0: none is due).",
+    )
+    oldest_due.add_metric([], max(row["oldest_due_seconds"], 0.0))
+    return [by_status, oldest_pending, oldest_due]
 
 
 async def exposition(instruments: Instruments, pool: asyncpg.Pool) -> bytes:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from litestar import Controller, Request, delete, get, post
-from litestar.params import FromPath, JSONBody
+from litestar.params import FromPath, FromQuery, JSONBody
 from litestar.status_codes import HTTP_201_CREATED, HTTP_202_ACCEPTED, HTTP_204_NO_CONTENT
 
 from agent_ledger.auth import ADMIN, STAFF
@@ -16,6 +16,7 @@ from agent_ledger.webhooks import service
 from agent_ledger.webhooks.schemas import (
     Delivery,
     DeliveryPage,
+    DeliveryStatus,
     WebhookCreate,
     WebhookCreated,
     WebhookPage,
@@ -72,9 +73,15 @@ class WebhookController(Controller):
 
     @get("/{webhook_id:str}/deliveries", operation_id="listWebhookDeliveries", opt={"roles": STAFF})
     async def list_deliveries(
-        self, webhook_id: FromPath[str], pool: Pool, limit: Limit = 100, cursor: Cursor = None
+        self,
+        webhook_id: FromPath[str],
+        pool: Pool,
+        limit: Limit = 100,
+        cursor: Cursor = None,
+        status: FromQuery[DeliveryStatus | None] = None,
     ) -> DeliveryPage:
-        return await service.list_deliveries(pool, webhook_id, limit, cursor)
+        """Oldest first; ``status`` keeps those pending, delivered or failed now."""
+        return await service.list_deliveries(pool, webhook_id, limit, cursor, status)
 
     @post(
         "/{webhook_id:str}/deliveries/{delivery_id:str}/redeliver",

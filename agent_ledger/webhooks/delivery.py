@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import asyncpg
 import httpx
@@ -51,8 +51,11 @@ class DeliveryWorker:
         allow_private: bool,
         timeout_seconds: float,
         poll_seconds: float,
+        on_failure: Callable[[], None] | None = None,
     ) -> None:
         self.pool = pool
+        # Called once per failed attempt (the metrics' counter, summed over every process).
+        self.on_failure = on_failure
         self.pepper = pepper
         self.allow_private = allow_private
         self.timeout = timeout_seconds
@@ -102,6 +105,10 @@ class DeliveryWorker:
                 queries.MARK_DELIVERED, delivery["id"], status, delivery["attempts"]
             )
             return
+        # Counted as soon as it failed, whether or not its row can be updated. A delivery given
+        # up because its webhook was deleted made no attempt: nothing failed.
+        if error != _GONE and self.on_failure is not None:
+            self.on_failure()
         step = delivery["step"]
         delay = SCHEDULE[step] if step < len(SCHEDULE) and error != _GONE else None
         await self.pool.execute(

@@ -39,7 +39,8 @@ DELIVERY_LISTING = Listing(
     table="webhook_deliveries",
     alias="d",
     columns=", ".join(f"d.{c}" for c in DELIVERY_COLUMNS.split(", ")) + ", d.xid, d.seq",
-    filters={"webhook_id": "d.webhook_id = ${}"},
+    # With a status: webhook_deliveries_status_order_idx (webhook_id, status, xid, seq).
+    filters={"webhook_id": "d.webhook_id = ${}", "status": "d.status = ${}"},
     time_filters=(),
 )
 

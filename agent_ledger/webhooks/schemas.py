@@ -11,6 +11,7 @@ __all__ = [
     "EVENT_TYPES",
     "Delivery",
     "DeliveryPage",
+    "DeliveryStatus",
     "EventType",
     "Webhook",
     "WebhookCreate",

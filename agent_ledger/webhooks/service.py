@@ -14,6 +14,7 @@ from agent_ledger.webhooks import queries
 from agent_ledger.webhooks.schemas import (
     Delivery,
     DeliveryPage,
+    DeliveryStatus,
     Webhook,
     WebhookCreate,
     WebhookCreated,
@@ -110,13 +111,18 @@ async def delete_webhook(pool: asyncpg.Pool, ctx: AuditContext, webhook_id: str)
 
 
 async def list_deliveries(
-    pool: asyncpg.Pool, webhook_id: str, limit: int, cursor: str | None
+    pool: asyncpg.Pool,
+    webhook_id: str,
+    limit: int,
+    cursor: str | None,
+    status: DeliveryStatus | None = None,
 ) -> DeliveryPage:
+    """A webhook's deliveries in commit order; with ``status``, only those in it now (a
+    delivery that changes status while pages are read shows where it stood when read)."""
     await get_webhook(pool, webhook_id)
+    filters = {"webhook_id": webhook_id, "status": status}
     async with pool.acquire() as conn:
-        rows, next_cursor = await read_page(
-            conn, queries.DELIVERY_LISTING, {"webhook_id": webhook_id}, limit, cursor
-        )
+        rows, next_cursor = await read_page(conn, queries.DELIVERY_LISTING, filters, limit, cursor)
     return DeliveryPage(items=[from_row(r, Delivery) for r in rows], next_cursor=next_cursor)
 
 
