@@ -301,3 +301,36 @@ def test_the_server_prices_every_count_a_usage_maps_to(agent: AgentSetup, case: 
     )
     assert tuple(entry[name] for name in names) == counts
     assert entry["priced_by"] == "server"
+
+
+def test_typed_results_carry_the_servers_fields(agent: AgentSetup) -> None:
+    """Budget settings (server pricing, alert thresholds, velocity rules), a hold's priced_by
+    and run_id, an agent's suspended_reason and a price's tiers and effective_from arrive
+    typed."""
+    agent.admin(
+        "PUT",
+        f"/v1/agents/{agent.agent_id}/budget",
+        json={
+            "limits": {"day": "5"},
+            "require_server_pricing": True,
+            "alert_thresholds": ["0.5", "0.8"],
+            "velocity": [{"seconds": 60, "charges": 100}, {"seconds": 600, "amount": "4"}],
+        },
+    )
+    with _ledger(agent) as ledger:
+        budget = ledger.budget()
+        hold = ledger.create_hold(model="gpt-4o", input_tokens=10, output_tokens=10, run_id="r1")
+        prices = {p.model: p for p in ledger.prices()}
+        agent.admin("PATCH", f"/v1/agents/{agent.agent_id}", json={"status": "suspended"})
+        suspended = ledger.me().agent
+    assert budget.require_server_pricing is True
+    assert budget.alert_thresholds == [Decimal("0.5"), Decimal("0.8")]
+    assert [(v.seconds, v.amount, v.charges) for v in budget.velocity] == [
+        (60, None, 100),
+        (600, Decimal("4"), None),
+    ]
+    assert (hold.priced_by, hold.run_id, hold.grant_id) == ("server", "r1", None)
+    assert (suspended.status, suspended.suspended_reason) == ("suspended", "staff")
+    assert all(p.effective_from is not None for p in prices.values())
+    tiered = [p for p in prices.values() if p.tiers]
+    assert tiered and all(t.above_input_tokens > 0 for p in tiered for t in p.tiers)
