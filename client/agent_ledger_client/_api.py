@@ -150,6 +150,9 @@ def hold_call(args: dict[str, Any]) -> Call:
         output_tokens=args["output_tokens"],
         max_input_tokens=args["max_input_tokens"],
         max_output_tokens=args["max_output_tokens"],
+        cached_input_tokens=args["cached_input_tokens"],
+        cache_write_tokens=args["cache_write_tokens"],
+        reasoning_tokens=args["reasoning_tokens"],
     )
     return create_hold(
         amount=args["amount"],
@@ -172,13 +175,15 @@ def capture(
     model: str | None,
     tokens: dict[str, int | None],
     idempotency_key: str | None,
+    run_id: str | None = None,
 ) -> Call:
     if model is None and any(v is not None for v in tokens.values()):
         raise TypeError(
             "capturing by tokens needs the model they are priced by: the hold has none, "
             "so pass model=..."
         )
-    body = clean_body(amount=amount, model=model, **tokens)
+    # run_id, if given, must be the hold's own run (the service refuses any other).
+    body = clean_body(amount=amount, model=model, **tokens, run_id=run_id)
     path = f"/v1/holds/{_segment(hold_id)}/capture"
     return Call("POST", path, Charge, body, idempotency_key=_key(idempotency_key))
 

@@ -66,6 +66,7 @@ class _HoldState:
         usage: Any,
         tokens: dict[str, int | None],
         idempotency_key: str | None,
+        run_id: str | None,
     ) -> Call:
         if self.status != "open":
             raise RuntimeError(f"hold {self.id} is already {self.status}")
@@ -77,6 +78,7 @@ class _HoldState:
             model=(model or self.model) if priced_by_tokens else model,
             tokens=fields,
             idempotency_key=idempotency_key,
+            run_id=run_id,
         )
 
     def abandon(self) -> None:
@@ -106,6 +108,7 @@ class OpenHold(_HoldState):
         cached_input_tokens: int | None = None,
         cache_write_tokens: int | None = None,
         reasoning_tokens: int | None = None,
+        run_id: str | None = None,
         idempotency_key: str | None = None,
     ) -> Charge:
         """Spend from the hold: an ``amount``, a provider's ``usage``, or token counts.
@@ -120,7 +123,7 @@ class OpenHold(_HoldState):
             "cache_write_tokens": cache_write_tokens,
             "reasoning_tokens": reasoning_tokens,
         }
-        call = self._capture_call(amount, model, usage, tokens, idempotency_key)
+        call = self._capture_call(amount, model, usage, tokens, idempotency_key, run_id)
         self.result = self._ledger._call(call)
         self.status = "captured"
         return self.result
@@ -187,6 +190,7 @@ class AsyncOpenHold(_HoldState):
         cached_input_tokens: int | None = None,
         cache_write_tokens: int | None = None,
         reasoning_tokens: int | None = None,
+        run_id: str | None = None,
         idempotency_key: str | None = None,
     ) -> Charge:
         """As ``OpenHold.capture``."""
@@ -197,7 +201,7 @@ class AsyncOpenHold(_HoldState):
             "cache_write_tokens": cache_write_tokens,
             "reasoning_tokens": reasoning_tokens,
         }
-        call = self._capture_call(amount, model, usage, tokens, idempotency_key)
+        call = self._capture_call(amount, model, usage, tokens, idempotency_key, run_id)
         self.result = await self._ledger._call(call)
         self.status = "captured"
         return self.result

@@ -148,6 +148,9 @@ class Ledger:
         output_tokens: int | None = None,
         max_input_tokens: int | None = None,
         max_output_tokens: int | None = None,
+        cached_input_tokens: int | None = None,
+        cache_write_tokens: int | None = None,
+        reasoning_tokens: int | None = None,
         ttl_seconds: int | None = None,
         currency: str | None = None,
         description: str | None = None,
@@ -172,6 +175,9 @@ class Ledger:
         output_tokens: int | None = None,
         max_input_tokens: int | None = None,
         max_output_tokens: int | None = None,
+        cached_input_tokens: int | None = None,
+        cache_write_tokens: int | None = None,
+        reasoning_tokens: int | None = None,
         ttl_seconds: int | None = None,
         currency: str | None = None,
         description: str | None = None,
@@ -195,11 +201,13 @@ class Ledger:
         cache_write_tokens: int | None = None,
         reasoning_tokens: int | None = None,
         usage: Any = None,
+        run_id: str | None = None,
         idempotency_key: str | None = None,
     ) -> Charge:
         """``POST /v1/holds/{id}/capture``; with no amount and no tokens, the whole hold.
 
         Tokens are priced by ``model``, by default the hold's own (read from the service).
+        ``run_id``, if given, must be the hold's run (a capture always belongs to it).
         """
         tokens = _api.token_fields(
             input_tokens=input_tokens,
@@ -212,7 +220,12 @@ class Ledger:
         if model is None and amount is None and any(v is not None for v in tokens.values()):
             model = self.get_hold(hold_id).model
         call = _api.capture(
-            hold_id, amount=amount, model=model, tokens=tokens, idempotency_key=idempotency_key
+            hold_id,
+            amount=amount,
+            model=model,
+            tokens=tokens,
+            idempotency_key=idempotency_key,
+            run_id=run_id,
         )
         return self._call(call)
 

@@ -113,3 +113,33 @@ async def test_concurrent_holds_never_exceed_the_budget(agent: AgentSetup) -> No
         assert (await ledger.budget()).held == 0
     assert outcomes.count("held") == 10
     assert outcomes.count("refused") == 10
+
+
+async def test_hold_takes_cache_and_reasoning_counts_and_capture_takes_run_id(
+    agent: AgentSetup,
+) -> None:
+    """The async hold reserves cached and cache-write tokens at their own rates; a capture may
+    name its hold's run (another run is refused, which shows run_id is sent)."""
+    async with AsyncLedger(agent.base_url, agent.key) as ledger:
+        held = await ledger.create_hold(
+            model="gpt-4o",
+            input_tokens=1000,
+            cached_input_tokens=2000,
+            cache_write_tokens=400,
+            output_tokens=100,
+            reasoning_tokens=50,
+            run_id="task-7",
+        )
+        # A hold prices every prompt token at the dearest of its rates (its worst case):
+        # (1000 + 2000 + 400) x 2.50 + 100 x 10 per million
+        assert held.amount == Decimal("0.0095") and held.run_id == "task-7"
+        [entry] = [e for e in agent.entries() if e["kind"] == "hold"]
+        assert (entry["cached_input_tokens"], entry["cache_write_tokens"]) == (2000, 400)
+        with pytest.raises(alc.ValidationError, match="run_id"):
+            await ledger.capture(held.id, amount="0.001", run_id="another-task")
+        captured = await ledger.capture(held.id, amount="0.001", run_id="task-7")
+        assert captured.run_id == "task-7"
+        async with ledger.hold(amount="0.01", run_id="task-8") as h:
+            with pytest.raises(alc.ValidationError, match="run_id"):
+                await h.capture(amount="0.001", run_id="task-7")
+            await h.capture(amount="0.001", run_id="task-8")

@@ -334,3 +334,26 @@ def test_typed_results_carry_the_servers_fields(agent: AgentSetup) -> None:
     assert all(p.effective_from is not None for p in prices.values())
     tiered = [p for p in prices.values() if p.tiers]
     assert tiered and all(t.above_input_tokens > 0 for p in tiered for t in p.tiers)
+
+
+def test_hold_block_reserves_cache_counts_and_capture_names_the_run(agent: AgentSetup) -> None:
+    """``ledger.hold(...)`` and ``create_hold`` take cached, cache-write and reasoning counts;
+    ``capture`` (by id and on the open hold) takes the hold's run_id and refuses another."""
+    with _ledger(agent) as ledger:
+        with ledger.hold(
+            model="gpt-4o", max_input_tokens=100, cached_input_tokens=1000,
+            max_output_tokens=10, reasoning_tokens=5, run_id="run-a",
+        ) as h:  # fmt: skip
+            with pytest.raises(alc.ValidationError, match="run_id"):
+                h.capture(amount="0.0001", run_id="run-b")
+            h.capture(amount="0.0001", run_id="run-a")
+        hold = ledger.create_hold(model="gpt-4o", input_tokens=1, cache_write_tokens=100,
+                                  output_tokens=1, run_id="run-a")  # fmt: skip
+        with pytest.raises(alc.ValidationError, match="run_id"):
+            ledger.capture(hold.id, amount="0.0001", run_id="run-b")
+        assert ledger.capture(hold.id, amount="0.0001", run_id="run-a").run_id == "run-a"
+    holds = [e for e in agent.entries() if e["kind"] == "hold"]
+    assert [(e["cached_input_tokens"], e["cache_write_tokens"]) for e in holds] == [
+        (1000, None),
+        (None, 100),
+    ]
