@@ -12,7 +12,7 @@ from typing import Any
 from urllib.parse import quote
 
 from agent_ledger_client._http import Call, clean_body, new_idempotency_key
-from agent_ledger_client.models import Budget, Charge, Entry, Hold, Me, Page, Price
+from agent_ledger_client.models import Agent, Budget, Charge, Entry, Grant, Hold, Me, Page, Price
 from agent_ledger_client.usage import token_counts
 
 __all__ = [
@@ -21,6 +21,8 @@ __all__ = [
     "charge",
     "create_hold",
     "entries",
+    "get_agent",
+    "get_grant",
     "get_hold",
     "hold_call",
     "hold_tokens",
@@ -202,6 +204,14 @@ def me() -> Call:
 
 def agent_budget(agent_id: str) -> Call:
     return Call("GET", f"/v1/agents/{_segment(agent_id)}/budget", Budget)
+
+
+def get_agent(agent_id: str) -> Call:
+    return Call("GET", f"/v1/agents/{_segment(agent_id)}", Agent)
+
+
+def get_grant(grant_id: str) -> Call:
+    return Call("GET", f"/v1/grants/{_segment(grant_id)}", Grant)
 
 
 def entries(

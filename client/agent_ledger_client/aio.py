@@ -13,7 +13,7 @@ from agent_ledger_client import _api
 from agent_ledger_client._http import Call, Config, RetryPolicy, retry_after, unreachable
 from agent_ledger_client.errors import HoldClosed, LedgerError
 from agent_ledger_client.holds import AsyncHoldScope
-from agent_ledger_client.models import Budget, Charge, Entry, Hold, Me, Page, Price
+from agent_ledger_client.models import Budget, Charge, Entry, Grant, Hold, Me, Page, Price
 
 __all__ = ["AsyncLedger"]
 
@@ -262,14 +262,26 @@ class AsyncLedger:
     async def budget(self, agent_id: str | None = None) -> Budget:
         """The agent's budget status: limits, spent, held and remaining per window.
 
-        With an agent key, its own (from ``/v1/me``); with a staff key, the named agent's.
+        With an agent key, its own (from ``/v1/me``); with a staff key, the named agent's. For
+        a child agent (delegation) ``grant`` is its grant too: the child can spend at most
+        ``grant.remaining`` whatever its windows' remaining say (``None`` there means only that
+        the child has no limit of its own); ``tightest_remaining()`` counts it.
         """
         if agent_id is not None:
-            return await self._call(_api.agent_budget(agent_id))
+            budget: Budget = await self._call(_api.agent_budget(agent_id))
+            agent = await self._call(_api.get_agent(agent_id))
+            if agent.grant_id is not None:
+                budget.grant = await self.grant(agent.grant_id)
+            return budget
         me = await self.me()
         if me.budget is None:
             raise ValueError("this key is not an agent's: pass agent_id=...")
+        me.budget.grant = me.grant
         return me.budget
+
+    async def grant(self, grant_id: str) -> Grant:
+        """A grant (delegation), for its parent's key, its child's key or a staff key."""
+        return await self._call(_api.get_grant(grant_id))
 
     async def entries(
         self,

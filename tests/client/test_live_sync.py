@@ -15,7 +15,7 @@ import pytest
 import agent_ledger_client as alc
 from agent_ledger_client import Ledger
 from tests.client import recorded
-from tests.client.conftest import AgentSetup
+from tests.client.conftest import AgentSetup, make_child
 
 
 def _ledger(agent: AgentSetup, **options: object) -> Ledger:
@@ -301,6 +301,37 @@ def test_the_server_prices_every_count_a_usage_maps_to(agent: AgentSetup, case: 
     )
     assert tuple(entry[name] for name in names) == counts
     assert entry["priced_by"] == "server"
+
+
+def test_a_child_agent_sees_its_grant_as_its_limit(agent: AgentSetup) -> None:
+    """A child agent has no windows of its own (remaining null), but its grant caps what it can
+    spend: budget() carries the grant and tightest_remaining() counts it, for the child's key
+    and for a staff key naming the child."""
+    child = make_child(agent, grant="0.5")
+    with Ledger(agent.base_url, child.key) as ledger:
+        ledger.charge(amount="0.2")
+        with ledger.hold(amount="0.1"):
+            budget = ledger.budget()
+        me = ledger.me()
+    assert budget.remaining.total is None and budget.limits.total is None
+    assert budget.grant is not None and budget.grant.id == child.grant_id
+    assert (budget.grant.amount, budget.grant.spent, budget.grant.held) == (
+        Decimal("0.5"),
+        Decimal("0.2"),
+        Decimal("0.1"),
+    )
+    assert budget.grant.remaining == Decimal("0.2") == budget.tightest_remaining()
+    assert me.grant.id == child.grant_id and me.agent.parent_id == agent.agent_id
+    assert me.agent.grant_id == child.grant_id
+    with Ledger(agent.base_url, agent.admin_key) as admin:
+        seen_by_staff = admin.budget(agent_id=child.agent_id)
+        parent = admin.budget(agent_id=agent.agent_id)
+        grant = admin.grant(child.grant_id)
+    assert seen_by_staff.grant.remaining == Decimal("0.3") == seen_by_staff.tightest_remaining()
+    assert parent.grant is None and grant.child_id == child.agent_id
+    with Ledger(agent.base_url, agent.key) as parent_ledger:
+        assert parent_ledger.me().agent.can_delegate is True
+        assert parent_ledger.budget().grant is None
 
 
 def test_typed_results_carry_the_servers_fields(agent: AgentSetup) -> None:
