@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 from decimal import Decimal
 
+import anyio
+import httpx
 import pytest
 
 import agent_ledger_client as alc
@@ -113,6 +115,70 @@ async def test_concurrent_holds_never_exceed_the_budget(agent: AgentSetup) -> No
         assert (await ledger.budget()).held == 0
     assert outcomes.count("held") == 10
     assert outcomes.count("refused") == 10
+
+
+class _Slow(httpx.AsyncBaseTransport):
+    """Forwards every request; those to a path ending in ``slow_path`` only after ``delay``
+    seconds (long enough for a cancellation to land while they are in flight)."""
+
+    def __init__(self, slow_path: str, delay: float = 0.5) -> None:
+        self.inner = httpx.AsyncHTTPTransport()
+        self.slow_path = slow_path
+        self.delay = delay
+        self.started = asyncio.Event()
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith(self.slow_path):
+            self.started.set()
+            await asyncio.sleep(self.delay)
+        return await self.inner.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+async def test_cancelled_task_still_releases_its_hold(agent: AgentSetup) -> None:
+    """A task cancelled inside ``async with ledger.hold(...)``, and cancelled again while the
+    release is in flight, still releases the hold; the cancellation then propagates."""
+    slow = _Slow("/release")
+    placed: asyncio.Future = asyncio.get_running_loop().create_future()
+    async with AsyncLedger(agent.base_url, agent.key, transport=slow) as ledger:
+
+        async def step() -> None:
+            async with ledger.hold(amount="0.1") as h:
+                placed.set_result(h.id)
+                await asyncio.sleep(60)
+
+        task = asyncio.create_task(step())
+        hold_id = await placed
+        task.cancel()
+        await slow.started.wait()
+        task.cancel()  # again, while the release is on its way
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert (await ledger.get_hold(hold_id)).status == "released"
+    assert [e["kind"] for e in agent.entries()] == ["hold", "release"]
+
+
+async def test_move_on_after_still_releases_the_hold(agent: AgentSetup) -> None:
+    """anyio's move_on_after cancels the block and would cancel the release too; it is
+    shielded, so the hold is released and the scope then moves on."""
+    async with AsyncLedger(agent.base_url, agent.key) as ledger:
+        with anyio.move_on_after(0.3) as scope:
+            async with ledger.hold(amount="0.1") as h:
+                await anyio.sleep(60)
+        assert scope.cancelled_caught
+        assert (await ledger.get_hold(h.id)).status == "released"
+    assert [e["kind"] for e in agent.entries()] == ["hold", "release"]
+
+
+async def test_asyncio_timeout_still_releases_the_hold(agent: AgentSetup) -> None:
+    """``asyncio.timeout`` around the block: TimeoutError, and the hold released."""
+    async with AsyncLedger(agent.base_url, agent.key) as ledger:
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(0.3), ledger.hold(amount="0.1") as h:
+                await asyncio.sleep(60)
+        assert (await ledger.get_hold(h.id)).status == "released"
 
 
 async def test_hold_takes_cache_and_reasoning_counts_and_capture_takes_run_id(
