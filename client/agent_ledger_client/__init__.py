@@ -42,7 +42,7 @@ from agent_ledger_client.errors import (
     VelocityExceeded,
     WebhookUrlNotAllowed,
 )
-from agent_ledger_client.guarding import aguard, guard
+from agent_ledger_client.guarding import CostNotRecorded, aguard, guard
 from agent_ledger_client.holds import AsyncOpenHold, OpenHold
 from agent_ledger_client.models import (
     Agent,
@@ -72,6 +72,7 @@ __all__ = [
     "BudgetExceeded",
     "Charge",
     "Conflict",
+    "CostNotRecorded",
     "CurrencyMismatch",
     "DatabaseUnavailable",
     "DelegationDepthExceeded",

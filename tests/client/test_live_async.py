@@ -18,6 +18,7 @@ import agent_ledger_client as alc
 from agent_ledger_client import AsyncLedger
 from tests.client import recorded
 from tests.client.conftest import AgentSetup
+from tests.client.fake_sdks import FakeAsyncOpenAI
 
 
 async def test_async_charge_and_budget_exceeded(agent: AgentSetup) -> None:
@@ -179,6 +180,22 @@ async def test_asyncio_timeout_still_releases_the_hold(agent: AgentSetup) -> Non
             async with asyncio.timeout(0.3), ledger.hold(amount="0.1") as h:
                 await asyncio.sleep(60)
         assert (await ledger.get_hold(h.id)).status == "released"
+
+
+async def test_guard_records_the_cost_when_cancelled_during_the_capture(
+    agent: AgentSetup,
+) -> None:
+    """The model answered, so its cost is spent: a deadline that falls while guard captures
+    does not turn the capture into a release."""
+    slow = _Slow("/capture")
+    client = FakeAsyncOpenAI()
+    async with AsyncLedger(agent.base_url, agent.key, transport=slow) as ledger:
+        with anyio.move_on_after(0.2) as scope:
+            await ledger.guard(
+                client.chat.completions.create, model="gpt-4o", messages=[], max_tokens=50
+            )
+        assert scope.cancel_called and slow.started.is_set()
+    assert [(e["kind"], e["amount"]) for e in agent.entries()][1] == ("capture", "0.0032525")
 
 
 async def test_hold_takes_cache_and_reasoning_counts_and_capture_takes_run_id(
