@@ -12,7 +12,7 @@ from typing import Any
 from urllib.parse import quote
 
 from agent_ledger_client._http import Call, clean_body, new_idempotency_key
-from agent_ledger_client.models import Budget, Charge, Entry, Hold, Me, Page, Price
+from agent_ledger_client.models import Agent, Budget, Charge, Entry, Grant, Hold, Me, Page, Price
 from agent_ledger_client.usage import token_counts
 
 __all__ = [
@@ -21,6 +21,8 @@ __all__ = [
     "charge",
     "create_hold",
     "entries",
+    "get_agent",
+    "get_grant",
     "get_hold",
     "hold_call",
     "hold_tokens",
@@ -150,6 +152,9 @@ def hold_call(args: dict[str, Any]) -> Call:
         output_tokens=args["output_tokens"],
         max_input_tokens=args["max_input_tokens"],
         max_output_tokens=args["max_output_tokens"],
+        cached_input_tokens=args["cached_input_tokens"],
+        cache_write_tokens=args["cache_write_tokens"],
+        reasoning_tokens=args["reasoning_tokens"],
     )
     return create_hold(
         amount=args["amount"],
@@ -172,13 +177,15 @@ def capture(
     model: str | None,
     tokens: dict[str, int | None],
     idempotency_key: str | None,
+    run_id: str | None = None,
 ) -> Call:
     if model is None and any(v is not None for v in tokens.values()):
         raise TypeError(
             "capturing by tokens needs the model they are priced by: the hold has none, "
             "so pass model=..."
         )
-    body = clean_body(amount=amount, model=model, **tokens)
+    # run_id, if given, must be the hold's own run (the service refuses any other).
+    body = clean_body(amount=amount, model=model, **tokens, run_id=run_id)
     path = f"/v1/holds/{_segment(hold_id)}/capture"
     return Call("POST", path, Charge, body, idempotency_key=_key(idempotency_key))
 
@@ -197,6 +204,14 @@ def me() -> Call:
 
 def agent_budget(agent_id: str) -> Call:
     return Call("GET", f"/v1/agents/{_segment(agent_id)}/budget", Budget)
+
+
+def get_agent(agent_id: str) -> Call:
+    return Call("GET", f"/v1/agents/{_segment(agent_id)}", Agent)
+
+
+def get_grant(grant_id: str) -> Call:
+    return Call("GET", f"/v1/grants/{_segment(grant_id)}", Grant)
 
 
 def entries(

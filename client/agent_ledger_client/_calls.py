@@ -13,13 +13,24 @@ import threading
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from agent_ledger_client.guarding import prompt_bound
+from agent_ledger_client.guarding import answers, input_bound
 from agent_ledger_client.usage import token_counts
 
-__all__ = ["AGENT_ID_KEY", "CallBook", "Pending", "hold_request", "settlement"]
+__all__ = ["AGENT_ID_KEY", "MAX_INPUT_KEY", "CallBook", "Pending", "hold_request", "settlement"]
 
 AGENT_ID_KEY = "agent_ledger_agent_id"
+# Metadata naming the most input tokens a request can bill: needed when it brings in context
+# the callback cannot count (a previous response, cached content, files by id).
+MAX_INPUT_KEY = "agent_ledger_max_input_tokens"
 _PROMPT_FIELDS = ("messages", "input", "prompt", "system", "tools", "functions", "contents")
+# Fields that bring in context kept by the provider (see guarding.uncountable_context).
+_CONTEXT_FIELDS = (
+    "previous_response_id",
+    "conversation",
+    "cached_content",
+    "cachedContent",
+    "mcp_servers",
+)
 _OUTPUT_CAPS = ("max_completion_tokens", "max_output_tokens", "max_tokens")
 
 
@@ -66,23 +77,29 @@ class CallBook:
 
 
 def _output_cap(request: Mapping[str, Any], model: str, default: int) -> int:
+    """The most output tokens the request can bill: its cap (else the model's, else
+    ``default``) for each of the ``n`` answers it asks for."""
     caps = [int(request[k]) for k in _OUTPUT_CAPS if request.get(k) is not None]
     if caps:
-        return max(caps)
+        return max(caps) * answers(request)
     try:
         import litellm
 
         known = litellm.get_model_info(model).get("max_output_tokens")
     except Exception:  # litellm raises a plain Exception for a model it does not know
         known = None
-    return int(known) if known else default
+    return (int(known) if known else default) * answers(request)
+
+
+def _metadata(request: Mapping[str, Any], key_metadata: Any, name: str, kind: type) -> Any:
+    for holder in (request.get("metadata"), request.get("litellm_metadata"), key_metadata):
+        if isinstance(holder, Mapping) and isinstance(holder.get(name), kind):
+            return holder[name]
+    return None
 
 
 def _agent_id(request: Mapping[str, Any], key_metadata: Any) -> str | None:
-    for holder in (request.get("metadata"), request.get("litellm_metadata"), key_metadata):
-        if isinstance(holder, Mapping) and isinstance(holder.get(AGENT_ID_KEY), str):
-            return holder[AGENT_ID_KEY]
-    return None
+    return _metadata(request, key_metadata, AGENT_ID_KEY, str)
 
 
 def hold_request(
@@ -93,12 +110,25 @@ def hold_request(
     default_output: int,
     key_metadata: Any = None,
 ) -> dict[str, Any]:
-    """The hold's fields for a LiteLLM request: its worst case, priced by the ledger's model."""
+    """The hold's fields for a LiteLLM request: its worst case, priced by the ledger's model.
+
+    ``ValueError`` when the request brings in context that cannot be counted and its metadata
+    gives no ``agent_ledger_max_input_tokens``.
+    """
     model = str(request.get("model") or "")
-    prompt = {k: request[k] for k in _PROMPT_FIELDS if request.get(k) is not None}
+    fields = _PROMPT_FIELDS + _CONTEXT_FIELDS
+    prompt = {k: request[k] for k in fields if request.get(k) is not None}
+    max_input = _metadata(request, key_metadata, MAX_INPUT_KEY, int)
+    try:
+        input_tokens = input_bound((), prompt, max_input)
+    except ValueError as exc:
+        raise ValueError(
+            f"agent-ledger cannot hold this request: {exc}; with LiteLLM, give it in the "
+            f"request's metadata as {MAX_INPUT_KEY}"
+        ) from None
     body: dict[str, Any] = {
         "model": ledger_model(model),
-        "input_tokens": prompt_bound((), prompt),
+        "input_tokens": input_tokens,
         "output_tokens": _output_cap(request, model, default_output),
         "ttl_seconds": ttl_seconds,
     }

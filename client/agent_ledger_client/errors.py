@@ -16,12 +16,17 @@ __all__ = [
     "AgentSuspended",
     "AmountOutOfRange",
     "BudgetExceeded",
+    "Conflict",
     "CurrencyMismatch",
     "DatabaseUnavailable",
+    "DelegationDepthExceeded",
     "Forbidden",
+    "GrantClosed",
+    "GrantEscrow",
     "HoldClosed",
     "HoldExpired",
     "IdempotencyKeyReused",
+    "LastAdminKey",
     "LedgerError",
     "LedgerUnreachable",
     "NotFound",
@@ -33,6 +38,7 @@ __all__ = [
     "UnknownModel",
     "ValidationError",
     "VelocityExceeded",
+    "WebhookUrlNotAllowed",
     "error_from_problem",
 ]
 
@@ -79,9 +85,10 @@ class LedgerUnreachable(LedgerError):
 class BudgetExceeded(LedgerError):
     """402: the request would take a window of the agent's or its team's budget past its limit.
 
-    ``scope`` is ``agent``, ``team`` or ``run``; ``window`` is ``total``, ``month``, ``day`` or
-    ``per_charge``; ``limit``, ``spent``, ``held`` and ``requested`` are exact decimals
-    (``spent`` and ``held`` are ``None`` for ``per_charge``).
+    ``scope`` is ``agent``, ``team``, ``run`` or ``grant`` (a child agent's grant, whose id is
+    ``grant_id``); ``window`` is ``total``, ``month``, ``day`` or ``per_charge``; ``limit``,
+    ``spent``, ``held`` and ``requested`` are exact decimals (``spent`` and ``held`` are ``None``
+    for ``per_charge``).
     """
 
     code_name = "budget-exceeded"
@@ -94,6 +101,7 @@ class BudgetExceeded(LedgerError):
         self.spent = _decimal(problem.get("spent"))
         self.held = _decimal(problem.get("held"))
         self.requested = _decimal(problem.get("requested"))
+        self.grant_id: str | None = problem.get("grant_id")
 
 
 class VelocityExceeded(LedgerError):
@@ -184,6 +192,61 @@ class DatabaseUnavailable(LedgerError):
     code_name = "database-unavailable"
 
 
+class Conflict(LedgerError):
+    """409: the request clashes with what exists (a name already taken, a key that can no
+    longer be rotated)."""
+
+    code_name = "conflict"
+
+
+class LastAdminKey(LedgerError):
+    """409: revoking this key would leave no active admin key."""
+
+    code_name = "last-admin-key"
+
+
+class GrantClosed(LedgerError):
+    """409: the grant is already closed or expired (its child stays suspended); ``grant_id``
+    names it when the service says which."""
+
+    code_name = "grant-closed"
+
+    def __init__(self, problem: Mapping[str, Any], **kwargs: Any) -> None:
+        super().__init__(problem, **kwargs)
+        self.grant_id: str | None = problem.get("grant_id")
+
+
+class GrantEscrow(LedgerError):
+    """409: the hold is a grant's escrow: close the grant (``grant_id``) instead."""
+
+    code_name = "grant-escrow"
+
+    def __init__(self, problem: Mapping[str, Any], **kwargs: Any) -> None:
+        super().__init__(problem, **kwargs)
+        self.grant_id: str | None = problem.get("grant_id")
+
+
+class DelegationDepthExceeded(LedgerError):
+    """422: a child would be deeper than the service allows (``max_depth``)."""
+
+    code_name = "delegation-depth-exceeded"
+
+    def __init__(self, problem: Mapping[str, Any], **kwargs: Any) -> None:
+        super().__init__(problem, **kwargs)
+        self.max_depth: int | None = _int(problem.get("max_depth"))
+
+
+class WebhookUrlNotAllowed(LedgerError):
+    """422: the webhook URL is refused: its ``host`` does not resolve, or resolves to an
+    address the service will not call (loopback, private)."""
+
+    code_name = "webhook-url-not-allowed"
+
+    def __init__(self, problem: Mapping[str, Any], **kwargs: Any) -> None:
+        super().__init__(problem, **kwargs)
+        self.host: str | None = problem.get("host")
+
+
 _BY_CODE: dict[str, type[LedgerError]] = {
     cls.code_name: cls
     for cls in (
@@ -205,6 +268,12 @@ _BY_CODE: dict[str, type[LedgerError]] = {
         ServerPricingRequired,
         RateLimited,
         DatabaseUnavailable,
+        Conflict,
+        LastAdminKey,
+        GrantClosed,
+        GrantEscrow,
+        DelegationDepthExceeded,
+        WebhookUrlNotAllowed,
     )
 }
 

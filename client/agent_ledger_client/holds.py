@@ -6,16 +6,28 @@ Leaving the block without a capture releases the hold; an exception in the block
 and propagates. A hold that was already resolved or has lapsed needs nothing more, so
 ``hold-closed`` and ``hold-expired`` on that final release are not errors. If the service
 cannot be reached to release it, the hold still lapses by itself at ``expires_at``.
+
+An ``async with`` block left by cancellation (``task.cancel()``, ``asyncio.timeout``,
+``anyio.move_on_after``) still releases: the release is shielded from the cancellation, which
+propagates once the release is answered (or after at most the client's ``timeout`` more, when
+the hold is left to lapse).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
-from collections.abc import Generator
+from collections.abc import Coroutine, Generator
 from datetime import datetime
 from decimal import Decimal
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
+
+try:  # httpx depends on anyio, so it is there; its cancel scopes need telling about a shield
+    from anyio import CancelScope
+except ImportError:  # pragma: no cover
+    CancelScope = None  # type: ignore[assignment,misc]
 
 from agent_ledger_client import _api
 from agent_ledger_client._http import Call
@@ -26,9 +38,42 @@ if TYPE_CHECKING:
     from agent_ledger_client.aio import AsyncLedger
     from agent_ledger_client.sync import Ledger
 
-__all__ = ["AsyncHoldScope", "AsyncOpenHold", "HoldScope", "OpenHold"]
+__all__ = ["AsyncHoldScope", "AsyncOpenHold", "HoldScope", "OpenHold", "shielded"]
 
+T = TypeVar("T")
 log = logging.getLogger("agent_ledger_client")
+
+
+async def shielded(work: Coroutine[Any, Any, T], grace: float) -> T:
+    """Run ``work`` to its end even if the task awaiting it is cancelled meanwhile; then let
+    the cancellation go on.
+
+    Settling a hold must not be cut short: a block left by cancellation (a timeout around it)
+    would otherwise send its release from an already-cancelled task, and that request is
+    cancelled in turn, leaving the hold open until it lapses. ``work`` runs as a task of its
+    own, which cancelling this one does not touch; anyio's cancel scopes (``move_on_after``)
+    are told about the shield, or they would cancel this wait again at every turn of the loop.
+    Once cancelled, ``work`` gets at most ``grace`` seconds more before it is abandoned.
+    """
+    task = asyncio.ensure_future(work)
+    interrupted: BaseException | None = None
+    with CancelScope(shield=True) if CancelScope is not None else contextlib.nullcontext():
+        while not task.done():
+            try:
+                await asyncio.wait((task,), timeout=grace if interrupted is not None else None)
+            except asyncio.CancelledError as exc:
+                interrupted = exc
+                continue
+            if interrupted is not None and not task.done():
+                task.cancel()
+                log.warning("settling a hold took longer than %ss after cancellation", grace)
+                break
+    if interrupted is None:
+        return task.result()
+    if task.done() and not task.cancelled() and task.exception() is not None:
+        log.warning("settling a hold failed during cancellation: %s", task.exception())
+    raise interrupted
+
 
 # Nothing is left open after these: the hold was captured or released already, or lapsed.
 _ALREADY_SETTLED = (HoldClosed, HoldExpired)
@@ -66,6 +111,7 @@ class _HoldState:
         usage: Any,
         tokens: dict[str, int | None],
         idempotency_key: str | None,
+        run_id: str | None,
     ) -> Call:
         if self.status != "open":
             raise RuntimeError(f"hold {self.id} is already {self.status}")
@@ -77,6 +123,7 @@ class _HoldState:
             model=(model or self.model) if priced_by_tokens else model,
             tokens=fields,
             idempotency_key=idempotency_key,
+            run_id=run_id,
         )
 
     def abandon(self) -> None:
@@ -106,6 +153,7 @@ class OpenHold(_HoldState):
         cached_input_tokens: int | None = None,
         cache_write_tokens: int | None = None,
         reasoning_tokens: int | None = None,
+        run_id: str | None = None,
         idempotency_key: str | None = None,
     ) -> Charge:
         """Spend from the hold: an ``amount``, a provider's ``usage``, or token counts.
@@ -120,7 +168,7 @@ class OpenHold(_HoldState):
             "cache_write_tokens": cache_write_tokens,
             "reasoning_tokens": reasoning_tokens,
         }
-        call = self._capture_call(amount, model, usage, tokens, idempotency_key)
+        call = self._capture_call(amount, model, usage, tokens, idempotency_key, run_id)
         self.result = self._ledger._call(call)
         self.status = "captured"
         return self.result
@@ -187,6 +235,7 @@ class AsyncOpenHold(_HoldState):
         cached_input_tokens: int | None = None,
         cache_write_tokens: int | None = None,
         reasoning_tokens: int | None = None,
+        run_id: str | None = None,
         idempotency_key: str | None = None,
     ) -> Charge:
         """As ``OpenHold.capture``."""
@@ -197,7 +246,7 @@ class AsyncOpenHold(_HoldState):
             "cache_write_tokens": cache_write_tokens,
             "reasoning_tokens": reasoning_tokens,
         }
-        call = self._capture_call(amount, model, usage, tokens, idempotency_key)
+        call = self._capture_call(amount, model, usage, tokens, idempotency_key, run_id)
         self.result = await self._ledger._call(call)
         self.status = "captured"
         return self.result
@@ -210,6 +259,9 @@ class AsyncOpenHold(_HoldState):
     async def _settle(self, failed: bool) -> None:
         if self.status != "open":
             return
+        await shielded(self._release_on_exit(failed), self._ledger._config.timeout)
+
+    async def _release_on_exit(self, failed: bool) -> None:
         try:
             await self.release()
         except _ALREADY_SETTLED:

@@ -25,18 +25,26 @@ Where each LiteLLM hook comes in:
   response's ``usage`` (cache reads, cache writes and reasoning included, see ``usage.py``).
 * ``async_log_failure_event`` / ``log_failure_event`` / ``async_post_call_failure_hook``
   release the hold.
-* Synchronous ``litellm.completion`` offers no hook that can stop a call: LiteLLM runs
-  ``log_pre_api_call`` but swallows its exceptions. There the hold is placed all the same (it
-  reserves the money while the call runs), but a refusal is only logged; use
-  ``litellm.acompletion`` or ``agent_ledger_client.guard(ledger, litellm.completion, ...)`` to
-  enforce the budget before a synchronous call.
+* Synchronous ``litellm.completion`` is NOT enforced: LiteLLM runs ``log_pre_api_call`` but
+  swallows its exceptions, so no hook can stop the call. The hold is placed all the same (it
+  reserves the money while the call runs), but a refused hold is only logged, the call goes
+  ahead, and its cost is then charged, which the service refuses in turn (402) when the budget
+  was the reason: that spend is not recorded at all, only logged. The callback logs a warning
+  the first time it sees a synchronous call. Use ``litellm.acompletion``, or
+  ``agent_ledger_client.guard(ledger, litellm.completion, ...)``, to enforce the budget.
 
 The worst case: the request's ``max_tokens`` / ``max_completion_tokens`` /
 ``max_output_tokens``, else the model's ``max_output_tokens`` from LiteLLM's model map, else
-``default_max_output_tokens``; the prompt bound is ``guard.prompt_bound`` over the prompt
-fields. Model names: ``price_as`` maps LiteLLM's names to the ledger's (default: the name
-without its ``provider/`` prefix). With an admin key, the agent is named per request by the
-metadata key ``agent_ledger_agent_id`` (the proxy also reads it from the virtual key's metadata).
+``default_max_output_tokens``, times ``n``; the prompt bound is ``guarding.prompt_bound`` over
+the prompt fields (tools included, with their allowance). A request that brings in context the
+callback cannot count (``previous_response_id``, cached content, files by id...) is refused
+with a ``ValueError`` unless its metadata gives ``agent_ledger_max_input_tokens``. Model names:
+``price_as`` maps LiteLLM's names to the ledger's (default: the name without its ``provider/``
+prefix). With an admin key, the agent is named per request by the metadata key
+``agent_ledger_agent_id`` (the proxy also reads it from the virtual key's metadata).
+
+A capture the service refuses (the cost went past the hold and beyond the budget, or a usage it
+cannot price) records the whole hold instead, with a warning in the log.
 """
 
 from __future__ import annotations
@@ -52,7 +60,14 @@ from typing import Any
 
 from agent_ledger_client._calls import CallBook, Pending, hold_request, settlement
 from agent_ledger_client.aio import AsyncLedger
-from agent_ledger_client.errors import HoldClosed, HoldExpired, LedgerError, LedgerUnreachable
+from agent_ledger_client.errors import (
+    BudgetExceeded,
+    HoldClosed,
+    HoldExpired,
+    LedgerError,
+    LedgerUnreachable,
+    ValidationError,
+)
 from agent_ledger_client.sync import Ledger
 
 try:
@@ -69,6 +84,14 @@ _ASYNC_CALLS = frozenset({"acompletion", "atext_completion", "aresponses", "anth
 _HELD_CALLS = _SYNC_CALLS | _ASYNC_CALLS
 # Nothing is left to settle after these: the hold was resolved already, or lapsed.
 _SETTLED = (HoldExpired, HoldClosed)
+# Refusals of an exact capture after which the whole hold is what can still be recorded.
+_WHOLE_HOLD = (BudgetExceeded, ValidationError)
+_UNENFORCED = (
+    "litellm.completion (synchronous) is not enforced by agent-ledger: LiteLLM swallows errors "
+    "raised before the call, so a hold refused for the budget does not stop it, and its cost "
+    "is then refused too and goes unrecorded. Use litellm.acompletion, or "
+    "agent_ledger_client.guard(ledger, litellm.completion, ...), to enforce the budget."
+)
 
 
 class LedgerCallback(CustomLogger):  # type: ignore[misc,valid-type]
@@ -97,6 +120,7 @@ class LedgerCallback(CustomLogger):  # type: ignore[misc,valid-type]
         self._options = {"base_url": base_url, "api_key": api_key, **(ledger_options or {})}
         self._calls = CallBook()
         self._lock = threading.Lock()
+        self._warned_sync = False
         self._sync: Ledger | None = None
         self._async: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AsyncLedger] = (
             weakref.WeakKeyDictionary()
@@ -156,7 +180,11 @@ class LedgerCallback(CustomLogger):  # type: ignore[misc,valid-type]
         call_id = request.get("litellm_call_id")
         if not self._calls.claim(call_id):
             return
-        body = self._hold_request(request, key_metadata)
+        try:
+            body = self._hold_request(request, key_metadata)
+        except ValueError:  # no known worst case: the call is not made
+            self._calls.take(call_id)
+            raise
         try:
             hold = await self._aledger().create_hold(**body)
         except LedgerUnreachable:
@@ -192,8 +220,14 @@ class LedgerCallback(CustomLogger):  # type: ignore[misc,valid-type]
             # The call outlived its hold: record what it cost as a charge of its own.
             if action == "capture" and fields:
                 await self._asettle(pending, ("charge", _charge_fields(pending, fields)))
+        except _WHOLE_HOLD as exc:
+            if action == "capture" and fields:
+                _log_whole_hold(pending, fields, exc)
+                await self._asettle(pending, ("capture", {}))
+            else:
+                _log_unrecorded(pending, fields, exc)
         except LedgerError as exc:
-            log.error("could not record the cost of call %s: %s", pending.call_id, exc)
+            _log_unrecorded(pending, fields, exc)
 
     async def async_log_failure_event(
         self, kwargs: dict, response_obj: Any, start_time: Any, end_time: Any
@@ -229,19 +263,23 @@ class LedgerCallback(CustomLogger):  # type: ignore[misc,valid-type]
         call_id = kwargs.get("litellm_call_id")
         if not self._calls.claim(call_id):
             return
+        if not self._warned_sync:
+            self._warned_sync = True
+            log.warning(_UNENFORCED)
         request = {
             **(kwargs.get("optional_params") or {}),
             "model": kwargs.get("model") or model,
             "messages": messages,
             "metadata": (kwargs.get("litellm_params") or {}).get("metadata"),
         }
-        body = self._hold_request(request)
+        ledger_model = self.ledger_model(str(request["model"] or ""))
         try:
+            body = self._hold_request(request)
             hold = self._ledger().create_hold(**body)
-        except LedgerError as exc:
+        except (LedgerError, ValueError) as exc:
             # LiteLLM swallows exceptions from this hook: the call goes ahead regardless.
             log.error("hold refused for call %s (%s); it cannot be stopped here", call_id, exc)
-            self._calls.record(call_id, None, body["model"])
+            self._calls.record(call_id, None, ledger_model)
             return
         self._calls.record(call_id, hold.id, body["model"])
 
@@ -265,8 +303,14 @@ class LedgerCallback(CustomLogger):  # type: ignore[misc,valid-type]
         except _SETTLED:
             if action == "capture" and fields:
                 self._settle(pending, ("charge", _charge_fields(pending, fields)))
+        except _WHOLE_HOLD as exc:
+            if action == "capture" and fields:
+                _log_whole_hold(pending, fields, exc)
+                self._settle(pending, ("capture", {}))
+            else:
+                _log_unrecorded(pending, fields, exc)
         except LedgerError as exc:
-            log.error("could not record the cost of call %s: %s", pending.call_id, exc)
+            _log_unrecorded(pending, fields, exc)
 
     def log_failure_event(
         self, kwargs: dict, response_obj: Any, start_time: Any, end_time: Any
@@ -312,6 +356,23 @@ class LedgerCallback(CustomLogger):  # type: ignore[misc,valid-type]
 
 def _call_name(call_type: Any) -> str:
     return str(getattr(call_type, "value", call_type) or "")
+
+
+def _log_whole_hold(pending: Pending, fields: dict[str, Any], exc: LedgerError) -> None:
+    log.warning(
+        "the exact cost of call %s (%s) was refused (%s); capturing its whole hold %s, which may "
+        "be less than the call cost",
+        pending.call_id,
+        fields,
+        exc,
+        pending.hold_id,
+    )
+
+
+def _log_unrecorded(pending: Pending, fields: dict[str, Any], exc: LedgerError) -> None:
+    log.error(
+        "could not record the cost of call %s (%s): %s", pending.call_id, fields or "hold", exc
+    )
 
 
 def _charge_fields(pending: Pending, capture_fields: dict[str, Any]) -> dict[str, Any]:

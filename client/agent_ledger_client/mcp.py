@@ -4,11 +4,12 @@ Run ``agent-ledger-mcp`` (or ``agent-ledger mcp``, or ``python -m agent_ledger_c
 with ``AGENT_LEDGER_URL`` and ``AGENT_LEDGER_KEY`` (the agent's own key) in its environment.
 Install with ``pip install './client[mcp]'``.
 
-Tools: ``budget`` (limits, spent, held and remaining per window), ``open_holds``,
-``recent_spend``, ``charge``, ``hold``, ``capture_hold`` and ``release_hold``. The money tools
-require an ``idempotency_key``: a model that repeats a tool call with the same key is never
-charged twice. Money is exact decimal strings in and out. A refusal comes back as a tool error
-whose text is the problem (code, detail and members such as ``remaining``), for the model to read.
+Tools: ``budget`` (limits, spent, held and remaining per window, a child agent's grant, and
+``spendable``: the least of them), ``open_holds``, ``recent_spend``, ``charge``, ``hold``,
+``capture_hold`` and ``release_hold``. The money tools require an ``idempotency_key``: a model
+that repeats a tool call with the same key is never charged twice. Money is exact decimal
+strings in and out. A refusal comes back as a tool error whose text is the problem (code,
+detail and members such as ``remaining``), for the model to read.
 """
 
 from __future__ import annotations
@@ -33,8 +34,9 @@ __all__ = ["build_server", "main"]
 T = TypeVar("T")
 
 INSTRUCTIONS = (
-    "agent-ledger keeps this agent's spending budget. Call `budget` before expensive work to "
-    "see what remains in each window (total, month, day). Reserve the worst case of a costly "
+    "agent-ledger keeps this agent's spending budget. Call `budget` before expensive work: "
+    "`spendable` is the most this agent can still spend (the least remaining over its windows "
+    "and, for a sub-agent, its grant; null means no limit). Reserve the worst case of a costly "
     "step with `hold`, then `capture_hold` what it really cost or `release_hold` it; record "
     "a cost known up front with `charge`. Give every charge, hold and capture a fresh "
     "`idempotency_key` and reuse it only to retry that same request. Amounts are decimal "
@@ -67,19 +69,28 @@ def build_server(ledger: AsyncLedger) -> MCPServer:
 
     @server.tool()
     async def budget() -> dict[str, Any]:
-        """This agent's budget: currency, limits, spent, held and remaining per window.
+        """This agent's budget: currency, limits, spent, held and remaining per window, and
+        `spendable`, the most it can still spend (null: no limit at all).
 
-        A window whose remaining is null has no limit.
+        A window whose remaining is null has no limit of its own. A child agent also has a
+        `grant` from its parent: it can never spend more than `grant.remaining`, whatever its
+        windows say.
         """
         me = await _answer(ledger.me())
         if me.budget is None:
             raise ToolError("this key belongs to no agent; use an agent's own key")
+        status = me.budget
+        status.grant = me.grant  # what budget() does: the grant caps a child's spending
+        answer = _plain(status)
+        if me.grant is None:
+            del answer["grant"]
         agent = me.agent
         return {
             "agent": {"id": agent.id, "name": agent.name, "status": agent.status}
             if agent
             else None,
-            **_plain(me.budget),
+            **answer,
+            "spendable": _plain(status.tightest_remaining()),
         }
 
     @server.tool()

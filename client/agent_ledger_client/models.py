@@ -17,11 +17,14 @@ __all__ = [
     "Budget",
     "Charge",
     "Entry",
+    "Grant",
     "Hold",
     "Limits",
     "Me",
     "Page",
     "Price",
+    "Tier",
+    "VelocityRule",
     "Windows",
 ]
 
@@ -45,20 +48,62 @@ class Windows(msgspec.Struct, kw_only=True):
     day: Decimal | None = None
 
 
+class VelocityRule(msgspec.Struct, kw_only=True):
+    """A runaway-breaker rule: at most ``amount`` spent (held counts too), or at most
+    ``charges`` charges and holds, in any rolling period of ``seconds``; ``None``: not limited."""
+
+    seconds: int
+    amount: Decimal | None = None
+    charges: int | None = None
+
+
+class Grant(msgspec.Struct, kw_only=True):
+    """A child agent's grant (delegation): the escrow its parent carved for it.
+
+    ``status`` is ``open``, ``closed`` or ``expired``; ``remaining`` (amount - spent - held, 0
+    once the grant is over) is the most the child can still spend, whatever its own windows say.
+    """
+
+    id: str
+    parent_id: str
+    child_id: str
+    amount: Decimal
+    currency: str
+    status: str
+    spent: Decimal
+    held: Decimal
+    remaining: Decimal
+    expires_at: datetime
+    returned: Decimal | None = None
+    created_at: datetime | None = None
+    closed_at: datetime | None = None
+
+
 class Budget(msgspec.Struct, kw_only=True):
+    """A budget's status. ``grant`` is filled in by ``budget()`` for a child agent (the service
+    answers it beside the budget, not in it): the child can spend at most ``grant.remaining``."""
+
     currency: str
     limits: Limits
     spent: Windows
     held: Decimal
     remaining: Windows
+    require_server_pricing: bool = False
+    # A budget's own routes (``budget()``) answer these; a charge's budget-after does not.
+    alert_thresholds: list[Decimal] = msgspec.field(default_factory=list)
+    velocity: list[VelocityRule] = msgspec.field(default_factory=list)
+    grant: Grant | None = None
 
     def tightest_remaining(self) -> Decimal | None:
-        """The least remaining over all windows with a limit; ``None`` when nothing is limited."""
+        """The least that can still be spent: the least remaining over all windows with a limit
+        and, for a child agent, its grant's remaining; ``None`` when nothing is limited."""
         amounts = [
             a
             for a in (self.remaining.total, self.remaining.month, self.remaining.day)
             if a is not None
         ]
+        if self.grant is not None:
+            amounts.append(self.grant.remaining)
         return min(amounts) if amounts else None
 
 
@@ -109,6 +154,10 @@ class Hold(msgspec.Struct, kw_only=True):
     metadata: dict[str, Any] = msgspec.field(default_factory=dict)
     created_at: datetime | None = None
     resolved_at: datetime | None = None
+    priced_by: str | None = None
+    run_id: str | None = None
+    # Set on a grant's escrow (on the parent's side): closed with its grant, never captured.
+    grant_id: str | None = None
     budget: Budget | None = None
     entry_id: str | None = None
 
@@ -126,21 +175,41 @@ class Charge(Entry, kw_only=True):
 
 
 class Agent(msgspec.Struct, kw_only=True):
+    """An agent. ``suspended_reason`` (``staff``, ``velocity`` or ``grant_closed``) is ``None``
+    exactly when it is active; a child agent has ``parent_id`` and the ``grant_id`` it spends."""
+
     id: str
     name: str
     status: str
     team_id: str | None = None
+    suspended_reason: str | None = None
     metadata: dict[str, Any] = msgspec.field(default_factory=dict)
     created_at: datetime | None = None
+    can_delegate: bool = False
+    parent_id: str | None = None
+    grant_id: str | None = None
 
 
 class Me(msgspec.Struct, kw_only=True):
-    """Who a key is: its role and, for an agent key, the agent and its budget."""
+    """Who a key is: its role and, for an agent key, the agent and its budget; for a child
+    agent's key also its ``grant``, which caps what it can spend."""
 
     role: str
     key_id: str | None = None
     agent: Agent | None = None
     budget: Budget | None = None
+    grant: Grant | None = None
+
+
+class Tier(msgspec.Struct, kw_only=True):
+    """Prices for a request whose prompt (input + cached input + cache writes) is above
+    ``above_input_tokens``."""
+
+    above_input_tokens: int
+    input_per_mtok: Decimal
+    output_per_mtok: Decimal
+    cached_input_per_mtok: Decimal | None = None
+    cache_write_per_mtok: Decimal | None = None
 
 
 class Price(msgspec.Struct, kw_only=True):
@@ -151,6 +220,9 @@ class Price(msgspec.Struct, kw_only=True):
     cached_input_per_mtok: Decimal | None = None
     cache_write_per_mtok: Decimal | None = None
     per_request: Decimal | None = None
+    tiers: list[Tier] = msgspec.field(default_factory=list)
+    effective_from: datetime | None = None
+    updated_at: datetime | None = None
 
 
 class Page(msgspec.Struct, Generic[T], kw_only=True):

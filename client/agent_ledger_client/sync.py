@@ -13,7 +13,7 @@ from agent_ledger_client import _api
 from agent_ledger_client._http import Call, Config, RetryPolicy, retry_after, unreachable
 from agent_ledger_client.errors import HoldClosed, LedgerError
 from agent_ledger_client.holds import HoldScope
-from agent_ledger_client.models import Budget, Charge, Entry, Hold, Me, Page, Price
+from agent_ledger_client.models import Budget, Charge, Entry, Grant, Hold, Me, Page, Price
 
 __all__ = ["Ledger"]
 
@@ -148,6 +148,9 @@ class Ledger:
         output_tokens: int | None = None,
         max_input_tokens: int | None = None,
         max_output_tokens: int | None = None,
+        cached_input_tokens: int | None = None,
+        cache_write_tokens: int | None = None,
+        reasoning_tokens: int | None = None,
         ttl_seconds: int | None = None,
         currency: str | None = None,
         description: str | None = None,
@@ -172,6 +175,9 @@ class Ledger:
         output_tokens: int | None = None,
         max_input_tokens: int | None = None,
         max_output_tokens: int | None = None,
+        cached_input_tokens: int | None = None,
+        cache_write_tokens: int | None = None,
+        reasoning_tokens: int | None = None,
         ttl_seconds: int | None = None,
         currency: str | None = None,
         description: str | None = None,
@@ -195,11 +201,13 @@ class Ledger:
         cache_write_tokens: int | None = None,
         reasoning_tokens: int | None = None,
         usage: Any = None,
+        run_id: str | None = None,
         idempotency_key: str | None = None,
     ) -> Charge:
         """``POST /v1/holds/{id}/capture``; with no amount and no tokens, the whole hold.
 
         Tokens are priced by ``model``, by default the hold's own (read from the service).
+        ``run_id``, if given, must be the hold's run (a capture always belongs to it).
         """
         tokens = _api.token_fields(
             input_tokens=input_tokens,
@@ -212,7 +220,12 @@ class Ledger:
         if model is None and amount is None and any(v is not None for v in tokens.values()):
             model = self.get_hold(hold_id).model
         call = _api.capture(
-            hold_id, amount=amount, model=model, tokens=tokens, idempotency_key=idempotency_key
+            hold_id,
+            amount=amount,
+            model=model,
+            tokens=tokens,
+            idempotency_key=idempotency_key,
+            run_id=run_id,
         )
         return self._call(call)
 
@@ -248,14 +261,26 @@ class Ledger:
     def budget(self, agent_id: str | None = None) -> Budget:
         """The agent's budget status: limits, spent, held and remaining per window.
 
-        With an agent key, its own (from ``/v1/me``); with a staff key, the named agent's.
+        With an agent key, its own (from ``/v1/me``); with a staff key, the named agent's. For
+        a child agent (delegation) ``grant`` is its grant too: the child can spend at most
+        ``grant.remaining`` whatever its windows' remaining say (``None`` there means only that
+        the child has no limit of its own); ``tightest_remaining()`` counts it.
         """
         if agent_id is not None:
-            return self._call(_api.agent_budget(agent_id))
+            budget: Budget = self._call(_api.agent_budget(agent_id))
+            agent = self._call(_api.get_agent(agent_id))
+            if agent.grant_id is not None:
+                budget.grant = self.grant(agent.grant_id)
+            return budget
         me = self.me()
         if me.budget is None:
             raise ValueError("this key is not an agent's: pass agent_id=...")
+        me.budget.grant = me.grant
         return me.budget
+
+    def grant(self, grant_id: str) -> Grant:
+        """A grant (delegation), for its parent's key, its child's key or a staff key."""
+        return self._call(_api.get_grant(grant_id))
 
     def entries(
         self,

@@ -92,3 +92,27 @@ def make_agent(base_url: str, admin_key: str, name: str = "client-test") -> Agen
 def agent(ledger_server: ServerProcess, admin_key: str) -> AgentSetup:
     """A new agent with its key, no budget, on the live server."""
     return make_agent(ledger_server.base_url, admin_key)
+
+
+@dataclass
+class ChildSetup:
+    """A child agent (delegation) of ``parent``, with its grant and its own key."""
+
+    parent: AgentSetup
+    agent_id: str
+    grant_id: str
+    key: str
+
+
+def make_child(parent: AgentSetup, grant: str, name: str = "client-child") -> ChildSetup:
+    """The admin lets ``parent`` delegate; the parent's own key creates a child with ``grant``."""
+    parent.admin("PATCH", f"/v1/agents/{parent.agent_id}", json={"can_delegate": True})
+    response = httpx.post(
+        f"{parent.base_url}/v1/agents/{parent.agent_id}/children",
+        json={"name": unique_name(name), "grant": grant, "ttl_seconds": 600},
+        headers=bearer(parent.key),
+        timeout=10,
+    )
+    assert response.status_code == 201, response.text
+    created = response.json()
+    return ChildSetup(parent, created["agent"]["id"], created["grant"]["id"], created["key"]["key"])

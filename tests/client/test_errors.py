@@ -35,6 +35,12 @@ CODES = {
     "amount-out-of-range": (422, alc.AmountOutOfRange),
     "server-pricing-required": (422, alc.ServerPricingRequired),
     "velocity-exceeded": (402, alc.VelocityExceeded),
+    "conflict": (409, alc.Conflict),
+    "last-admin-key": (409, alc.LastAdminKey),
+    "grant-closed": (409, alc.GrantClosed),
+    "grant-escrow": (409, alc.GrantEscrow),
+    "delegation-depth-exceeded": (422, alc.DelegationDepthExceeded),
+    "webhook-url-not-allowed": (422, alc.WebhookUrlNotAllowed),
 }
 
 
@@ -100,9 +106,23 @@ def test_budget_exceeded_carries_exact_members() -> None:
 
 def test_unknown_code_is_the_base_class_with_everything_kept() -> None:
     """A code this client does not know raises LedgerError itself, members intact."""
-    error = error_from_problem({"status": 409, "code": "last-admin-key", "detail": "d", "x": 1})
+    error = error_from_problem({"status": 409, "code": "newer-code", "detail": "d", "x": 1})
     assert type(error) is alc.LedgerError
-    assert error.code == "last-admin-key" and error.problem["x"] == 1
+    assert error.code == "newer-code" and error.problem["x"] == 1
+
+
+def test_delegation_refusals_carry_their_members() -> None:
+    """The grant's id on grant-closed, grant-escrow and a grant-scoped budget-exceeded; the
+    service's maximum depth on delegation-depth-exceeded; the refused host of a webhook URL."""
+    closed = error_from_problem({"status": 409, "code": "grant-closed", "grant_id": "grt_1"})
+    escrow = error_from_problem({"status": 409, "code": "grant-escrow", "grant_id": "grt_2"})
+    over = error_from_problem(
+        {"status": 402, "code": "budget-exceeded", "scope": "grant", "grant_id": "grt_3"}
+    )
+    deep = error_from_problem({"status": 422, "code": "delegation-depth-exceeded", "max_depth": 3})
+    url = error_from_problem({"status": 422, "code": "webhook-url-not-allowed", "host": "10.0.0.1"})
+    assert (closed.grant_id, escrow.grant_id, over.grant_id) == ("grt_1", "grt_2", "grt_3")
+    assert (deep.max_depth, url.host) == (3, "10.0.0.1")
 
 
 def test_non_problem_answer_still_raises_with_its_status() -> None:

@@ -9,6 +9,7 @@ means no call, and the prompt bound stays above real token counts.
 from __future__ import annotations
 
 import time
+import warnings
 from decimal import Decimal
 from types import SimpleNamespace
 
@@ -17,7 +18,13 @@ import pytest
 
 import agent_ledger_client as alc
 from agent_ledger_client import AsyncLedger, Ledger, RetryPolicy, guard
-from agent_ledger_client.guarding import CHARS_PER_TOKEN, prompt_bound, worst_case
+from agent_ledger_client.guarding import (
+    CHARS_PER_TOKEN,
+    TOOLS_ALLOWANCE,
+    CostNotRecorded,
+    prompt_bound,
+    worst_case,
+)
 from tests.client import recorded
 from tests.client.conftest import AgentSetup
 from tests.client.fake_sdks import FakeAnthropic, FakeAsyncOpenAI, FakeGenAI, FakeOpenAI
@@ -132,12 +139,44 @@ def test_cost_beyond_the_hold_and_the_budget_captures_the_whole_hold(agent: Agen
     captured and the response still returned (the money was spent)."""
     agent.set_budget(day="0.0006")
     client = FakeOpenAI()  # bills 1117 in, 46 out: 0.0032525
-    with Ledger(agent.base_url, agent.key) as ledger:
+    with Ledger(agent.base_url, agent.key) as ledger, pytest.warns(CostNotRecorded) as told:
         response = ledger.guard(client.chat.completions.create, model="gpt-4o",
                                 messages=MESSAGES, max_tokens=46, max_input_tokens=10)  # fmt: skip
     assert response is client.response
     hold_entry, capture = agent.entries()
     assert capture["amount"] == hold_entry["amount"] == "0.000485"
+    [warning] = told.list
+    assert warning.message.hold_id == hold_entry["hold_id"]
+    assert warning.message.tokens == {"input_tokens": 1117, "output_tokens": 46}
+    assert warning.message.recorded == "hold"
+    assert isinstance(warning.message.reason, alc.BudgetExceeded)
+
+
+def test_cost_beyond_the_hold_within_the_budget_is_captured_exactly(agent: AgentSetup) -> None:
+    """A capture may exceed its hold when the excess passes the budget: the ledger records the
+    exact cost, and nothing is said."""
+    agent.set_budget(day="1")
+    client = FakeOpenAI()  # bills 1117 in, 46 out: 0.0032525
+    with Ledger(agent.base_url, agent.key) as ledger, warnings.catch_warnings():
+        warnings.simplefilter("error", CostNotRecorded)
+        ledger.guard(client.chat.completions.create, model="gpt-4o", messages=MESSAGES,
+                     max_tokens=46, max_input_tokens=10)  # fmt: skip
+    hold_entry, capture = agent.entries()
+    assert Decimal(hold_entry["amount"]) < Decimal(capture["amount"]) == Decimal("0.0032525")
+
+
+def test_cost_not_recorded_can_be_made_an_error(agent: AgentSetup) -> None:
+    """``warnings.simplefilter("error", CostNotRecorded)``: guard raises it, after recording
+    the whole hold."""
+    agent.set_budget(day="0.0006")
+    client = FakeOpenAI()
+    with Ledger(agent.base_url, agent.key) as ledger, warnings.catch_warnings():
+        warnings.simplefilter("error", CostNotRecorded)
+        with pytest.raises(CostNotRecorded):
+            ledger.guard(client.chat.completions.create, model="gpt-4o", messages=MESSAGES,
+                         max_tokens=46, max_input_tokens=10)  # fmt: skip
+        assert ledger.budget().held == 0
+    assert [e["kind"] for e in agent.entries()] == ["hold", "capture"]
 
 
 @pytest.mark.parametrize(
@@ -184,6 +223,117 @@ def test_output_caps_of_every_sdk_spelling() -> None:
     assert cap(generation_config={"maxOutputTokens": 500}) == 500
     thinking = SimpleNamespace(max_output_tokens=600, thinking_config={"thinking_budget": 1000})
     assert cap(config=thinking) == 1600
+
+
+def test_every_answer_asked_for_is_held() -> None:
+    """OpenAI's ``n`` and Gemini's ``candidate_count`` each bill a full answer: the output
+    bound is the cap times their number."""
+
+    def cap(**kwargs: object) -> int:
+        return worst_case((), {"model": "m", **kwargs}).output_tokens
+
+    assert cap(max_tokens=100, n=3) == 300
+    assert cap(max_completion_tokens=100, n=1) == 100
+    assert cap(config={"max_output_tokens": 200, "candidate_count": 4}) == 800
+    assert cap(generation_config={"maxOutputTokens": 50, "candidateCount": 2}) == 100
+    thinking = SimpleNamespace(
+        max_output_tokens=100, thinking_config={"thinking_budget": 100}, candidate_count=2
+    )
+    assert cap(config=thinking) == 400
+
+
+def test_tools_add_their_allowance_to_the_prompt_bound() -> None:
+    """Offering tools adds TOOLS_ALLOWANCE (the provider's hidden tool-use prompt) on top of
+    the tools' own JSON; Gemini's tools in its config count the same."""
+    tool = {"name": "get_weather", "input_schema": {"type": "object", "properties": {}}}
+    plain = {"model": "m", "messages": MESSAGES}
+    without = prompt_bound((), plain)
+    with_tools = prompt_bound((), {**plain, "tools": [tool]})
+    assert with_tools >= without + TOOLS_ALLOWANCE + len(str(tool)) // CHARS_PER_TOKEN
+    assert TOOLS_ALLOWANCE >= 2048
+    gemini = {"model": "m", "contents": "hi"}
+    config = {"tools": [{"function_declarations": [tool]}]}
+    assert prompt_bound((), {**gemini, "config": config}) >= (
+        prompt_bound((), gemini) + TOOLS_ALLOWANCE
+    )
+    assert prompt_bound((), {**plain, "tools": []}) < without + TOOLS_ALLOWANCE  # none offered
+
+
+STORED_CONTEXT = {
+    "openai previous response": {"input": "and then?", "previous_response_id": "resp_1"},
+    "openai conversation": {"input": "hi", "conversation": "conv_1"},
+    "openai stored prompt": {"input": "hi", "prompt": {"id": "pmpt_1", "version": "2"}},
+    "openai file by id": {
+        "messages": [{"role": "user", "content": [{"type": "file", "file": {"file_id": "f"}}]}]
+    },
+    "openai file by url": {
+        "input": [{"role": "user", "content": [{"type": "input_file", "file_url": "https://x"}]}]
+    },
+    "openai web search": {"input": "news?", "tools": [{"type": "web_search"}]},
+    "openai file search": {
+        "input": "q", "tools": [{"type": "file_search", "vector_store_ids": ["vs_1"]}]
+    },
+    "anthropic document by url": {
+        "messages": [{"role": "user", "content": [
+            {"type": "document", "source": {"type": "url", "url": "https://x/a.pdf"}}
+        ]}]
+    },
+    "anthropic file": {
+        "messages": [{"role": "user", "content": [
+            {"type": "image", "source": {"type": "file", "file_id": "file_1"}}
+        ]}]
+    },
+    "anthropic web fetch": {"messages": [], "tools": [{"type": "web_fetch_20250910"}]},
+    "anthropic mcp servers": {"messages": [], "mcp_servers": [{"url": "https://m"}]},
+    "gemini cached content": {"contents": "hi", "config": {"cached_content": "cachedContents/1"}},
+    "gemini file uri": {
+        "contents": [{"parts": [{"file_data": {"file_uri": "gs://b/v.mp4"}}]}]
+    },
+    "gemini uploaded file": {
+        "contents": [SimpleNamespace(to_dict=lambda: {"uri": "https://f", "mime_type": "x"})]
+    },
+    "gemini google search": {"contents": "hi", "config": {"tools": [{"google_search": {}}]}},
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", STORED_CONTEXT)
+def test_context_the_client_cannot_count_needs_max_input_tokens(case: str) -> None:
+    """A call that brings in context kept by the provider (a previous response, cached content,
+    a file by id or URL, a server-side tool's results) has no bound the client can compute:
+    ValueError naming it, unless max_input_tokens gives one."""
+    kwargs = {"model": "m", "max_tokens": 10, **STORED_CONTEXT[case]}
+    with pytest.raises(ValueError, match="max_input_tokens"):
+        worst_case((), kwargs)
+    assert worst_case((), kwargs, max_input_tokens=50_000).input_tokens == 50_000
+
+
+def test_countable_calls_are_not_refused() -> None:
+    """Images by URL (bounded by their allowance), inline files, function tools and an earlier
+    answer's file citations stay countable: no max_input_tokens needed."""
+    kwargs = {
+        "model": "m",
+        "max_tokens": 10,
+        "messages": [
+            {"role": "user", "content": [
+                {"type": "image_url", "image_url": {"url": "https://x/y.png"}},
+                {"type": "image", "source": {"type": "url", "url": "https://x/y.png"}},
+                {"type": "input_file", "file_data": "data:application/pdf;base64,AAAA"},
+            ]}
+        ],
+        "tools": [{"type": "function", "function": {"name": "f", "parameters": {}}}],
+        "input": [{"role": "assistant", "content": [{"type": "output_text", "text": "As filed.",
+            "annotations": [{"type": "file_citation", "file_id": "file-1", "index": 0}]}]}],
+    }  # fmt: skip
+    assert worst_case((), kwargs).input_tokens == prompt_bound((), kwargs)
+
+
+def test_a_call_with_uncountable_context_is_refused_unsent(agent: AgentSetup) -> None:
+    """guard refuses such a call before holding or calling anything."""
+    client = FakeOpenAI()
+    with Ledger(agent.base_url, agent.key) as ledger, pytest.raises(ValueError, match="previous"):
+        ledger.guard(client.responses.create, model="gpt-4o", input="go on",
+                     previous_response_id="resp_1", max_output_tokens=100)  # fmt: skip
+    assert client.calls == [] and agent.entries() == []
 
 
 def test_prompt_bound_counts_media_parts_and_escapes_non_ascii() -> None:
@@ -251,7 +401,7 @@ def test_usage_the_service_cannot_price_captures_the_whole_hold(agent: AgentSetu
     accepts) records the whole hold instead, and the response still comes back."""
     usage = {"prompt_tokens": 10, "completion_tokens": 2_000_000_000, "total_tokens": 2_000_000_010}
     client = FakeOpenAI(response={"id": "x", "choices": [], "usage": usage})
-    with Ledger(agent.base_url, agent.key) as ledger:
+    with Ledger(agent.base_url, agent.key) as ledger, pytest.warns(CostNotRecorded):
         response = ledger.guard(client.chat.completions.create, model="gpt-4o", messages=[],
                                 max_tokens=10)  # fmt: skip
     assert response is client.response
@@ -277,10 +427,15 @@ def test_unreachable_service_after_the_call_returns_the_response_and_logs(
     and the hold is left to lapse (no release is attempted on the way out)."""
     client = FakeOpenAI()
     policy = RetryPolicy(attempts=2, base_delay=0.001, max_delay=0.01)
-    with Ledger(agent.base_url, agent.key, retry=policy, transport=_DownAfterTheHold()) as ledger:
+    with (
+        Ledger(agent.base_url, agent.key, retry=policy, transport=_DownAfterTheHold()) as ledger,
+        pytest.warns(CostNotRecorded) as told,
+    ):
         response = ledger.guard(client.chat.completions.create, model="gpt-4o",
                                 messages=MESSAGES, max_tokens=100)  # fmt: skip
     assert response is client.response
+    assert told.list[0].message.recorded is None
+    assert isinstance(told.list[0].message.reason, alc.LedgerUnreachable)
     assert [e["kind"] for e in agent.entries()] == ["hold"]
     assert any(
         r.levelname == "ERROR" and "could not be recorded" in r.message for r in caplog.records

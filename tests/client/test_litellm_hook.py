@@ -10,6 +10,7 @@ and the synchronous path.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Iterator
 from decimal import Decimal
@@ -19,6 +20,8 @@ import pytest
 litellm = pytest.importorskip("litellm")
 
 import agent_ledger_client as alc  # noqa: E402
+from agent_ledger_client._calls import hold_request  # noqa: E402
+from agent_ledger_client.guarding import TOOLS_ALLOWANCE  # noqa: E402
 from agent_ledger_client.litellm import LedgerCallback  # noqa: E402
 from tests.client.conftest import AgentSetup  # noqa: E402
 
@@ -198,3 +201,82 @@ def test_price_as_maps_litellm_names_to_the_ledger() -> None:
     mapped = LedgerCallback(api_key="k", price_as={"anthropic/claude-x": "claude-sonnet-4.6"})
     assert mapped.ledger_model("anthropic/claude-x") == "claude-sonnet-4.6"
     assert LedgerCallback(api_key="k", price_as=str.upper).ledger_model("a") == "A"
+
+
+def test_sync_completion_warns_once_that_it_is_not_enforced(
+    agent: AgentSetup, callbacks: None, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The first synchronous call logs a WARNING that litellm.completion is not enforced; the
+    next ones do not repeat it."""
+    hook = LedgerCallback(agent.base_url, agent.key)
+    litellm.callbacks = [hook]
+    with caplog.at_level(logging.WARNING, logger="agent_ledger_client.litellm"):
+        for _ in range(2):
+            litellm.completion(model="gpt-4o", messages=MESSAGES, max_tokens=8, mock_response="x")
+        _wait_for(lambda: hook.open_calls() == 0 and len(agent.entries()) == 4)
+    warned = [r for r in caplog.records if "not enforced" in r.getMessage()]
+    assert len(warned) == 1 and warned[0].levelname == "WARNING"
+    assert "acompletion" in warned[0].getMessage()
+
+
+async def test_capture_refused_beyond_the_budget_records_the_whole_hold(
+    agent: AgentSetup, callbacks: None, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A response that costs more than its hold and than the budget allows: the capture is
+    refused, so the whole hold is captured (nothing is left open to lapse), with a warning."""
+    agent.set_budget(day="0.0001")  # the hold (1 output token) fits; the mock's cost does not
+    hook = LedgerCallback(agent.base_url, agent.key)
+    litellm.callbacks = [hook]
+    await litellm.acompletion(model="gpt-4o", messages=MESSAGES, max_tokens=1, mock_response="x")
+    await _await_for(lambda: _kinds(agent) == ["hold", "capture"])
+    hold_entry, capture = agent.entries()
+    assert capture["amount"] == hold_entry["amount"]
+    assert Decimal(capture["amount"]) < MOCK_COST
+    assert any("whole hold" in r.getMessage() for r in caplog.records)
+
+
+def _held(request: dict, key_metadata: object = None) -> dict:
+    return hold_request(
+        {"model": "gpt-4o", **request},
+        ledger_model=str,
+        ttl_seconds=60,
+        default_output=1000,
+        key_metadata=key_metadata,
+    )
+
+
+def test_worst_case_counts_every_answer_and_the_tools() -> None:
+    """``n`` answers are each held their output cap (the model's, when the request has none);
+    offering tools adds their allowance to the prompt bound."""
+    assert _held({"messages": MESSAGES, "max_tokens": 100, "n": 3})["output_tokens"] == 300
+    model_cap = litellm.get_model_info("gpt-4o")["max_output_tokens"]
+    assert _held({"messages": MESSAGES, "n": 2})["output_tokens"] == 2 * model_cap
+    tools = [{"type": "function", "function": {"name": "f", "parameters": {}}}]
+    plain = _held({"messages": MESSAGES, "max_tokens": 1})["input_tokens"]
+    with_tools = _held({"messages": MESSAGES, "max_tokens": 1, "tools": tools})["input_tokens"]
+    assert with_tools >= plain + TOOLS_ALLOWANCE
+
+
+async def test_request_with_uncountable_context_needs_its_input_bound(
+    agent: AgentSetup,
+) -> None:
+    """A request continuing a stored response has no computable worst case: the pre-call hook
+    refuses it (ValueError, nothing held) unless metadata gives agent_ledger_max_input_tokens,
+    which then is the hold's input."""
+    from litellm.proxy._types import UserAPIKeyAuth
+
+    hook = LedgerCallback(agent.base_url, agent.key)
+    data = {
+        "model": "gpt-4o",
+        "input": "and then?",
+        "previous_response_id": "resp_1",
+        "max_output_tokens": 10,
+        "litellm_call_id": "stored-1",
+    }
+    with pytest.raises(ValueError, match="metadata as agent_ledger_max_input_tokens"):
+        await hook.async_pre_call_hook(UserAPIKeyAuth(), None, dict(data), "aresponses")
+    assert hook.open_calls() == 0 and agent.entries() == []
+    bounded = {**data, "metadata": {"agent_ledger_max_input_tokens": 20_000}}
+    await hook.async_pre_call_hook(UserAPIKeyAuth(), None, bounded, "aresponses")
+    [hold_entry] = agent.entries()
+    assert (hold_entry["input_tokens"], hold_entry["output_tokens"]) == (20_000, 10)

@@ -15,7 +15,7 @@ import pytest
 import agent_ledger_client as alc
 from agent_ledger_client import Ledger
 from tests.client import recorded
-from tests.client.conftest import AgentSetup
+from tests.client.conftest import AgentSetup, make_child
 
 
 def _ledger(agent: AgentSetup, **options: object) -> Ledger:
@@ -301,3 +301,90 @@ def test_the_server_prices_every_count_a_usage_maps_to(agent: AgentSetup, case: 
     )
     assert tuple(entry[name] for name in names) == counts
     assert entry["priced_by"] == "server"
+
+
+def test_a_child_agent_sees_its_grant_as_its_limit(agent: AgentSetup) -> None:
+    """A child agent has no windows of its own (remaining null), but its grant caps what it can
+    spend: budget() carries the grant and tightest_remaining() counts it, for the child's key
+    and for a staff key naming the child."""
+    child = make_child(agent, grant="0.5")
+    with Ledger(agent.base_url, child.key) as ledger:
+        ledger.charge(amount="0.2")
+        with ledger.hold(amount="0.1"):
+            budget = ledger.budget()
+        me = ledger.me()
+    assert budget.remaining.total is None and budget.limits.total is None
+    assert budget.grant is not None and budget.grant.id == child.grant_id
+    assert (budget.grant.amount, budget.grant.spent, budget.grant.held) == (
+        Decimal("0.5"),
+        Decimal("0.2"),
+        Decimal("0.1"),
+    )
+    assert budget.grant.remaining == Decimal("0.2") == budget.tightest_remaining()
+    assert me.grant.id == child.grant_id and me.agent.parent_id == agent.agent_id
+    assert me.agent.grant_id == child.grant_id
+    with Ledger(agent.base_url, agent.admin_key) as admin:
+        seen_by_staff = admin.budget(agent_id=child.agent_id)
+        parent = admin.budget(agent_id=agent.agent_id)
+        grant = admin.grant(child.grant_id)
+    assert seen_by_staff.grant.remaining == Decimal("0.3") == seen_by_staff.tightest_remaining()
+    assert parent.grant is None and grant.child_id == child.agent_id
+    with Ledger(agent.base_url, agent.key) as parent_ledger:
+        assert parent_ledger.me().agent.can_delegate is True
+        assert parent_ledger.budget().grant is None
+
+
+def test_typed_results_carry_the_servers_fields(agent: AgentSetup) -> None:
+    """Budget settings (server pricing, alert thresholds, velocity rules), a hold's priced_by
+    and run_id, an agent's suspended_reason and a price's tiers and effective_from arrive
+    typed."""
+    agent.admin(
+        "PUT",
+        f"/v1/agents/{agent.agent_id}/budget",
+        json={
+            "limits": {"day": "5"},
+            "require_server_pricing": True,
+            "alert_thresholds": ["0.5", "0.8"],
+            "velocity": [{"seconds": 60, "charges": 100}, {"seconds": 600, "amount": "4"}],
+        },
+    )
+    with _ledger(agent) as ledger:
+        budget = ledger.budget()
+        hold = ledger.create_hold(model="gpt-4o", input_tokens=10, output_tokens=10, run_id="r1")
+        prices = {p.model: p for p in ledger.prices()}
+        agent.admin("PATCH", f"/v1/agents/{agent.agent_id}", json={"status": "suspended"})
+        suspended = ledger.me().agent
+    assert budget.require_server_pricing is True
+    assert budget.alert_thresholds == [Decimal("0.5"), Decimal("0.8")]
+    assert [(v.seconds, v.amount, v.charges) for v in budget.velocity] == [
+        (60, None, 100),
+        (600, Decimal("4"), None),
+    ]
+    assert (hold.priced_by, hold.run_id, hold.grant_id) == ("server", "r1", None)
+    assert (suspended.status, suspended.suspended_reason) == ("suspended", "staff")
+    assert all(p.effective_from is not None for p in prices.values())
+    tiered = [p for p in prices.values() if p.tiers]
+    assert tiered and all(t.above_input_tokens > 0 for p in tiered for t in p.tiers)
+
+
+def test_hold_block_reserves_cache_counts_and_capture_names_the_run(agent: AgentSetup) -> None:
+    """``ledger.hold(...)`` and ``create_hold`` take cached, cache-write and reasoning counts;
+    ``capture`` (by id and on the open hold) takes the hold's run_id and refuses another."""
+    with _ledger(agent) as ledger:
+        with ledger.hold(
+            model="gpt-4o", max_input_tokens=100, cached_input_tokens=1000,
+            max_output_tokens=10, reasoning_tokens=5, run_id="run-a",
+        ) as h:  # fmt: skip
+            with pytest.raises(alc.ValidationError, match="run_id"):
+                h.capture(amount="0.0001", run_id="run-b")
+            h.capture(amount="0.0001", run_id="run-a")
+        hold = ledger.create_hold(model="gpt-4o", input_tokens=1, cache_write_tokens=100,
+                                  output_tokens=1, run_id="run-a")  # fmt: skip
+        with pytest.raises(alc.ValidationError, match="run_id"):
+            ledger.capture(hold.id, amount="0.0001", run_id="run-b")
+        assert ledger.capture(hold.id, amount="0.0001", run_id="run-a").run_id == "run-a"
+    holds = [e for e in agent.entries() if e["kind"] == "hold"]
+    assert [(e["cached_input_tokens"], e["cache_write_tokens"]) for e in holds] == [
+        (1000, None),
+        (None, 100),
+    ]

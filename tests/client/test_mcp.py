@@ -24,7 +24,7 @@ from agent_ledger.cli import main as cli_main  # noqa: E402
 from agent_ledger_client import AsyncLedger  # noqa: E402
 from agent_ledger_client.mcp import build_server  # noqa: E402
 from agent_ledger_client.mcp import main as mcp_main  # noqa: E402
-from tests.client.conftest import CLIENT_DIR, AgentSetup  # noqa: E402
+from tests.client.conftest import CLIENT_DIR, AgentSetup, make_child  # noqa: E402
 
 TOOLS = {"budget", "open_holds", "recent_spend", "charge", "hold", "capture_hold", "release_hold"}
 
@@ -71,6 +71,23 @@ async def test_tools_show_budget_and_spend_idempotently(agent: AgentSetup) -> No
     assert Decimal(spend["spent"]) == Decimal("0.0135") and spend["complete"] is True
     assert [e["kind"] for e in spend["entries"]] == ["capture", "charge"]  # newest first
     assert [e["kind"] for e in agent.entries()] == ["charge", "hold", "capture"]
+
+
+async def test_budget_of_a_child_agent_reports_its_grant(agent: AgentSetup) -> None:
+    """A child agent's windows have no limit of their own (remaining null); the budget tool
+    reports its grant and, as spendable, what is left of it. A top-level agent's spendable is
+    its tightest window, and it has no grant."""
+    agent.set_budget(day="2", total="3")
+    child = make_child(agent, grant="0.5")
+    async with Client(build_server(AsyncLedger(agent.base_url, child.key))) as client:
+        await _call(client, "charge", idempotency_key="c-1", amount="0.15")
+        status = await _call(client, "budget")
+    assert status["remaining"] == {"total": None, "month": None, "day": None}
+    assert status["grant"]["id"] == child.grant_id
+    assert (status["grant"]["remaining"], status["spendable"]) == ("0.35", "0.35")
+    async with Client(build_server(AsyncLedger(agent.base_url, agent.key))) as client:
+        parent = await _call(client, "budget")
+    assert "grant" not in parent and parent["spendable"] == "1.5"  # day: 2 - 0.5 held in escrow
 
 
 async def test_refusals_are_tool_errors_with_the_problem(agent: AgentSetup) -> None:
