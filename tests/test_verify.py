@@ -87,6 +87,10 @@ async def _load(
     await post("/v1/adjustments", {"agent_id": agent_id, "amount": "-1", "reason": "refund"},
                fleet.admin)  # fmt: skip
     await post("/v1/charges", {"amount": "0.1"})
+    # A run's counters (its cap is enforced by them): a charge and a captured hold.
+    await post("/v1/charges", {"amount": "0.2", "run_id": "nightly"})
+    ran = await post("/v1/holds", {"amount": "0.3", "run_id": "nightly"})
+    await post(f"/v1/holds/{ran['id']}/capture", {"amount": "0.25"})
 
 
 async def _as_superuser(url: str, *statements: str) -> None:
@@ -105,7 +109,8 @@ async def test_a_loaded_ledger_verifies_intact_on_every_counter(loaded: Loaded) 
     report = await loaded.verify()
     assert report["ok"] is True, report
     assert report["agents_checked"] == 2 and report["teams_checked"] == 1
-    assert report["entries_checked"] == 2 * 10  # 3 charges, 3 holds, 3 closings, a refund
+    # 4 charges, 4 holds, 4 closings, a refund
+    assert report["entries_checked"] == 2 * 13
     assert report["audit_events_checked"] >= 6  # team, budget, agents, keys, adjustments
 
 
@@ -133,6 +138,55 @@ async def test_a_tampered_counter_is_named(
     [mismatch] = report["mismatches"]
     assert mismatch.get("team_id" if where == "team" else "agent_id") == owner_id
     assert f"{owner} {column} is" in mismatch["reason"]
+
+
+@pytest.mark.parametrize("column", ["spent", "charges"])
+async def test_a_tampered_run_counter_is_named(loaded: Loaded, column: str) -> None:
+    """A run's counters enforce its cap: edited behind the ledger's back, verify names the
+    agent, the run, the column and both values."""
+    agent_id = loaded.agent_ids[1]
+    await _as_superuser(
+        loaded.url,
+        f"UPDATE runs SET {column} = {column} - 1 WHERE agent_id = '{agent_id}'"
+        " AND run_id = 'nightly'",
+    )
+    report = await loaded.verify()
+    assert report["ok"] is False
+    [mismatch] = report["mismatches"]
+    assert mismatch["agent_id"] == agent_id
+    assert f"run 'nightly' {column} is" in mismatch["reason"]
+
+
+async def test_a_tampered_closed_grant_is_named(loaded: Loaded) -> None:
+    """A closed grant says what its child spent and what went back to the parent; edited (as
+    if the parent had been given more back), verify names the grant on the parent."""
+    fleet = loaded.fleet
+    parent = loaded.agent_ids[0]
+    patched = await fleet.client.patch(
+        f"/v1/agents/{parent}", json={"can_delegate": True}, headers=fleet.admin
+    )
+    assert patched.status_code == 200, patched.text
+    parent_key = bearer((await fleet.agent_key(parent))["key"])
+    created = await fleet.client.post(
+        f"/v1/agents/{parent}/children", json={"name": "child", "grant": "4"}, headers=parent_key
+    )
+    assert created.status_code == 201, created.text
+    child_key = bearer(created.json()["key"]["key"])
+    spent = await fleet.client.post("/v1/charges", json={"amount": "1"}, headers=child_key)
+    assert spent.status_code == 201, spent.text
+    grant_id = created.json()["grant"]["id"]
+    closed = await fleet.client.post(f"/v1/grants/{grant_id}/close", headers=parent_key)
+    assert closed.status_code == 200, closed.text
+    assert (await loaded.verify())["ok"] is True
+    await _as_superuser(
+        loaded.url, f"UPDATE grants SET returned = returned + 1 WHERE id = '{grant_id}'"
+    )
+    report = await loaded.verify()
+    assert report["ok"] is False
+    [mismatch] = report["mismatches"]
+    assert mismatch["agent_id"] == parent
+    assert mismatch["reason"].startswith(f"grant {grant_id}: ")
+    assert "do not add up" in mismatch["reason"]
 
 
 async def test_an_edited_audit_event_is_named(loaded: Loaded) -> None:

@@ -4,8 +4,9 @@ The database computes each entry's hash when it appends it (``ledger.entry_diges
 agent_ledger/ledger/sql/10_chain.sql). This module recomputes every hash in Python from the
 stored fields, so a verifier does not have to trust the database's own functions, and checks
 that each agent's chain links up and ends at the head recorded on its balance row; that every
-counter that enforces a limit (spent in each window and held, for agents and teams) equals its
-replay from the entries (agent_ledger/ledger/counters.py); that the report rollups equal the
+counter that enforces a limit (spent in each window and held, for agents and teams; a run's
+spent and charges; a closed grant's spent and returned) equals its replay from the entries
+(agent_ledger/ledger/counters.py); that the report rollups equal the
 ledger; and that the staff audit log's own chain is intact (agent_ledger/audit/chain.py).
 """
 
@@ -23,6 +24,8 @@ from agent_ledger.ledger.counters import (
     SPENT_KINDS,
     Windows,
     counter_mismatches,
+    grant_mismatches,
+    run_counter_mismatches,
     team_counter_mismatches,
 )
 from agent_ledger.reports.service import rollup_mismatches
@@ -216,6 +219,10 @@ async def verify_ledger(conn: asyncpg.Connection, agent_id: str | None = None) -
             chain.add(row)
         # The hourly and daily report rollups must equal the ledger they summarise.
         rollups = await rollup_mismatches(conn, agent_id)
+        # Run caps and grants are enforced by counters of their own.
+        owned = await run_counter_mismatches(conn, agent_id) + await grant_mismatches(
+            conn, agent_id
+        )
         if agent_id is None:
             teams_checked, team_findings = await team_counter_mismatches(conn)
             audit = await verify_audit_chain(conn)
@@ -229,6 +236,11 @@ async def verify_ledger(conn: asyncpg.Connection, agent_id: str | None = None) -
             mismatches.append(
                 Mismatch(agent_id=rollup.agent_id, entry_id=None, reason=rollup.reason)
             )
+    mismatches += [
+        Mismatch(agent_id=owner_id, entry_id=None, reason=reason)
+        for owner_id, reason in owned
+        if owner_id not in reported
+    ]
     for owner_id, balance in balances.items():
         if owner_id in seen:
             continue

@@ -17,7 +17,16 @@ from typing import Any
 
 import asyncpg
 
-__all__ = ["SPENT_KINDS", "Windows", "counter_mismatches", "team_counter_mismatches"]
+from agent_ledger.money import format_amount
+
+__all__ = [
+    "SPENT_KINDS",
+    "Windows",
+    "counter_mismatches",
+    "grant_mismatches",
+    "run_counter_mismatches",
+    "team_counter_mismatches",
+]
 
 SPENT_KINDS = frozenset({"charge", "capture", "adjustment"})
 _EPOCH_DAY = date(1970, 1, 1)
@@ -49,6 +58,38 @@ GROUP BY h.team_id
 TEAM_BALANCES = """
 SELECT owner_id, spent_total, spent_month, month_start, spent_day, day_start, held
 FROM balances WHERE owner_type = 'team'
+"""
+
+
+# A run's counters (runs.spent and runs.charges, which enforce its cap): every charge and capture
+# entry that names the run adds its amount and one charge; nothing else moves them (a refund is
+# the agent's, never a run's). Summed over homes: an agent that moved team has rows in each.
+RUN_SPENDING = """
+SELECT agent_id, run_id, sum(amount) AS spent, count(*) AS charges
+FROM ledger_entries
+WHERE run_id IS NOT NULL AND kind IN ('charge', 'capture') AND ($1::text IS NULL OR agent_id = $1)
+GROUP BY agent_id, run_id
+"""
+
+RUN_COUNTERS = """
+SELECT agent_id, run_id, sum(spent) AS spent, sum(charges) AS charges
+FROM runs
+WHERE ($1::text IS NULL OR agent_id = $1)
+GROUP BY agent_id, run_id
+"""
+
+# A closed grant records what its child spent and what went back to the parent; the parent's
+# grant_return entry (on the escrow's hold) and the child's grant_closed entry say the same.
+CLOSED_GRANTS = """
+SELECT g.id, g.parent_id, g.child_id, g.amount, g.spent, g.returned,
+       r.amount AS return_amount, r.metadata ->> 'spent' AS return_spent,
+       c.amount AS closed_amount
+FROM grants AS g
+LEFT JOIN ledger_entries AS r
+       ON r.home_id = g.home_id AND r.hold_id = g.hold_id AND r.kind = 'grant_return'
+LEFT JOIN ledger_entries AS c
+       ON c.home_id = g.home_id AND c.hold_id = g.hold_id AND c.kind = 'grant_closed'
+WHERE g.status <> 'open' AND ($1::text IS NULL OR $1 IN (g.parent_id, g.child_id))
 """
 
 
@@ -117,3 +158,48 @@ async def team_counter_mismatches(conn: asyncpg.Connection) -> tuple[int, list[t
         for reason in counter_mismatches("team", balance, windows, held.get(team_id, 0)):
             found.append((team_id, reason))
     return len(balances), found
+
+
+async def run_counter_mismatches(
+    conn: asyncpg.Connection, agent_id: str | None
+) -> list[tuple[str, str]]:
+    """[(agent id, reason)]: every run's spent and charges against the entries that name it."""
+    replayed = {(r["agent_id"], r["run_id"]): r for r in await conn.fetch(RUN_SPENDING, agent_id)}
+    stored = {(r["agent_id"], r["run_id"]): r for r in await conn.fetch(RUN_COUNTERS, agent_id)}
+    found = []
+    for agent, run_id in sorted(set(replayed) | set(stored)):
+        entries, row = replayed.get((agent, run_id)), stored.get((agent, run_id))
+        if row is None:
+            found.append((agent, f"entries name run {run_id!r}, which has no counters"))
+            continue
+        for column in ("spent", "charges"):
+            value = entries[column] if entries is not None else 0
+            if row[column] != value:
+                found.append(
+                    (
+                        agent,
+                        f"run {run_id!r} {column} is {row[column]} but the entries make it {value}",
+                    )
+                )
+    return found
+
+
+async def grant_mismatches(conn: asyncpg.Connection, agent_id: str | None) -> list[tuple[str, str]]:
+    """[(parent agent id, reason)]: every closed grant's spent and returned against its entries."""
+    found = []
+    for g in await conn.fetch(CLOSED_GRANTS, agent_id):
+        reasons = []
+        if g["spent"] + g["returned"] != g["amount"]:
+            reasons.append(
+                f"spent {g['spent']} and returned {g['returned']} do not add up to {g['amount']}"
+            )
+        if g["return_amount"] != g["returned"] or g["closed_amount"] != g["returned"]:
+            reasons.append(
+                f"returned is {g['returned']} but its entries say {g['return_amount']} (parent)"
+                f" and {g['closed_amount']} (child)"
+            )
+        if g["return_spent"] != format_amount(g["spent"]):
+            reasons.append(f"spent is {g['spent']} but its return entry says {g['return_spent']}")
+        if reasons:
+            found.append((g["parent_id"], f"grant {g['id']}: " + "; ".join(reasons)))
+    return found
