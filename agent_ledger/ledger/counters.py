@@ -97,15 +97,20 @@ def counter_mismatches(
     return found
 
 
-async def team_counter_mismatches(conn: asyncpg.Connection) -> tuple[int, list[tuple[str, str]]]:
+async def team_counter_mismatches(
+    conn: asyncpg.Connection, statement_seconds: float | None = None
+) -> tuple[int, list[tuple[str, str]]]:
     """(teams checked, [(team id, reason)]): every team's windows and held against its entries.
 
     Call it inside the caller's snapshot, so that entries and balances agree in time.
+    ``statement_seconds`` bounds each statement (None: the connection's command_timeout).
     """
-    balances = {r["owner_id"]: r for r in await conn.fetch(TEAM_BALANCES)}
-    held = {r["team_id"]: r["held"] for r in await conn.fetch(TEAM_HELD)}
+    balances = {
+        r["owner_id"]: r for r in await conn.fetch(TEAM_BALANCES, timeout=statement_seconds)
+    }
+    held = {r["team_id"]: r["held"] for r in await conn.fetch(TEAM_HELD, timeout=statement_seconds)}
     replayed: dict[str, Windows] = {}
-    async for row in conn.cursor(TEAM_SPENDING, prefetch=5000):
+    async for row in conn.cursor(TEAM_SPENDING, prefetch=5000, timeout=statement_seconds):
         replayed.setdefault(row["team_id"], Windows()).add(row["amount"], row["created_at"])
     found: list[tuple[str, str]] = []
     for team_id in sorted(set(balances) | set(replayed) | set(held)):
