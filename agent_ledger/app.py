@@ -52,6 +52,7 @@ from agent_ledger.metrics.multiprocess import forget_process
 from agent_ledger.metrics.service import run_sampler
 from agent_ledger.migrate import functions_digest, head_revision
 from agent_ledger.openapi import DocumentRenderPlugin
+from agent_ledger.path_segments import EncodedSlashLayer
 from agent_ledger.prices.controller import PriceController
 from agent_ledger.ratelimit import run_pruner
 from agent_ledger.reports.controller import ReportController
@@ -290,7 +291,7 @@ def create_app(
     # The deadline sits right above the router, so that it sees the route the router writes
     # into the scope (a HEAD is routed in a copy HttpMethodsLayer makes, as a GET).
     deadline = DeadlineLayer(
-        app.asgi_handler,
+        EncodedSlashLayer(app.asgi_handler),
         settings.request_timeout_seconds,
         route_deadlines(app.routes, settings),
     )

@@ -33,6 +33,7 @@ from litestar.params import QueryParameter
 
 from agent_ledger.errors import BadRequest, InvalidInput, NotFound
 from agent_ledger.json_shape import ShapeError, check_shape
+from agent_ledger.path_segments import restore_encoded_segments
 from agent_ledger.patterns import ID_PREFIXES, id_pattern
 from agent_ledger.validation import Explained, explain, type_names
 
@@ -99,6 +100,7 @@ async def check_request_input(request: Request[Any, Any, Any]) -> None:
     handler = request.route_handler
     if not isinstance(handler, HTTPRouteHandler):
         return
+    restore_encoded_segments(request.scope)  # a run id holding "/", sent as %2F
     if request.method != "OPTIONS":  # which methods a path has, whatever its ids name
         _check_path(request.path_params)
     plan = _plan_for(handler, set(request.path_params))
