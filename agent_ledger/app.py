@@ -31,7 +31,7 @@ from agent_ledger.config import Settings, cors_origins, load_settings
 from agent_ledger.dashboard.controller import dashboard_router
 from agent_ledger.dashboard.templating import template_config
 from agent_ledger.db import UNAVAILABLE, create_pool
-from agent_ledger.deadline import DeadlineLayer
+from agent_ledger.deadline import DeadlineLayer, route_deadlines
 from agent_ledger.deps import providers
 from agent_ledger.durability import check_durability
 from agent_ledger.entries.controller import EntryController
@@ -52,6 +52,7 @@ from agent_ledger.metrics.multiprocess import forget_process
 from agent_ledger.metrics.service import run_sampler
 from agent_ledger.migrate import functions_digest, head_revision
 from agent_ledger.openapi import DocumentRenderPlugin
+from agent_ledger.path_segments import EncodedSlashLayer
 from agent_ledger.prices.controller import PriceController
 from agent_ledger.ratelimit import run_pruner
 from agent_ledger.reports.controller import ReportController
@@ -287,13 +288,18 @@ def create_app(
         logging_config=None,
         debug=False,
     )
-    # Outermost layer, so the access log also sees requests that never reach a route (and logs
-    # a HEAD as HEAD, though the routes see a GET).
-    methods = HttpMethodsLayer(app.asgi_handler, allowed_methods(app.routes))
-    observe = metrics.observe_request if metrics is not None else None
-    app.asgi_handler = RequestLogMiddleware(
-        DeadlineLayer(methods, settings.request_timeout_seconds), observe
+    # The deadline sits right above the router, so that it sees the route the router writes
+    # into the scope (a HEAD is routed in a copy HttpMethodsLayer makes, as a GET).
+    deadline = DeadlineLayer(
+        EncodedSlashLayer(app.asgi_handler),
+        settings.request_timeout_seconds,
+        route_deadlines(app.routes, settings),
     )
+    # Outermost layers, so the access log also sees requests that never reach a route (and logs
+    # a HEAD as HEAD, though the routes see a GET).
+    methods = HttpMethodsLayer(deadline, allowed_methods(app.routes))
+    observe = metrics.observe_request if metrics is not None else None
+    app.asgi_handler = RequestLogMiddleware(methods, observe)
     if tracer_provider is not None:  # outside the log, so its line carries the trace id
         app.asgi_handler = RequestSpanLayer(
             app.asgi_handler, tracer_provider.get_tracer(INSTRUMENTATION)

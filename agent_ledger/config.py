@@ -47,6 +47,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     rate_limit_per_key: Annotated[int, msgspec.Meta(ge=1)] | None = None
     # Every request is answered within this (a 503 when the database does not answer in time).
     request_timeout_seconds: Annotated[float, msgspec.Meta(gt=0, le=3600)] = 5.0
+    # ...except a verify (GET /v1/ledger/verify, .../checkpoints/{id}/verify), which hashes every
+    # entry and answers only at the end: on a large ledger that takes minutes, not seconds.
+    verify_timeout_seconds: Annotated[float, msgspec.Meta(gt=0, le=86400)] = 3600.0
     # Webhooks may call loopback and private addresses (a receiver on this machine or network).
     webhook_allow_private: bool = False
     # Whether this process sends webhook deliveries (off: an API-only process; others deliver).
@@ -93,6 +96,7 @@ ENVIRONMENT: Mapping[str, str] = {
     "allow_unsafe_durability": "LEDGER_ALLOW_UNSAFE_DURABILITY",
     "rate_limit_per_key": "LEDGER_RATE_LIMIT_PER_KEY",
     "request_timeout_seconds": "LEDGER_REQUEST_TIMEOUT_SECONDS",
+    "verify_timeout_seconds": "LEDGER_VERIFY_TIMEOUT_SECONDS",
     "webhook_allow_private": "LEDGER_WEBHOOK_ALLOW_PRIVATE",
     "webhook_deliveries": "LEDGER_WEBHOOK_DELIVERIES",
     "webhook_poll_seconds": "LEDGER_WEBHOOK_POLL_SECONDS",

@@ -18,6 +18,7 @@ __all__ = [
     "from_row",
     "init_connection",
     "transactions",
+    "wait_for_locks",
 ]
 
 T = TypeVar("T")
@@ -129,6 +130,18 @@ async def create_pool(
 
 
 STATEMENT_TIMEOUT_FACTOR = 6
+
+
+async def wait_for_locks(conn: asyncpg.Connection, seconds: float | None) -> None:
+    """Inside a transaction: let its lock waits last up to ``seconds`` rather than the pool's
+    ``lock_timeout`` (a verify, bounded by its own deadline, must not fail because a table was
+    locked for longer than a request may wait). None: leave the session's setting."""
+    if seconds is not None:
+        await conn.execute(
+            "SELECT set_config('lock_timeout', $1, true)",
+            f"{max(1, round(seconds * 1000))}ms",
+            timeout=seconds,
+        )
 
 
 async def _keep_session(conn: asyncpg.Connection) -> None:

@@ -10,22 +10,57 @@ was (or was not) committed.
 
 An answer that has started (an export streaming its rows) is not cut short: from then on the
 deadline no longer applies.
+
+A route whose work is long by nature (a verify hashes every entry of the ledger before it
+answers) names a longer deadline in its ``opt``: ``opt={"deadline": "verify_timeout_seconds"}``,
+a field of Settings. The layer learns the route only once the router has run, so it looks when
+the default deadline passes (routing is done by then: it runs before the request's first
+wait) and, for such a route, waits on until the route's own deadline; other requests pay
+nothing for it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import math
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 import msgspec
 import structlog
+from litestar import Request
+from litestar.routes import HTTPRoute
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from agent_ledger.errors import PROBLEM_MEDIA_TYPE, problem_document
 
-__all__ = ["DeadlineLayer"]
+__all__ = ["DEADLINE_OPT", "DeadlineLayer", "route_deadlines", "statement_timeout"]
 
 log = structlog.get_logger("agent_ledger.deadline")
+
+# The route opt naming the setting (a field of Settings) that bounds the route instead of
+# LEDGER_REQUEST_TIMEOUT_SECONDS.
+DEADLINE_OPT = "deadline"
+
+
+def route_deadlines(routes: Iterable[object], settings: object) -> dict[str, float]:
+    """Each deadline the routes name in ``opt["deadline"]``, with its value in ``settings``
+    (an unknown name fails here, at start, rather than never applying)."""
+    names = {
+        handler.opt[DEADLINE_OPT]
+        for route in routes
+        if isinstance(route, HTTPRoute)
+        for handler in route.route_handlers
+        if DEADLINE_OPT in handler.opt
+    }
+    return {name: float(getattr(settings, name)) for name in names}
+
+
+def statement_timeout(request: Request[Any, Any, Any]) -> float:
+    """How long one statement of this route may take: all of the route's own deadline (a sum
+    over the whole ledger is one statement), where the pool's command_timeout would cut it
+    after a few seconds. Only for a route that names a deadline."""
+    return float(getattr(request.app.state.settings, request.route_handler.opt[DEADLINE_OPT]))
 
 
 def _problem(status: int, code: str, title: str, detail: str, path: str) -> bytes:
@@ -67,9 +102,12 @@ class DeadlineLayer:
     """ASGI layer that answers in time: 503 ``database-unavailable`` (or 408
     ``request-timeout`` while the client is still sending its body) once ``seconds`` pass."""
 
-    def __init__(self, app: ASGIApp, seconds: float) -> None:
+    def __init__(
+        self, app: ASGIApp, seconds: float, route_deadlines: Mapping[str, float] | None = None
+    ) -> None:
         self.app = app
         self.seconds = seconds
+        self.route_deadlines = dict(route_deadlines or {})
         self.retry_after = str(max(1, math.ceil(seconds)))
         # Cancelled requests still unwinding; held so that they are not garbage collected.
         self._unwinding: set[asyncio.Task[None]] = set()
@@ -103,8 +141,12 @@ class DeadlineLayer:
             await send(message)
 
         task = asyncio.ensure_future(self.app(scope, receive_watched, send_unless_answered))
+        seconds = self.seconds
         try:
-            await _first_of(task, self.seconds)
+            await _first_of(task, seconds)
+            if not (task.done() or started) and (own := self._own_deadline(scope)) > seconds:
+                await _first_of(task, own - seconds)
+                seconds = own
         except asyncio.CancelledError:
             task.cancel()
             raise
@@ -117,14 +159,14 @@ class DeadlineLayer:
         task.add_done_callback(self._unwound)
         path = scope.get("path", "")
         if not (waiting_for_client and _has_body(scope)):
-            log.warning("request_deadline_passed", path=path, seconds=self.seconds)
+            log.warning("request_deadline_passed", path=path, seconds=seconds)
             status, body = (
                 503,
                 _problem(
                     503,
                     "database-unavailable",
                     "Database unavailable",
-                    f"No answer from the ledger database within {self.seconds:g} s. Whether the "
+                    f"No answer from the ledger database within {seconds:g} s. Whether the "
                     "request took effect is not known: retry with the same Idempotency-Key.",
                     path,
                 ),
@@ -136,7 +178,7 @@ class DeadlineLayer:
                     408,
                     "request-timeout",
                     "Request timeout",
-                    f"The request body did not arrive within {self.seconds:g} s.",
+                    f"The request body did not arrive within {seconds:g} s.",
                     path,
                 ),
             )
@@ -152,6 +194,13 @@ class DeadlineLayer:
             }
         )
         await send({"type": "http.response.body", "body": body, "more_body": False})
+
+    def _own_deadline(self, scope: Scope) -> float:
+        """The deadline of the route the router matched (Litestar sets ``route_handler`` in
+        this very scope), or the default before routing or for a route naming none."""
+        handler = scope.get("route_handler")
+        name = handler.opt.get(DEADLINE_OPT) if handler is not None else None
+        return self.seconds if name is None else self.route_deadlines[name]
 
     def _unwound(self, task: asyncio.Task[None]) -> None:
         self._unwinding.discard(task)

@@ -3,16 +3,19 @@
 Litestar describes paths, parameters, bodies and success responses from the handlers' types.
 ``api_document`` adds what it cannot know, derived per operation from the handler itself:
 
-- the problem answers each operation can give (``problem_statuses``): 401, 403 and 429 where a
-  key is needed (``opt["roles"]``), 404 where a path names a resource, 400, 413 and 422 where
-  input is read, 503 wherever the database is, plus the refusals a route declares in
-  ``opt["problems"]`` (402, 409, ...), each as a ``Problem`` under ``application/problem+json``;
+- the problem answers each operation can give (``problem_statuses``): 400 everywhere (a query
+  parameter the operation does not take is refused), 401, 403 and 429 where a key is needed
+  (``opt["roles"]``), 404 where a path names a resource, 413 and 422 where input is read, 503
+  wherever the database is, plus the refusals a route declares in ``opt["problems"]`` (402,
+  409, ...), each as a ``Problem`` under ``application/problem+json``;
 - bearer authentication as a security scheme, listed by every operation that needs a key and
   by no other;
 - the schemas of bodies and answers as msgspec itself reads and writes them (bounds, patterns,
   enums, ``additionalProperties: false`` where unknown fields are refused), and the shape of ids
   and headers the types leave as plain strings;
-- the media types of streamed answers (``opt["media_types"]``).
+- the media types of streamed answers (``opt["media_types"]``);
+- query parameters as they are written on the wire: an optional one is left out to mean "no
+  filter", never given as ``null`` (``kind=null`` is refused like any value not in the enum).
 
 The document is built once per app and served at ``/schema/openapi.json``; ``agent-ledger
 openapi`` writes the same document to ``openapi/openapi.json``.
@@ -31,7 +34,9 @@ from litestar.handlers import HTTPRouteHandler
 from litestar.openapi.plugins import JsonRenderPlugin
 from litestar.routes import HTTPRoute
 
-from agent_ledger.patterns import CURSOR_PATTERN, ID_OF, ID_PREFIXES, id_pattern
+from agent_ledger.config import ENVIRONMENT
+from agent_ledger.deadline import DEADLINE_OPT
+from agent_ledger.patterns import CURSOR_PATTERN, ID_OF, ID_PREFIXES, RUN_ID_PATTERN, id_pattern
 from agent_ledger.request_input import declared_query
 
 __all__ = ["PROBLEM_MEDIA_TYPE", "DocumentRenderPlugin", "api_document", "problem_statuses"]
@@ -120,18 +125,23 @@ IDEMPOTENCY_KEY_SCHEMA = {
 
 def problem_statuses(handler: HTTPRouteHandler, path_params: set[str]) -> dict[int, str]:
     """Every problem status ``handler`` can answer, with what it means there."""
-    statuses: dict[int, str] = {}
+    # Every operation reads its query string, if only to refuse a parameter it does not take.
+    statuses: dict[int, str] = {400: GENERIC_PROBLEMS[400]}
     reads_input = bool(declared_query(handler, path_params)) or "data" in _signature(handler)
     if not handler.opt.get("public"):
         statuses |= {s: GENERIC_PROBLEMS[s] for s in (401, 403, 429)}
     if path_params:
         statuses[404] = GENERIC_PROBLEMS[404]
     if reads_input:
-        statuses |= {s: GENERIC_PROBLEMS[s] for s in (400, 422)}
+        statuses[422] = GENERIC_PROBLEMS[422]
     if "data" in _signature(handler):
         statuses |= {s: GENERIC_PROBLEMS[s] for s in (408, 413)}
     if handler.opt.get("database", True):
         statuses[503] = GENERIC_PROBLEMS[503]
+        if deadline := handler.opt.get(DEADLINE_OPT):  # a route answered within its own
+            statuses[503] = statuses[503].replace(
+                "LEDGER_REQUEST_TIMEOUT_SECONDS", ENVIRONMENT[deadline]
+            )
     for status, meaning in handler.opt.get("problems", {}).items():
         statuses[status] = f"{statuses[status]} {meaning}" if status in statuses else meaning
     return dict(sorted(statuses.items()))
@@ -262,8 +272,32 @@ def _describe_parameter(parameter: dict[str, Any]) -> None:
     name, where = parameter.get("name"), parameter.get("in")
     if where == "path" and name in ID_PREFIXES:
         parameter["schema"] = {"type": "string", "pattern": id_pattern(ID_PREFIXES[name])}
+    elif where == "path" and name == "run_id":
+        parameter["schema"] = {"type": "string", "pattern": RUN_ID_PATTERN}
     elif where == "header" and name == "Idempotency-Key":
         parameter["schema"] = dict(IDEMPOTENCY_KEY_SCHEMA)
+    elif where == "query" and "schema" in parameter:
+        parameter["schema"] = _without_null(parameter["schema"])
+
+
+def _without_null(schema: dict[str, Any]) -> dict[str, Any]:
+    """A query parameter's schema without the ``null`` its Python type (``X | None``) adds:
+    leaving the parameter out is how a client says none, and the text ``null`` is no value of
+    it (``kind=null`` is refused)."""
+    schema = dict(schema)
+    for key in ("oneOf", "anyOf"):
+        if key in schema:
+            branches = [b for b in schema.pop(key) if b.get("type") != "null"]
+            if len(branches) == 1:
+                schema = {**branches[0], **schema}
+            else:
+                schema[key] = branches
+    if isinstance(kinds := schema.get("type"), list):
+        kinds = [k for k in kinds if k != "null"]
+        schema["type"] = kinds[0] if len(kinds) == 1 else kinds
+    if "enum" in schema:
+        schema["enum"] = [value for value in schema["enum"] if value is not None]
+    return schema
 
 
 def _signature(handler: HTTPRouteHandler) -> dict[str, Any]:

@@ -11,7 +11,12 @@ guard, so nothing is revealed to a caller without a key):
   raw bytes, before any decoding), without a key twice in one object, each value of its declared
   JSON type (an integer may be written ``100.0``, as JSON Schema allows; never ``"100"``);
 - only the query parameters the operation declares, each at most once, integers written as
-  integers and times as RFC 3339.
+  integers and times as RFC 3339;
+- path parameters that can name something: an id of the shape this service issues for its kind
+  (``patterns.ID_PREFIXES``), any other text without a NUL (which Postgres cannot store).
+  Anything else is answered 404 ``not-found``, as an unknown id is, before the database is
+  asked. Names a client chooses (a run id, a model) are checked by their service instead, as
+  they are in a body: 422 naming the field.
 
 What passes converts to the same values in Litestar's lenient mode, so handlers are unchanged.
 """
@@ -26,8 +31,10 @@ from litestar import Request
 from litestar.handlers import HTTPRouteHandler
 from litestar.params import QueryParameter
 
-from agent_ledger.errors import BadRequest, InvalidInput
+from agent_ledger.errors import BadRequest, InvalidInput, NotFound
 from agent_ledger.json_shape import ShapeError, check_shape
+from agent_ledger.path_segments import restore_encoded_segments
+from agent_ledger.patterns import ID_PREFIXES, id_pattern
 from agent_ledger.validation import Explained, explain, type_names
 
 __all__ = ["MAX_DEPTH", "check_request_input", "declared_query"]
@@ -37,6 +44,12 @@ _PLAN_KEY = "_strict_input_plan"
 _INTEGER = re.compile(r"^-?[0-9]{1,19}$")
 _INT_GOT_FLOAT = re.compile(r"^Expected `int[^`]*`, got `float`")
 _JSON_MEDIA_TYPE = "application/json"
+# What a path parameter may be to name anything at all (matched whole); other names: _STORABLE.
+_PATH_VALUES = {name: re.compile(id_pattern(prefix)) for name, prefix in ID_PREFIXES.items()}
+_STORABLE = re.compile(r"[^\x00]*")
+# Chosen by clients and checked by their services (runs.service.check_run_id, prices'
+# valid_model_name), before any database work.
+_NAMED_BY_CLIENT = frozenset({"run_id", "model"})
 # Handler parameters Litestar fills from the connection itself, never from the query string.
 _RESERVED = frozenset(
     {"request", "socket", "state", "scope", "headers", "cookies", "query", "body"}
@@ -87,6 +100,9 @@ async def check_request_input(request: Request[Any, Any, Any]) -> None:
     handler = request.route_handler
     if not isinstance(handler, HTTPRouteHandler):
         return
+    restore_encoded_segments(request.scope)  # a run id holding "/", sent as %2F
+    if request.method != "OPTIONS":  # which methods a path has, whatever its ids name
+        _check_path(request.path_params)
     plan = _plan_for(handler, set(request.path_params))
     _check_query(request, plan.query)
     if plan.body is not None:
@@ -101,6 +117,14 @@ def _refuse(explained: Explained, source: str) -> None:
         **located,
         errors=[{"message": explained.detail, "key": explained.field, "source": source}],
     )
+
+
+def _check_path(path_params: dict[str, Any]) -> None:
+    for name, value in path_params.items():
+        if name in _NAMED_BY_CLIENT or not isinstance(value, str):
+            continue
+        if not _PATH_VALUES.get(name, _STORABLE).fullmatch(value):
+            raise NotFound(f"No {name.removesuffix('_id')} with id {value!r}.")
 
 
 def _check_query(request: Request[Any, Any, Any], declared: dict[str, Any]) -> None:

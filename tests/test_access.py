@@ -83,6 +83,8 @@ SERVER_OWNED = {
     "resolved_at": "2026-01-01T00:00:00Z",
     "kind": "adjustment",
     "role": "admin",
+    # Whether the server priced an entry or the client gave its amount: only the server knows.
+    "priced_by": "server",
 }
 
 

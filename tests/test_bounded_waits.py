@@ -9,9 +9,12 @@ import asyncio
 import asyncpg
 import httpx
 import pytest
+from litestar.testing import AsyncTestClient
 
+from agent_ledger.app import create_app
+from agent_ledger.config import Settings
 from tests.citus_support import on_citus
-from tests.conftest import Fleet, ServerProcess, issue_staff_key
+from tests.conftest import TEST_PEPPER, Fleet, ServerProcess, issue_staff_key
 from tests.ledger_helpers import spender
 from tests.outage_helpers import (
     answered_within,
@@ -252,3 +255,60 @@ async def test_a_body_that_never_arrives_is_answered_408_in_time(
         writer.close()
     finally:
         server.stop()
+
+
+@pytest.mark.parametrize("route", ["ledger", "checkpoint"])
+async def test_a_verify_slower_than_the_request_timeout_still_answers(
+    server_url: str, route: str
+) -> None:
+    """A verify answers only once it has hashed every entry, which on a large ledger takes far
+    longer than a request may: it runs under LEDGER_VERIFY_TIMEOUT_SECONDS instead, its
+    statements and lock waits too. With a request timeout of 0.5 s (so a 500 ms lock_timeout
+    and a 3 s statement timeout), a verify held up 4 s by a lock on the entries answers 200,
+    intact, while a listing of the same entries meanwhile gets its 503 in time."""
+    async with scratch(server_url) as url:
+        admin_key = await issue_staff_key(url, "admin")
+        # The ledger is loaded at an easy pace; only the server under test is in a hurry.
+        loader = Settings(database_url=url, key_pepper=TEST_PEPPER, checkpoint_interval_seconds=0)
+        async with AsyncTestClient(create_app(loader)) as client:
+            fleet = Fleet(client, admin_key)
+            agent = await spender(fleet)
+            charged = await client.post(
+                "/v1/charges", json={"amount": "0.01"}, headers=agent.headers
+            )
+            assert charged.status_code == 201, charged.text
+            taken = await client.post("/v1/ledger/checkpoints", headers=fleet.admin)
+            assert taken.status_code == 201, taken.text
+        path = (
+            "/v1/ledger/verify"
+            if route == "ledger"
+            else f"/v1/ledger/checkpoints/{taken.json()['id']}/verify"
+        )
+        server = ServerProcess(
+            url,
+            env={"LEDGER_REQUEST_TIMEOUT_SECONDS": "0.5", "LEDGER_SWEEP_INTERVAL_SECONDS": "3600"},
+        )
+        locker = await asyncpg.connect(url)
+        try:
+            server.wait_ready()
+            async with httpx.AsyncClient(base_url=server.base_url, timeout=60) as http:
+                async with locker.transaction():
+                    await locker.execute("LOCK TABLE ledger_entries IN ACCESS EXCLUSIVE MODE")
+                    verify = asyncio.ensure_future(
+                        answered_within(http.get(path, headers=fleet.admin))
+                    )
+                    listing, seconds = await answered_within(
+                        http.get("/v1/entries", headers=fleet.admin)
+                    )
+                    _assert_timeout_answer(listing, "1")
+                    assert seconds < 0.5 + SLACK, seconds
+                    await asyncio.sleep(4)
+                    assert not verify.done(), verify.result()[0].text
+                response, seconds = await verify
+        finally:
+            await locker.close()
+            server.stop()
+    assert response.status_code == 200, response.text
+    assert response.json()["ok"] is True, response.text
+    assert response.json()["entries_checked"] >= 1
+    assert seconds >= 4

@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import re
+
 import asyncpg
 import pytest
+from litestar.routes import HTTPRoute
+from litestar.testing import AsyncTestClient
 
+from agent_ledger.app import create_app
+from agent_ledger.config import Settings
+from agent_ledger.openapi import api_document
+from agent_ledger.patterns import ID_PREFIXES
 from tests.conftest import Fleet
 from tests.ledger_helpers import entries_of, spender
+from tests.test_role_matrix import is_generated_options
 
 
 @pytest.mark.parametrize(
@@ -97,3 +106,71 @@ async def test_an_agent_with_open_holds_cannot_change_team(fleet: Fleet) -> None
     await fleet.client.post(f"/v1/holds/{hold.json()['id']}/release", headers=agent.headers)
     moved = await fleet.client.patch(path, json={"team_id": second["id"]}, headers=fleet.admin)
     assert (moved.status_code, moved.json()["team_id"]) == (200, second["id"])
+
+
+def _operations() -> list[tuple[str, str, list[str], set[str]]]:
+    """(method, path template, its path parameters, documented statuses) of every operation in
+    the app's route table; a handler left out of the document must be one that is not an API
+    operation (dashboard, metrics, Litestar's /schema)."""
+    app = create_app(Settings())
+    paths = api_document(app)["paths"]
+    found = []
+    for route in app.routes:
+        if not isinstance(route, HTTPRoute):
+            continue
+        for handler in route.route_handlers:
+            if is_generated_options(handler):
+                continue
+            for method in sorted(handler.http_methods):
+                spec = paths.get(route.path_format, {}).get(method.lower())
+                if spec is None:
+                    assert not handler.resolve_include_in_schema(), (method, route.path_format)
+                    continue
+                params = re.findall(r"{(\w+)}", route.path_format)
+                found.append((method, route.path_format, params, set(spec["responses"])))
+    return found
+
+
+OPERATIONS = _operations()
+
+
+def _path(template: str, nul: str | None = None) -> str:
+    """The template with a well-formed id that names nothing in each parameter, NUL in ``nul``."""
+
+    def value(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name == nul:
+            return "%00"
+        return f"{ID_PREFIXES[name]}_0" if name in ID_PREFIXES else "x"
+
+    return re.sub(r"{(\w+)}", value, template)
+
+
+@pytest.mark.parametrize(
+    ("method", "template", "params", "documented"),
+    OPERATIONS,
+    ids=[f"{m} {p}" for m, p, _, _ in OPERATIONS],
+)
+async def test_every_operation_answers_hostile_paths_and_queries_as_documented(
+    client: AsyncTestClient,
+    admin_key: str,
+    method: str,
+    template: str,
+    params: list[str],
+    documented: set[str],
+) -> None:
+    """An unknown query parameter is 400 and a NUL in any path id is 404 (checked before the
+    database, which would refuse NUL with an error of its own; in a name the client chooses, a
+    run id or a model, a validation error), on every operation, each a status its operation
+    documents."""
+    headers = {"Authorization": f"Bearer {admin_key}"}
+    unexpected = await client.request(method, _path(template) + "?unexpected=1", headers=headers)
+    assert str(unexpected.status_code) in documented, unexpected.text
+    assert unexpected.status_code == 400, unexpected.text
+    for name in params:
+        nul = await client.request(method, _path(template, nul=name), headers=headers)
+        assert str(nul.status_code) in documented, (name, nul.text)
+        if name in ("run_id", "model"):
+            assert nul.json()["code"] == "validation-error", (name, nul.text)
+        else:
+            assert (nul.status_code, nul.json()["code"]) == (404, "not-found"), (name, nul.text)

@@ -69,14 +69,16 @@ def test_every_error_answer_is_a_documented_problem(operation: tuple) -> None:
 
 @pytest.mark.parametrize("operation", OPERATIONS, ids=ids)
 def test_statuses_follow_from_what_an_operation_reads(operation: tuple) -> None:
-    """A path that names a resource documents 404; reading input documents 400 and 422; a body
-    documents 413; the database's absence documents 503 everywhere but the probes."""
+    """Every operation documents 400 (it refuses a query parameter it does not take); a path
+    that names a resource documents 404; reading input documents 422; a body documents 413; the
+    database's absence documents 503 everywhere but the probes."""
     _, path, spec = operation
     statuses = set(spec["responses"])
+    assert "400" in statuses
     if "{" in path:
         assert "404" in statuses
     if "requestBody" in spec or any(p["in"] == "query" for p in spec.get("parameters", [])):
-        assert {"400", "422"} <= statuses
+        assert "422" in statuses
     if "requestBody" in spec:
         assert "413" in statuses
     assert ("503" in statuses) == (path != "/healthz")
@@ -200,6 +202,26 @@ def test_cursors_and_path_ids_carry_their_shape() -> None:
     assert parameters["agent_id"]["schema"]["pattern"].startswith("^agt_")
     assert "pattern" in parameters["cursor"]["schema"]
     assert string_branch(component("AgentPage")["properties"]["next_cursor"])["pattern"]
+
+
+@pytest.mark.parametrize("operation", OPERATIONS, ids=ids)
+def test_query_parameters_are_never_null(operation: tuple) -> None:
+    """A query string has no null: an optional filter is left out, and ``kind=null`` is the text
+    "null", refused like any value outside the enum, so no parameter offers null."""
+    _, _, spec = operation
+    for parameter in spec.get("parameters", []):
+        if parameter["in"] == "query":
+            schema = parameter["schema"]
+            assert "null" not in str(schema.get("type")), parameter
+            assert None not in schema.get("enum", []), parameter
+            assert not {"oneOf", "anyOf"} & set(schema), parameter
+
+
+def test_verify_routes_name_their_own_deadline() -> None:
+    """The verify routes are answered within LEDGER_VERIFY_TIMEOUT_SECONDS, and say so."""
+    for operation_id in ("verifyLedger", "verifyCheckpoint"):
+        [spec] = [s for _, _, s in OPERATIONS if s["operationId"] == operation_id]
+        assert "LEDGER_VERIFY_TIMEOUT_SECONDS" in spec["responses"]["503"]["description"]
 
 
 def test_times_are_rfc_3339() -> None:

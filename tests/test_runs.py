@@ -331,6 +331,68 @@ async def test_run_id_limits_are_inclusive(fleet: Fleet) -> None:
         assert (response.status_code, response.json()["run_id"]) == (201, run_id)
 
 
+# Run ids with the characters a path treats specially, percent-encoded in the path: "/" (which
+# the server decodes before routing, so only raw_path still tells it from a separator), "%",
+# "?" and spaces. "a/b" and the literal "a%2Fb" are different runs.
+PATH_LIKE_RUN_IDS = (
+    "build/42",
+    "a/b",
+    "a%2Fb",
+    "/",
+    "//",
+    "/lead and trail/",
+    "50% off?",
+    "q?x=1&y=2#frag",
+    " spaced / out ",
+    "../budget",
+)
+
+
+async def _address_path_like_runs(
+    client: AsyncTestClient | httpx.AsyncClient, admin: dict[str, str], agent: Spender
+) -> None:
+    for run_id in PATH_LIKE_RUN_IDS:
+        capped = await _cap(client, agent.agent_id, run_id, "1", admin)
+        assert capped.status_code == 200, (run_id, capped.text)
+        assert capped.json()["run_id"] == run_id, (run_id, capped.text)
+        charged = await client.post(
+            "/v1/charges", json={"amount": "0.25", "run_id": run_id}, headers=agent.headers
+        )
+        assert charged.status_code == 201, charged.text
+        status = await client.get(_run_path(agent.agent_id, run_id), headers=agent.headers)
+        assert status.status_code == 200, status.text
+        assert (status.json()["run_id"], status.json()["limit"], status.json()["spent"]) == (
+            run_id,
+            "1",
+            "0.25",
+        )
+    listed = await client.get(f"/v1/agents/{agent.agent_id}/runs", headers=admin)
+    assert {r["run_id"]: r["spent"] for r in listed.json()["items"]} == dict.fromkeys(
+        PATH_LIKE_RUN_IDS, "0.25"
+    )
+
+
+async def test_any_valid_run_id_can_be_addressed_in_a_path(fleet: Fleet) -> None:
+    """A run id holding "/", "%", "?" or spaces, percent-encoded, names its run in the run
+    routes: capped, read, and kept apart from every other run."""
+    await _address_path_like_runs(fleet.client, fleet.admin, await spender(fleet))
+
+
+async def test_any_valid_run_id_can_be_addressed_through_the_http_server(
+    database_url: str, admin_key: str
+) -> None:
+    """The same through ``agent-ledger serve``: uvicorn decodes %2F in the path it routes on,
+    and only its raw_path keeps it."""
+    server = ServerProcess(database_url)
+    try:
+        server.wait_ready()
+        async with httpx.AsyncClient(base_url=server.base_url, timeout=30) as client:
+            fleet = Fleet(client, admin_key)
+            await _address_path_like_runs(client, fleet.admin, await spender(fleet))
+    finally:
+        server.stop()
+
+
 async def test_same_idempotency_key_with_another_run_is_reused(fleet: Fleet) -> None:
     """run_id is part of the request: the same key with another run (or none) is 422; the same
     key and run replays."""

@@ -75,15 +75,17 @@ async def verify_audit_chain(
     *,
     up_to: int | None = None,
     expected_head: bytes | None = None,
+    statement_seconds: float | None = None,
 ) -> AuditChainReport:
     """Walk the chain in order (up to place ``up_to``), recomputing every hash.
 
     Without ``up_to`` the walk must end at the head kept in ``audit_chain``; with it, at
     ``expected_head`` (a checkpoint's record). Call it inside the caller's snapshot.
+    ``statement_seconds`` bounds each statement (None: the connection's command_timeout).
     """
     problems: list[tuple[str | None, str]] = []
     checked, prev_hash, last_id = 0, None, None
-    async for row in conn.cursor(EVENTS, up_to, prefetch=2000):
+    async for row in conn.cursor(EVENTS, up_to, prefetch=2000, timeout=statement_seconds):
         checked += 1
         if row["chain_seq"] != checked:
             problems.append(
@@ -106,7 +108,7 @@ async def verify_audit_chain(
     if problems:
         return AuditChainReport(events_checked=checked, head_hash=prev_hash, problems=problems)
     if up_to is None:
-        head = await conn.fetchrow(HEAD)
+        head = await conn.fetchrow(HEAD, timeout=statement_seconds)
         if head is None or head["head_hash"] != prev_hash or head["event_count"] != checked:
             problems.append(
                 (

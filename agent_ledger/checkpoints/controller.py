@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
-from litestar import Controller, get, post
+from litestar import Controller, Request, get, post
 from litestar.params import FromPath, QueryParameter
 from litestar.status_codes import HTTP_201_CREATED
 
 from agent_ledger.auth import ADMIN, STAFF
 from agent_ledger.checkpoints import service
 from agent_ledger.checkpoints.schemas import Checkpoint, CheckpointPage, CheckpointReport
+from agent_ledger.deadline import DEADLINE_OPT, statement_timeout
 from agent_ledger.deps import Audit, Pool
 from agent_ledger.pagination import Cursor, Limit
 
@@ -49,9 +50,18 @@ class CheckpointController(Controller):
     async def get_checkpoint(self, checkpoint_id: FromPath[str], pool: Pool) -> Checkpoint:
         return await service.get_checkpoint(pool, checkpoint_id)
 
-    @get("/{checkpoint_id:str}/verify", operation_id="verifyCheckpoint", opt={"roles": STAFF})
+    # Walks every chain up to its recorded head: LEDGER_VERIFY_TIMEOUT_SECONDS, as a verify.
+    @get(
+        "/{checkpoint_id:str}/verify",
+        operation_id="verifyCheckpoint",
+        opt={"roles": STAFF, DEADLINE_OPT: "verify_timeout_seconds"},
+    )
     async def verify_checkpoint(
-        self, checkpoint_id: FromPath[str], pool: Pool, digest: ExpectedDigest = None
+        self,
+        request: Request[Any, Any, Any],
+        checkpoint_id: FromPath[str],
+        pool: Pool,
+        digest: ExpectedDigest = None,
     ) -> CheckpointReport:
         """Does every chain still reach, at the recorded seq, the recorded head hash?"""
         async with pool.acquire() as conn:
@@ -63,4 +73,5 @@ class CheckpointController(Controller):
                 audit=checkpoint.audit,
                 checkpoint_format=checkpoint.format,
                 checkpoint_id=checkpoint.id,
+                statement_seconds=statement_timeout(request),
             )

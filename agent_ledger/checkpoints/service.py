@@ -43,7 +43,7 @@ from agent_ledger.checkpoints.schemas import (
     CheckpointReport,
     CheckpointSummary,
 )
-from agent_ledger.db import UNAVAILABLE, from_row
+from agent_ledger.db import UNAVAILABLE, from_row, wait_for_locks
 from agent_ledger.errors import InvalidInput, NotFound
 from agent_ledger.ids import new_id
 from agent_ledger.ledger.chain import Mismatch, entry_digest
@@ -176,7 +176,7 @@ async def list_checkpoints(pool: asyncpg.Pool, limit: int, cursor: str | None) -
 
 
 async def _check_chain(
-    conn: asyncpg.Connection, head: CheckpointHead
+    conn: asyncpg.Connection, head: CheckpointHead, statement_seconds: float | None
 ) -> tuple[int, Mismatch | None]:
     """Walk one chain from its start to the recorded seq, recomputing every hash."""
 
@@ -185,7 +185,11 @@ async def _check_chain(
 
     checked, prev_hash, last = 0, None, None
     async for row in conn.cursor(
-        queries.ENTRIES_UP_TO_HEADS, head.agent_id, head.entry_count, prefetch=2000
+        queries.ENTRIES_UP_TO_HEADS,
+        head.agent_id,
+        head.entry_count,
+        prefetch=2000,
+        timeout=statement_seconds,
     ):
         checked += 1
         if row["prev_hash"] != prev_hash:
@@ -221,21 +225,29 @@ async def verify_heads(
     audit: AuditHead | None = None,
     checkpoint_format: str = FORMAT,
     checkpoint_id: str | None = None,
+    statement_seconds: float | None = None,
 ) -> CheckpointReport:
     """Check that the heads hash to ``digest`` and that every chain, the audit log's included,
-    still reaches its recorded head."""
+    still reaches its recorded head. ``statement_seconds`` bounds each statement and lock wait
+    (None: the connection's command_timeout and lock_timeout)."""
     digest_ok = checkpoint_digest(heads, audit, checkpoint_format) == digest
     mismatches: list[Mismatch] = []
     checked = 0
     async with conn.transaction(isolation="repeatable_read", readonly=True):
+        await wait_for_locks(conn, statement_seconds)
         for head in heads:
-            count, mismatch = await _check_chain(conn, head)
+            count, mismatch = await _check_chain(conn, head, statement_seconds)
             checked += count
             if mismatch is not None:
                 mismatches.append(mismatch)
         if audit is not None:
             expected = bytes.fromhex(audit.head_hash) if audit.head_hash else None
-            report = await verify_audit_chain(conn, up_to=audit.event_count, expected_head=expected)
+            report = await verify_audit_chain(
+                conn,
+                up_to=audit.event_count,
+                expected_head=expected,
+                statement_seconds=statement_seconds,
+            )
             mismatches += [
                 Mismatch(agent_id=None, entry_id=None, event_id=event_id, reason=reason)
                 for event_id, reason in report.problems

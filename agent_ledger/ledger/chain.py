@@ -20,6 +20,7 @@ import asyncpg
 import msgspec
 
 from agent_ledger.audit.chain import verify_audit_chain
+from agent_ledger.db import wait_for_locks
 from agent_ledger.ledger.counters import (
     SPENT_KINDS,
     Windows,
@@ -195,12 +196,16 @@ class _AgentChain:
         return None
 
 
-async def verify_ledger(conn: asyncpg.Connection, agent_id: str | None = None) -> VerifyReport:
+async def verify_ledger(
+    conn: asyncpg.Connection, agent_id: str | None = None, *, statement_seconds: float | None = None
+) -> VerifyReport:
     """Walk every chain (or one agent's), streaming entries from a server-side cursor; without
     ``agent_id``, also every team's counters and the audit log's chain.
 
     Everything is read from one snapshot, so charges landing meanwhile cannot make an intact
-    ledger look broken.
+    ledger look broken. ``statement_seconds`` bounds each statement and lock wait (None: the
+    connection's command_timeout and lock_timeout, which the service's pool keeps short: the
+    API passes its verify timeout, since a sum over a large ledger takes longer).
     """
     mismatches: list[Mismatch] = []
     checked = 0
@@ -208,8 +213,12 @@ async def verify_ledger(conn: asyncpg.Connection, agent_id: str | None = None) -
     chain: _AgentChain | None = None
     teams_checked, team_findings, audit = 0, [], None
     async with conn.transaction(isolation="repeatable_read", readonly=True):
-        balances = {r["owner_id"]: r for r in await conn.fetch(AGENT_BALANCES, agent_id)}
-        async for row in conn.cursor(ENTRIES, agent_id, prefetch=2000):
+        await wait_for_locks(conn, statement_seconds)
+        balances = {
+            r["owner_id"]: r
+            for r in await conn.fetch(AGENT_BALANCES, agent_id, timeout=statement_seconds)
+        }
+        async for row in conn.cursor(ENTRIES, agent_id, prefetch=2000, timeout=statement_seconds):
             checked += 1
             if chain is None or chain.agent_id != row["agent_id"]:
                 if chain is not None and (m := chain.finish(balances.get(chain.agent_id))):
@@ -218,14 +227,14 @@ async def verify_ledger(conn: asyncpg.Connection, agent_id: str | None = None) -
                 seen.add(row["agent_id"])
             chain.add(row)
         # The hourly and daily report rollups must equal the ledger they summarise.
-        rollups = await rollup_mismatches(conn, agent_id)
+        rollups = await rollup_mismatches(conn, agent_id, statement_seconds)
         # Run caps and grants are enforced by counters of their own.
-        owned = await run_counter_mismatches(conn, agent_id) + await grant_mismatches(
-            conn, agent_id
-        )
+        owned = await run_counter_mismatches(
+            conn, agent_id, statement_seconds
+        ) + await grant_mismatches(conn, agent_id, statement_seconds)
         if agent_id is None:
-            teams_checked, team_findings = await team_counter_mismatches(conn)
-            audit = await verify_audit_chain(conn)
+            teams_checked, team_findings = await team_counter_mismatches(conn, statement_seconds)
+            audit = await verify_audit_chain(conn, statement_seconds=statement_seconds)
     if chain is not None and (m := chain.finish(balances.get(chain.agent_id))):
         mismatches.append(m)
     # One finding per agent: a broken chain explains its rollups too, so report the root cause.

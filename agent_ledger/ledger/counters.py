@@ -138,15 +138,20 @@ def counter_mismatches(
     return found
 
 
-async def team_counter_mismatches(conn: asyncpg.Connection) -> tuple[int, list[tuple[str, str]]]:
+async def team_counter_mismatches(
+    conn: asyncpg.Connection, statement_seconds: float | None = None
+) -> tuple[int, list[tuple[str, str]]]:
     """(teams checked, [(team id, reason)]): every team's windows and held against its entries.
 
     Call it inside the caller's snapshot, so that entries and balances agree in time.
+    ``statement_seconds`` bounds each statement (None: the connection's command_timeout).
     """
-    balances = {r["owner_id"]: r for r in await conn.fetch(TEAM_BALANCES)}
-    held = {r["team_id"]: r["held"] for r in await conn.fetch(TEAM_HELD)}
+    balances = {
+        r["owner_id"]: r for r in await conn.fetch(TEAM_BALANCES, timeout=statement_seconds)
+    }
+    held = {r["team_id"]: r["held"] for r in await conn.fetch(TEAM_HELD, timeout=statement_seconds)}
     replayed: dict[str, Windows] = {}
-    async for row in conn.cursor(TEAM_SPENDING, prefetch=5000):
+    async for row in conn.cursor(TEAM_SPENDING, prefetch=5000, timeout=statement_seconds):
         replayed.setdefault(row["team_id"], Windows()).add(row["amount"], row["created_at"])
     found: list[tuple[str, str]] = []
     for team_id in sorted(set(balances) | set(replayed) | set(held)):
@@ -161,11 +166,17 @@ async def team_counter_mismatches(conn: asyncpg.Connection) -> tuple[int, list[t
 
 
 async def run_counter_mismatches(
-    conn: asyncpg.Connection, agent_id: str | None
+    conn: asyncpg.Connection, agent_id: str | None, statement_seconds: float | None = None
 ) -> list[tuple[str, str]]:
     """[(agent id, reason)]: every run's spent and charges against the entries that name it."""
-    replayed = {(r["agent_id"], r["run_id"]): r for r in await conn.fetch(RUN_SPENDING, agent_id)}
-    stored = {(r["agent_id"], r["run_id"]): r for r in await conn.fetch(RUN_COUNTERS, agent_id)}
+    replayed = {
+        (r["agent_id"], r["run_id"]): r
+        for r in await conn.fetch(RUN_SPENDING, agent_id, timeout=statement_seconds)
+    }
+    stored = {
+        (r["agent_id"], r["run_id"]): r
+        for r in await conn.fetch(RUN_COUNTERS, agent_id, timeout=statement_seconds)
+    }
     found = []
     for agent, run_id in sorted(set(replayed) | set(stored)):
         entries, row = replayed.get((agent, run_id)), stored.get((agent, run_id))
@@ -184,10 +195,12 @@ async def run_counter_mismatches(
     return found
 
 
-async def grant_mismatches(conn: asyncpg.Connection, agent_id: str | None) -> list[tuple[str, str]]:
+async def grant_mismatches(
+    conn: asyncpg.Connection, agent_id: str | None, statement_seconds: float | None = None
+) -> list[tuple[str, str]]:
     """[(parent agent id, reason)]: every closed grant's spent and returned against its entries."""
     found = []
-    for g in await conn.fetch(CLOSED_GRANTS, agent_id):
+    for g in await conn.fetch(CLOSED_GRANTS, agent_id, timeout=statement_seconds):
         reasons = []
         if g["spent"] + g["returned"] != g["amount"]:
             reasons.append(

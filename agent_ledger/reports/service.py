@@ -279,12 +279,15 @@ def _mismatch(row: asyncpg.Record) -> RollupMismatch:
 
 
 async def rollup_mismatches(
-    conn: asyncpg.Connection, agent_id: str | None = None
+    conn: asyncpg.Connection, agent_id: str | None = None, statement_seconds: float | None = None
 ) -> list[RollupMismatch]:
     """Every hourly and daily rollup row (or one agent's) that disagrees with the sums of the
-    ledger's spending entries for its (agent, team, model, hour or day); empty when exact."""
+    ledger's spending entries for its (agent, team, model, hour or day); empty when exact.
+    ``statement_seconds`` bounds the statement (None: the connection's command_timeout)."""
     if agent_id is None:
-        rows = await conn.fetch(queries.ROLLUP_MISMATCHES["fleet"])
+        rows = await conn.fetch(queries.ROLLUP_MISMATCHES["fleet"], timeout=statement_seconds)
     else:
-        rows = await conn.fetch(queries.ROLLUP_MISMATCHES["agent"], agent_id)
+        rows = await conn.fetch(
+            queries.ROLLUP_MISMATCHES["agent"], agent_id, timeout=statement_seconds
+        )
     return [_mismatch(row) for row in rows]

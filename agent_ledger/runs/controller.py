@@ -14,12 +14,13 @@ from agent_ledger.runs.schemas import RunBudget, RunBudgetUpdate, RunPage
 __all__ = ["RunController"]
 
 CAPPERS = frozenset({"admin", "agent"})
+RUN_ID_REFUSED = "`validation-error`: the run_id is not 1 to 255 printable ASCII characters."
 RUN_PROBLEMS = {
     403: "`forbidden`: another agent's key; or an agent's own key setting a cap above one of "
     "its own total, month or day limits, or raising or removing a cap an admin set (it may "
     "lower it).",
-    422: "Also `amount-out-of-range`: a `limit` past 9223372036.854775807, the most the ledger "
-    "can record (member `field`).",
+    422: f"{RUN_ID_REFUSED} Also `amount-out-of-range`: a `limit` past 9223372036.854775807, "
+    "the most the ledger can record (member `field`).",
 }
 
 
@@ -40,7 +41,11 @@ class RunController(Controller):
         agent's own key)."""
         return await service.list_runs(pool, principal, agent_id, limit, cursor)
 
-    @get("/{run_id:str}/budget", operation_id="getRunBudget", opt={"roles": ANY_ROLE})
+    @get(
+        "/{run_id:str}/budget",
+        operation_id="getRunBudget",
+        opt={"roles": ANY_ROLE, "problems": {422: RUN_ID_REFUSED}},
+    )
     async def get_run_budget(
         self,
         agent_id: FromPath[str],

@@ -1,9 +1,12 @@
 from __future__ import annotations
 
-from litestar import Controller, get
+from typing import Any
+
+from litestar import Controller, Request, get
 from litestar.params import FromQuery
 
 from agent_ledger.auth import STAFF
+from agent_ledger.deadline import DEADLINE_OPT, statement_timeout
 from agent_ledger.deps import Pool
 from agent_ledger.ledger.chain import VerifyReport, verify_ledger
 
@@ -14,7 +17,13 @@ class VerifyController(Controller):
     path = "/v1/ledger/verify"
     tags = ["audit"]
 
-    @get(operation_id="verifyLedger", opt={"roles": STAFF})
-    async def verify(self, pool: Pool, agent_id: FromQuery[str | None] = None) -> VerifyReport:
+    # Hashing every entry takes minutes on a large ledger: LEDGER_VERIFY_TIMEOUT_SECONDS.
+    @get(
+        operation_id="verifyLedger",
+        opt={"roles": STAFF, DEADLINE_OPT: "verify_timeout_seconds"},
+    )
+    async def verify(
+        self, request: Request[Any, Any, Any], pool: Pool, agent_id: FromQuery[str | None] = None
+    ) -> VerifyReport:
         async with pool.acquire() as conn:
-            return await verify_ledger(conn, agent_id)
+            return await verify_ledger(conn, agent_id, statement_seconds=statement_timeout(request))
