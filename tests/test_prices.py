@@ -7,6 +7,7 @@ Mirrors agent_ledger/prices/ and agent_ledger/ledger/sql/30_pricing.sql.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 import subprocess
@@ -16,13 +17,17 @@ from decimal import Decimal
 from pathlib import Path
 
 import asyncpg
+import httpx
 import msgspec
 from litestar.testing import AsyncTestClient
 
+from agent_ledger.audit.recorder import AuditContext
+from agent_ledger.cli_database import connect
 from agent_ledger.config import Settings
 from agent_ledger.ledger.chain import verify_ledger
-from agent_ledger.prices.litellm import parse_litellm, per_mtok_nanos
-from tests.conftest import Fleet, bearer, unique_name
+from agent_ledger.prices.litellm import parse_litellm, per_mtok_nanos, prices_of
+from agent_ledger.prices.service import apply_import
+from tests.conftest import Fleet, ServerProcess, bearer, unique_name
 from tests.holds_helpers import FAKE_EPOCH, FakeClock, clocked_client
 from tests.ledger_helpers import spender
 
@@ -291,6 +296,128 @@ async def test_a_charge_is_priced_at_its_decision(
     )
     assert [r["amount"] for r in stored] == [1_000_000_000, 3_000_000_000]
     assert (await verify_ledger(db, agent.agent_id)).ok
+
+
+async def _mispriced(db: asyncpg.Connection, model: str) -> list[tuple[str, int, int]]:
+    """Every entry of ``model`` whose amount is not what the price history says was in force at
+    its created_at (re-priced by hand: plain prices, whole input and output counts), as
+    (id, amount, amount by history)."""
+    rows = await db.fetch(
+        """
+        SELECT e.id, e.amount, e.input_tokens, e.output_tokens, p.input_per_mtok,
+               p.output_per_mtok
+        FROM ledger_entries AS e
+        CROSS JOIN LATERAL (
+            SELECT input_per_mtok, output_per_mtok FROM prices
+            WHERE model = e.model AND effective_from <= e.created_at
+            ORDER BY effective_from DESC LIMIT 1) AS p
+        WHERE e.model = $1 AND e.kind = 'charge'
+        """,
+        model,
+    )
+    assert rows
+    wrong = []
+    for r in rows:
+        nanos = r["input_tokens"] * r["input_per_mtok"] + r["output_tokens"] * r["output_per_mtok"]
+        by_history = -(-nanos // 10**6)
+        if r["amount"] != by_history:
+            wrong.append((r["id"], r["amount"], by_history))
+    return wrong
+
+
+async def test_a_slow_import_is_in_force_only_once_decisions_can_see_it(
+    database_url: str, two_servers: list[ServerProcess], fleet: Fleet, db: asyncpg.Connection
+) -> None:
+    """An import of hundreds of models whose commit comes late (held open here, as a big file,
+    a slow disk or a wait for locks makes it): charges decided meanwhile, before it can be
+    seen, are priced at the old price, so history must not say the new one was in force then.
+    Every entry's amount equals the price history says was in force at its created_at. (The
+    charges go to a service process: the in-process test client answers one at a time.)"""
+    model = _model("slow-import")
+    await _put_price(fleet, model, input_per_mtok="1", output_per_mtok="0")
+    file = {
+        f"{model}-{i:03}": {
+            "input_cost_per_token": 1e-06,
+            "output_cost_per_token": 2e-06,
+            "litellm_provider": "openai",
+            "mode": "chat",
+        }
+        for i in range(300)
+    }
+    file[model] = {
+        **file[f"{model}-000"],
+        "input_cost_per_token": 3e-06,
+        "output_cost_per_token": 0,
+    }
+    parsed = prices_of(file)
+    agents = [await spender(fleet) for _ in range(3)]
+    body = {"model": model, "input_tokens": 1_000_000, "output_tokens": 0}
+    ctx = AuditContext(actor_key_id=None, actor_role="cli", request_id=None, client_ip=None)
+
+    conn = await connect(database_url)
+    async with httpx.AsyncClient(base_url=two_servers[0].base_url, timeout=60) as client:
+
+        async def charge(agent) -> None:
+            response = await client.post("/v1/charges", json=body, headers=agent.headers)
+            assert response.status_code == 201, response.text
+
+        try:
+            held = conn.transaction()
+            await held.start()
+            report = await apply_import(
+                conn, ctx, parsed.specs, parsed.skipped, None, dry_run=False
+            )
+            assert not report.dry_run
+            racing = [asyncio.create_task(charge(agent)) for agent in agents for _ in range(2)]
+            await asyncio.sleep(0.3)
+            await held.commit()
+        finally:
+            await conn.close()
+        await asyncio.gather(*racing)
+        await charge(agents[0])
+    assert await _mispriced(db, model) == []
+    amounts = await db.fetch("SELECT amount FROM ledger_entries WHERE model = $1", model)
+    # the charges that waited for the change were priced at it, as history says
+    assert {r["amount"] for r in amounts} == {3_000_000_000}
+
+
+async def test_price_changes_racing_charges_never_disagree_with_history(
+    two_servers: list[ServerProcess], fleet: Fleet, db: asyncpg.Connection
+) -> None:
+    """PUTs of a model's price and charges of it, all at once, round after round: every entry's
+    amount is the price history says was in force at its created_at."""
+    model = _model("racing")
+    await _put_price(fleet, model, input_per_mtok="1", output_per_mtok="0")
+    agents = [await spender(fleet) for _ in range(4)]
+    body = {"model": model, "input_tokens": 1_000_000, "output_tokens": 1}
+
+    clients = [httpx.AsyncClient(base_url=s.base_url, timeout=60) for s in two_servers]
+    try:
+
+        async def charge(agent, client: httpx.AsyncClient) -> None:
+            for _ in range(3):
+                response = await client.post("/v1/charges", json=body, headers=agent.headers)
+                assert response.status_code == 201, response.text
+
+        async def put(input_price: str, output_price: str, client: httpx.AsyncClient) -> None:
+            response = await client.put(
+                f"/v1/prices/{model}",
+                json={"input_per_mtok": input_price, "output_per_mtok": output_price},
+                headers=fleet.admin,
+            )
+            assert response.status_code == 200, response.text
+
+        for i in range(12):
+            price = str(1 + i % 3)
+            await asyncio.gather(
+                put(price, price, clients[0]),
+                put(price, "0", clients[1]),
+                *(charge(agent, clients[n % 2]) for n, agent in enumerate(agents)),
+            )
+    finally:
+        for client in clients:
+            await client.aclose()
+    assert await _mispriced(db, model) == []
 
 
 async def test_a_hold_reserves_the_worst_case_and_its_capture_uses_the_holds_prices(
