@@ -607,6 +607,53 @@ async def test_the_import_endpoint_is_for_admins(
     _problem(empty, 422, "validation-error")
 
 
+def _litellm_entry(provider: str, input_cost: float, output_cost: float) -> dict:
+    """A model's entry as LiteLLM's file writes it, with the fields the import ignores."""
+    return {
+        "input_cost_per_token": input_cost,
+        "output_cost_per_token": output_cost,
+        "cache_read_input_token_cost": input_cost / 10,
+        "litellm_provider": provider,
+        "max_input_tokens": 200000,
+        "max_output_tokens": 64000,
+        "max_tokens": 64000,
+        "mode": "chat",
+        "supports_function_calling": True,
+        "supports_prompt_caching": True,
+        "supports_reasoning": True,
+        "supports_response_schema": True,
+        "supports_tool_choice": True,
+        "supports_vision": True,
+    }
+
+
+async def test_the_import_endpoint_takes_a_whole_litellm_file(
+    two_servers: list[ServerProcess], client: AsyncTestClient, fleet: Fleet
+) -> None:
+    """LiteLLM's file is over a megabyte, far above LEDGER_MAX_BODY_BYTES (64 KiB): the import
+    route has a cap of its own, 16 MiB, which the service's HTTP protocol lets through (checked
+    against a real server); other routes keep 64 KiB, and a body above 16 MiB is 413 here too."""
+    prefix = _model("big-file")
+    file = {
+        f"{prefix}-{i:04}": _litellm_entry("openai", 1e-06 * (1 + i % 7), 4e-06) for i in range(800)
+    }
+    body = msgspec.json.encode({"prices": file, "dry_run": True})
+    assert len(body) > 4 * 64 * 1024
+    headers = {**fleet.admin, "Content-Type": "application/json"}
+    async with httpx.AsyncClient(base_url=two_servers[0].base_url, timeout=60) as http:
+        response = await http.post("/v1/prices/import", content=body, headers=headers)
+    assert response.status_code == 200, response.text[:2000]
+    report = response.json()
+    assert report["dry_run"] is True and len(report["changes"]) == 800
+    assert {c["change"] for c in report["changes"]} == {"new"}
+
+    elsewhere = await client.post("/v1/teams", content=body, headers=headers)
+    _problem(elsewhere, 413, "payload-too-large")
+    padding = b" " * (16 * 1024 * 1024 - len(body) + 1)
+    too_big = await client.post("/v1/prices/import", content=body + padding, headers=headers)
+    _problem(too_big, 413, "payload-too-large")
+
+
 async def test_seeded_prices_are_current_and_dated(fleet: Fleet, db: asyncpg.Connection) -> None:
     """claude-haiku-4.5 costs 1.00 / 5.00 now; its 0.25 / 1.25 seed stays in the history,
     in force before the correction (which rewrote no entry)."""

@@ -15,7 +15,12 @@ from agent_ledger.prices import service
 from agent_ledger.prices.litellm import prices_of
 from agent_ledger.prices.schemas import ImportReport, ImportRequest, Price, PriceList, PriceUpdate
 
-__all__ = ["PriceController"]
+__all__ = ["IMPORT_MAX_BODY_BYTES", "PriceController"]
+
+# The import takes a whole LiteLLM price file (1.6 MB late in 2025, and growing), far beyond
+# LEDGER_MAX_BODY_BYTES (64 KiB), which fits every other request. Admins only: the guard runs
+# before the body is read.
+IMPORT_MAX_BODY_BYTES = 16 * 1024 * 1024
 
 At = Annotated[
     datetime | None,
@@ -37,7 +42,16 @@ class PriceController(Controller):
     ) -> Price:
         return await service.set_price(pool, audit, model, data)
 
-    @post("/import", operation_id="importPrices", status_code=200, opt={"roles": ADMIN})
+    @post(
+        "/import",
+        operation_id="importPrices",
+        status_code=200,
+        request_max_body_size=IMPORT_MAX_BODY_BYTES,
+        opt={
+            "roles": ADMIN,
+            "problems": {413: "Here the limit is 16 MiB (LEDGER_MAX_BODY_BYTES does not apply)."},
+        },
+    )
     async def import_prices(
         self, data: JSONBody[ImportRequest], pool: Pool, audit: Audit
     ) -> ImportReport:
