@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import os
 import subprocess
 import sys
@@ -25,13 +26,16 @@ from agent_ledger.audit.recorder import AuditContext
 from agent_ledger.cli_database import connect
 from agent_ledger.config import Settings
 from agent_ledger.ledger.chain import verify_ledger
-from agent_ledger.prices.litellm import parse_litellm, per_mtok_nanos, prices_of
+from agent_ledger.prices.litellm import ImportRefused, parse_litellm, per_mtok_nanos, prices_of
 from agent_ledger.prices.service import apply_import
 from tests.conftest import Fleet, ServerProcess, bearer, unique_name
 from tests.holds_helpers import FAKE_EPOCH, FakeClock, clocked_client
 from tests.ledger_helpers import spender
 
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "litellm_prices.json"
+# Entries as LiteLLM's own file names and prices them (late 2025), for renaming.
+REAL_NAMES = Path(__file__).resolve().parent / "fixtures" / "litellm_real_names.json"
+SEED_NAMES = {"claude-sonnet-4-5": "claude-sonnet-4.5", "claude-haiku-4-5": "claude-haiku-4.5"}
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -508,6 +512,59 @@ def test_litellm_floats_become_exact_prices() -> None:
     assert set(only.specs) == {"test-import-claude"}
 
 
+def test_litellm_names_are_renamed_to_the_ledgers() -> None:
+    """LiteLLM writes claude-sonnet-4-5 and gemini/gemini-2.5-pro where the ledger (and its
+    seeds) say claude-sonnet-4.5 and gemini-2.5-pro: a rename mapping applies first, then the
+    first matching prefix is stripped; names of the mapping absent from the file are reported,
+    two entries that would share a name refuse the import, and so does a bad new name."""
+    text = REAL_NAMES.read_bytes()
+    providers = ["anthropic", "gemini", "openai"]
+    plain = parse_litellm(text, providers)
+    assert set(plain.specs) == {
+        "claude-sonnet-4-5",
+        "claude-haiku-4-5",
+        "gemini/gemini-2.5-pro",
+        "gpt-4o-mini",
+    }
+    assert plain.renamed == {}
+    rename = {**SEED_NAMES, "claude-opus-9": "claude-opus-9.0"}
+    parsed = parse_litellm(text, providers, strip_prefixes=["openai/", "gemini/"], rename=rename)
+    assert set(parsed.specs) == {
+        "claude-sonnet-4.5",
+        "claude-haiku-4.5",
+        "gemini-2.5-pro",
+        "gpt-4o-mini",
+    }
+    assert parsed.renamed == {
+        "claude-sonnet-4.5": "claude-sonnet-4-5",
+        "claude-haiku-4.5": "claude-haiku-4-5",
+        "gemini-2.5-pro": "gemini/gemini-2.5-pro",
+    }
+    assert parsed.specs["claude-sonnet-4.5"] == plain.specs["claude-sonnet-4-5"]
+    assert parsed.unknown_renames == ["claude-opus-9"]
+    assert "not in the file" in parsed.skipped["claude-opus-9"]
+    # the mapping wins over the prefix
+    mapped = parse_litellm(
+        text, providers, strip_prefixes=["gemini/"], rename={"gemini/gemini-2.5-pro": "g25"}
+    )
+    assert "g25" in mapped.specs and "gemini-2.5-pro" not in mapped.specs
+
+    # Vertex's gemini-2.5-pro and gemini/gemini-2.5-pro stripped would both be gemini-2.5-pro.
+    try:
+        parse_litellm(text, strip_prefixes=["gemini/"])
+    except ImportRefused as exc:
+        assert exc.field == "prices"
+        assert "'gemini/gemini-2.5-pro' and 'gemini-2.5-pro'" in str(exc)
+    else:
+        raise AssertionError("a name shared by two entries was imported")
+    try:
+        parse_litellm(text, providers, rename={"gpt-4o-mini": "gpt 4o mini"})
+    except ImportRefused as exc:
+        assert exc.field == "rename"
+    else:
+        raise AssertionError("a rename to a name the ledger refuses was accepted")
+
+
 def _cli(database_url: str, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "agent_ledger.cli", "prices", "import", *args],
@@ -560,8 +617,69 @@ async def test_prices_import_shows_a_diff_then_applies_one_dated_change(
     )
     assert charged.json()["amount"] == "0.0125"
 
-    missing = _cli(database_url, "/nonexistent/prices.json")
-    assert missing.returncode == 2 and "cannot import" in missing.stdout
+
+async def test_prices_import_renames_litellm_names_to_the_seeds(
+    database_url: str, tmp_path: Path
+) -> None:
+    """The review step of the README: LiteLLM's current prices of the seeded models, read
+    with the seeds' names, change nothing (without renaming they all look new); the diff shows
+    the file's name of each renamed model, and a name of the mapping not in the file."""
+    names = tmp_path / "names.json"
+    names.write_text(json.dumps({**SEED_NAMES, "claude-opus-9": "claude-opus-9.0"}))
+    providers = ["--provider", "anthropic", "--provider", "gemini", "--provider", "openai"]
+    plain = _cli(database_url, str(REAL_NAMES), "--dry-run", *providers)
+    assert plain.returncode == 0, plain.stderr
+    assert "3 new, 0 changed, 1 unchanged" in plain.stdout
+    assert "+ claude-sonnet-4-5: in 3 cached 0.3 write 3.75 out 15" in plain.stdout
+
+    renamed = _cli(
+        database_url,
+        str(REAL_NAMES),
+        "--dry-run",
+        *providers,
+        "--strip-prefix",
+        "gemini/",
+        "--rename",
+        str(names),
+    )
+    assert renamed.returncode == 0, renamed.stderr
+    assert "0 new, 0 changed, 4 unchanged, 1 skipped" in renamed.stdout, renamed.stdout
+    assert "! claude-opus-9: named in the rename mapping, but not in the file" in renamed.stdout
+
+    # a changed price shows both names
+    changed = tmp_path / "changed.json"
+    real = json.loads(REAL_NAMES.read_text())
+    real["claude-haiku-4-5"]["output_cost_per_token"] = 6e-06
+    changed.write_text(json.dumps(real))
+    diff = _cli(
+        database_url, str(changed), "--dry-run", "--provider", "anthropic", "--rename", str(names)
+    )
+    assert diff.returncode == 0, diff.stderr
+    assert "~ claude-haiku-4.5 (from claude-haiku-4-5): in 1 " in diff.stdout, diff.stdout
+    assert "out 6 USD/Mtok" in diff.stdout
+
+
+def test_prices_import_refuses_on_stderr(database_url: str, tmp_path: Path) -> None:
+    """Every refusal of prices import is one line on stderr and exit status 2, as the README
+    promises for the command line, stdout left empty: a missing file, one that is not JSON, a
+    rename mapping that cannot be read or is not one, two entries that would share a name."""
+    not_json = tmp_path / "prices.txt"
+    not_json.write_text("model,price\n")
+    bad_mapping = tmp_path / "names.json"
+    bad_mapping.write_text('["claude-sonnet-4-5"]')
+    cases = [
+        (["/nonexistent/prices.json"], "cannot import /nonexistent/prices.json"),
+        ([str(not_json)], "not a JSON price file"),
+        ([str(REAL_NAMES), "--rename", "/nonexistent/names.json"], "cannot read the rename"),
+        ([str(REAL_NAMES), "--rename", str(bad_mapping)], "must be a JSON object of names"),
+        ([str(REAL_NAMES), "--strip-prefix", "gemini/"], "would both be imported as"),
+    ]
+    for args, message in cases:
+        result = _cli(database_url, *args, "--dry-run")
+        assert result.returncode == 2, (args, result.stdout, result.stderr)
+        assert result.stdout == "", args
+        [line] = result.stderr.splitlines()
+        assert line.startswith("agent-ledger: ") and message in line, (args, line)
 
 
 async def test_the_import_endpoint_is_for_admins(
@@ -605,6 +723,40 @@ async def test_the_import_endpoint_is_for_admins(
         "/v1/prices/import", json={"prices": {"x": {"mode": "embedding"}}}, headers=fleet.admin
     )
     _problem(empty, 422, "validation-error")
+
+
+async def test_the_import_endpoint_renames_too(client: AsyncTestClient, fleet: Fleet) -> None:
+    """POST /v1/prices/import takes ``strip_prefixes`` and ``rename`` as the CLI does: the
+    seeded models read from LiteLLM's names are unchanged, each change says the file's name;
+    a shared name is 422 on ``prices``, a bad new name 422 on ``rename``."""
+    real = json.loads(REAL_NAMES.read_text())
+    body = {
+        "prices": real,
+        "dry_run": True,
+        "providers": ["anthropic", "gemini", "openai"],
+        "strip_prefixes": ["gemini/"],
+        "rename": SEED_NAMES,
+    }
+    response = await client.post("/v1/prices/import", json=body, headers=fleet.admin)
+    assert response.status_code == 200, response.text
+    changes = {c["model"]: c for c in response.json()["changes"]}
+    assert {m: c["change"] for m, c in changes.items()} == {
+        "claude-haiku-4.5": "unchanged",
+        "claude-sonnet-4.5": "unchanged",
+        "gemini-2.5-pro": "unchanged",
+        "gpt-4o-mini": "unchanged",
+    }
+    assert changes["gemini-2.5-pro"]["renamed_from"] == "gemini/gemini-2.5-pro"
+    assert changes["gpt-4o-mini"]["renamed_from"] is None
+
+    shared = await client.post(
+        "/v1/prices/import", json={**body, "providers": None}, headers=fleet.admin
+    )
+    assert _problem(shared, 422, "validation-error")["field"] == "prices"
+    bad = await client.post(
+        "/v1/prices/import", json={**body, "rename": {"gpt-4o-mini": "gpt 4o"}}, headers=fleet.admin
+    )
+    assert _problem(bad, 422, "validation-error")["field"] == "rename"
 
 
 def _litellm_entry(provider: str, input_cost: float, output_cost: float) -> dict:

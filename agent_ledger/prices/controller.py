@@ -12,7 +12,7 @@ from agent_ledger.auth import ADMIN, ANY_ROLE
 from agent_ledger.deps import Audit, Pool
 from agent_ledger.errors import InvalidInput
 from agent_ledger.prices import service
-from agent_ledger.prices.litellm import prices_of
+from agent_ledger.prices.litellm import ImportRefused, prices_of
 from agent_ledger.prices.schemas import ImportReport, ImportRequest, Price, PriceList, PriceUpdate
 
 __all__ = ["IMPORT_MAX_BODY_BYTES", "PriceController"]
@@ -57,7 +57,12 @@ class PriceController(Controller):
     ) -> ImportReport:
         """Apply a LiteLLM price file's prices as one dated change (or, with ``dry_run``, only
         say what would change)."""
-        parsed = prices_of(data.prices, data.providers)
+        try:
+            parsed = prices_of(
+                data.prices, data.providers, strip_prefixes=data.strip_prefixes, rename=data.rename
+            )
+        except ImportRefused as exc:
+            raise InvalidInput(str(exc), field=exc.field) from None
         if not parsed.specs:
             raise InvalidInput("The file gives no token prices to import.", field="prices")
         async with pool.acquire() as conn:
@@ -68,4 +73,5 @@ class PriceController(Controller):
                 parsed.skipped,
                 data.effective_from,
                 dry_run=data.dry_run,
+                renamed=parsed.renamed,
             )

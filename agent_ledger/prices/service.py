@@ -271,6 +271,7 @@ def _import_report(
     effective_from: datetime,
     *,
     dry_run: bool,
+    renamed: Mapping[str, str],
 ) -> ImportReport:
     """What applying ``specs`` from ``effective_from`` changes, model by model, against the
     price each model has then (``befores``)."""
@@ -294,6 +295,7 @@ def _import_report(
                 change=_change(before, spec),
                 before=_price(before) if before else None,
                 after=after,
+                renamed_from=renamed.get(model),
             )
         )
     return ImportReport(
@@ -309,10 +311,12 @@ async def apply_import(
     requested: datetime | None,
     *,
     dry_run: bool,
+    renamed: Mapping[str, str] | None = None,
 ) -> ImportReport:
     """One dated change: every new or changed price from the same ``effective_from`` (default
     now), in one transaction, each with its ``price.updated`` audit event; unchanged prices get
-    no row. Decisions wait while it is written (``_lock_prices``), so only the reading and the
+    no row; ``renamed`` gives the file's name of each model it renamed, for the report.
+    Decisions wait while it is written (``_lock_prices``), so only the reading and the
     writing happen under the lock, the report after; a dry run writes nothing and locks
     nothing."""
     async with conn.transaction():
@@ -323,4 +327,6 @@ async def apply_import(
         if not dry_run:
             changed = {m: s for m, s in specs.items() if _change(befores[m], s) != "unchanged"}
             await _write_many(conn, ctx, changed, effective_from, befores)
-    return _import_report(specs, skipped, befores, effective_from, dry_run=dry_run)
+    return _import_report(
+        specs, skipped, befores, effective_from, dry_run=dry_run, renamed=renamed or {}
+    )
