@@ -479,6 +479,39 @@ async def test_a_hold_reserves_the_worst_case_and_its_capture_uses_the_holds_pri
     assert (await verify_ledger(db, agent.agent_id)).ok
 
 
+async def test_a_two_count_hold_reserves_prompt_tokens_at_the_dearest_rate(fleet: Fleet) -> None:
+    """A hold with just input_tokens and output_tokens is not priced as it was before cache
+    rates existed: its prompt may turn out to be cache writes, so on the seeded Anthropic
+    models (writes at 1.25x input) it reserves 1.25x the input price per prompt token. Where
+    no cache rate is above input (gpt-4o) it is the plain cost, and a capture with the same two
+    counts costs the plain price either way."""
+    agent = await spender(fleet)
+    counts = {"input_tokens": 1000, "output_tokens": 100}
+    cases = [
+        # 1,000 x 3.75 (cache write) + 100 x 15 = 5,250 per million; plain: 1,000 x 3 + 1,500
+        ("claude-sonnet-4.5", "0.00525", "0.0045"),
+        # 1,000 x 2.50 + 100 x 10 = 3,500 per million, both ways
+        ("gpt-4o", "0.0035", "0.0035"),
+    ]
+    for model, held, captured in cases:
+        hold = await fleet.client.post(
+            "/v1/holds", json={"model": model, **counts}, headers=agent.headers
+        )
+        assert hold.status_code == 201, hold.text
+        assert hold.json()["amount"] == held, model
+        capture = await fleet.client.post(
+            f"/v1/holds/{hold.json()['id']}/capture",
+            json={"model": model, **counts},
+            headers=agent.headers,
+        )
+        assert capture.status_code == 201, capture.text
+        assert capture.json()["amount"] == captured, model
+        charge = await fleet.client.post(
+            "/v1/charges", json={"model": model, **counts}, headers=agent.headers
+        )
+        assert charge.json()["amount"] == captured, model
+
+
 def test_litellm_floats_become_exact_prices() -> None:
     """Per-token floats are read from their text: 2.5e-06 per token is exactly 2.5 per million
     tokens, cache rates and above-N-k tiers map to their dimensions, entries without token
