@@ -49,7 +49,7 @@ class PriceController(Controller):
         request_max_body_size=IMPORT_MAX_BODY_BYTES,
         opt={
             "roles": ADMIN,
-            "problems": {413: "Here the limit is 16 MiB (LEDGER_MAX_BODY_BYTES does not apply)."},
+            "problems": {413: "On this route the limit is 16 MiB instead."},
         },
     )
     async def import_prices(
