@@ -7,7 +7,9 @@ Mirrors agent_ledger/prices/ and agent_ledger/ledger/sql/30_pricing.sql.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import json
 import os
 import subprocess
 import sys
@@ -16,17 +18,24 @@ from decimal import Decimal
 from pathlib import Path
 
 import asyncpg
+import httpx
 import msgspec
 from litestar.testing import AsyncTestClient
 
+from agent_ledger.audit.recorder import AuditContext
+from agent_ledger.cli_database import connect
 from agent_ledger.config import Settings
 from agent_ledger.ledger.chain import verify_ledger
-from agent_ledger.prices.litellm import parse_litellm, per_mtok_nanos
-from tests.conftest import Fleet, bearer, unique_name
+from agent_ledger.prices.litellm import ImportRefused, parse_litellm, per_mtok_nanos, prices_of
+from agent_ledger.prices.service import apply_import
+from tests.conftest import Fleet, ServerProcess, bearer, unique_name
 from tests.holds_helpers import FAKE_EPOCH, FakeClock, clocked_client
 from tests.ledger_helpers import spender
 
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "litellm_prices.json"
+# Entries as LiteLLM's own file names and prices them (late 2025), for renaming.
+REAL_NAMES = Path(__file__).resolve().parent / "fixtures" / "litellm_real_names.json"
+SEED_NAMES = {"claude-sonnet-4-5": "claude-sonnet-4.5", "claude-haiku-4-5": "claude-haiku-4.5"}
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -293,6 +302,128 @@ async def test_a_charge_is_priced_at_its_decision(
     assert (await verify_ledger(db, agent.agent_id)).ok
 
 
+async def _mispriced(db: asyncpg.Connection, model: str) -> list[tuple[str, int, int]]:
+    """Every entry of ``model`` whose amount is not what the price history says was in force at
+    its created_at (re-priced by hand: plain prices, whole input and output counts), as
+    (id, amount, amount by history)."""
+    rows = await db.fetch(
+        """
+        SELECT e.id, e.amount, e.input_tokens, e.output_tokens, p.input_per_mtok,
+               p.output_per_mtok
+        FROM ledger_entries AS e
+        CROSS JOIN LATERAL (
+            SELECT input_per_mtok, output_per_mtok FROM prices
+            WHERE model = e.model AND effective_from <= e.created_at
+            ORDER BY effective_from DESC LIMIT 1) AS p
+        WHERE e.model = $1 AND e.kind = 'charge'
+        """,
+        model,
+    )
+    assert rows
+    wrong = []
+    for r in rows:
+        nanos = r["input_tokens"] * r["input_per_mtok"] + r["output_tokens"] * r["output_per_mtok"]
+        by_history = -(-nanos // 10**6)
+        if r["amount"] != by_history:
+            wrong.append((r["id"], r["amount"], by_history))
+    return wrong
+
+
+async def test_a_slow_import_is_in_force_only_once_decisions_can_see_it(
+    database_url: str, two_servers: list[ServerProcess], fleet: Fleet, db: asyncpg.Connection
+) -> None:
+    """An import of hundreds of models whose commit comes late (held open here, as a big file,
+    a slow disk or a wait for locks makes it): charges decided meanwhile, before it can be
+    seen, are priced at the old price, so history must not say the new one was in force then.
+    Every entry's amount equals the price history says was in force at its created_at. (The
+    charges go to a service process: the in-process test client answers one at a time.)"""
+    model = _model("slow-import")
+    await _put_price(fleet, model, input_per_mtok="1", output_per_mtok="0")
+    file = {
+        f"{model}-{i:03}": {
+            "input_cost_per_token": 1e-06,
+            "output_cost_per_token": 2e-06,
+            "litellm_provider": "openai",
+            "mode": "chat",
+        }
+        for i in range(300)
+    }
+    file[model] = {
+        **file[f"{model}-000"],
+        "input_cost_per_token": 3e-06,
+        "output_cost_per_token": 0,
+    }
+    parsed = prices_of(file)
+    agents = [await spender(fleet) for _ in range(3)]
+    body = {"model": model, "input_tokens": 1_000_000, "output_tokens": 0}
+    ctx = AuditContext(actor_key_id=None, actor_role="cli", request_id=None, client_ip=None)
+
+    conn = await connect(database_url)
+    async with httpx.AsyncClient(base_url=two_servers[0].base_url, timeout=60) as client:
+
+        async def charge(agent) -> None:
+            response = await client.post("/v1/charges", json=body, headers=agent.headers)
+            assert response.status_code == 201, response.text
+
+        try:
+            held = conn.transaction()
+            await held.start()
+            report = await apply_import(
+                conn, ctx, parsed.specs, parsed.skipped, None, dry_run=False
+            )
+            assert not report.dry_run
+            racing = [asyncio.create_task(charge(agent)) for agent in agents for _ in range(2)]
+            await asyncio.sleep(0.3)
+            await held.commit()
+        finally:
+            await conn.close()
+        await asyncio.gather(*racing)
+        await charge(agents[0])
+    assert await _mispriced(db, model) == []
+    amounts = await db.fetch("SELECT amount FROM ledger_entries WHERE model = $1", model)
+    # the charges that waited for the change were priced at it, as history says
+    assert {r["amount"] for r in amounts} == {3_000_000_000}
+
+
+async def test_price_changes_racing_charges_never_disagree_with_history(
+    two_servers: list[ServerProcess], fleet: Fleet, db: asyncpg.Connection
+) -> None:
+    """PUTs of a model's price and charges of it, all at once, round after round: every entry's
+    amount is the price history says was in force at its created_at."""
+    model = _model("racing")
+    await _put_price(fleet, model, input_per_mtok="1", output_per_mtok="0")
+    agents = [await spender(fleet) for _ in range(4)]
+    body = {"model": model, "input_tokens": 1_000_000, "output_tokens": 1}
+
+    clients = [httpx.AsyncClient(base_url=s.base_url, timeout=60) for s in two_servers]
+    try:
+
+        async def charge(agent, client: httpx.AsyncClient) -> None:
+            for _ in range(3):
+                response = await client.post("/v1/charges", json=body, headers=agent.headers)
+                assert response.status_code == 201, response.text
+
+        async def put(input_price: str, output_price: str, client: httpx.AsyncClient) -> None:
+            response = await client.put(
+                f"/v1/prices/{model}",
+                json={"input_per_mtok": input_price, "output_per_mtok": output_price},
+                headers=fleet.admin,
+            )
+            assert response.status_code == 200, response.text
+
+        for i in range(12):
+            price = str(1 + i % 3)
+            await asyncio.gather(
+                put(price, price, clients[0]),
+                put(price, "0", clients[1]),
+                *(charge(agent, clients[n % 2]) for n, agent in enumerate(agents)),
+            )
+    finally:
+        for client in clients:
+            await client.aclose()
+    assert await _mispriced(db, model) == []
+
+
 async def test_a_hold_reserves_the_worst_case_and_its_capture_uses_the_holds_prices(
     settings: Settings, fleet: Fleet, db: asyncpg.Connection
 ) -> None:
@@ -348,6 +479,39 @@ async def test_a_hold_reserves_the_worst_case_and_its_capture_uses_the_holds_pri
     assert (await verify_ledger(db, agent.agent_id)).ok
 
 
+async def test_a_two_count_hold_reserves_prompt_tokens_at_the_dearest_rate(fleet: Fleet) -> None:
+    """A hold with just input_tokens and output_tokens is not priced as it was before cache
+    rates existed: its prompt may turn out to be cache writes, so on the seeded Anthropic
+    models (writes at 1.25x input) it reserves 1.25x the input price per prompt token. Where
+    no cache rate is above input (gpt-4o) it is the plain cost, and a capture with the same two
+    counts costs the plain price either way."""
+    agent = await spender(fleet)
+    counts = {"input_tokens": 1000, "output_tokens": 100}
+    cases = [
+        # 1,000 x 3.75 (cache write) + 100 x 15 = 5,250 per million; plain: 1,000 x 3 + 1,500
+        ("claude-sonnet-4.5", "0.00525", "0.0045"),
+        # 1,000 x 2.50 + 100 x 10 = 3,500 per million, both ways
+        ("gpt-4o", "0.0035", "0.0035"),
+    ]
+    for model, held, captured in cases:
+        hold = await fleet.client.post(
+            "/v1/holds", json={"model": model, **counts}, headers=agent.headers
+        )
+        assert hold.status_code == 201, hold.text
+        assert hold.json()["amount"] == held, model
+        capture = await fleet.client.post(
+            f"/v1/holds/{hold.json()['id']}/capture",
+            json={"model": model, **counts},
+            headers=agent.headers,
+        )
+        assert capture.status_code == 201, capture.text
+        assert capture.json()["amount"] == captured, model
+        charge = await fleet.client.post(
+            "/v1/charges", json={"model": model, **counts}, headers=agent.headers
+        )
+        assert charge.json()["amount"] == captured, model
+
+
 def test_litellm_floats_become_exact_prices() -> None:
     """Per-token floats are read from their text: 2.5e-06 per token is exactly 2.5 per million
     tokens, cache rates and above-N-k tiers map to their dimensions, entries without token
@@ -379,6 +543,59 @@ def test_litellm_floats_become_exact_prices() -> None:
     assert per_mtok_nanos(Decimal("3.3e-07")) == (330_000_000, False)
     only = parse_litellm(FIXTURE.read_bytes(), providers=["anthropic"])
     assert set(only.specs) == {"test-import-claude"}
+
+
+def test_litellm_names_are_renamed_to_the_ledgers() -> None:
+    """LiteLLM writes claude-sonnet-4-5 and gemini/gemini-2.5-pro where the ledger (and its
+    seeds) say claude-sonnet-4.5 and gemini-2.5-pro: a rename mapping applies first, then the
+    first matching prefix is stripped; names of the mapping absent from the file are reported,
+    two entries that would share a name refuse the import, and so does a bad new name."""
+    text = REAL_NAMES.read_bytes()
+    providers = ["anthropic", "gemini", "openai"]
+    plain = parse_litellm(text, providers)
+    assert set(plain.specs) == {
+        "claude-sonnet-4-5",
+        "claude-haiku-4-5",
+        "gemini/gemini-2.5-pro",
+        "gpt-4o-mini",
+    }
+    assert plain.renamed == {}
+    rename = {**SEED_NAMES, "claude-opus-9": "claude-opus-9.0"}
+    parsed = parse_litellm(text, providers, strip_prefixes=["openai/", "gemini/"], rename=rename)
+    assert set(parsed.specs) == {
+        "claude-sonnet-4.5",
+        "claude-haiku-4.5",
+        "gemini-2.5-pro",
+        "gpt-4o-mini",
+    }
+    assert parsed.renamed == {
+        "claude-sonnet-4.5": "claude-sonnet-4-5",
+        "claude-haiku-4.5": "claude-haiku-4-5",
+        "gemini-2.5-pro": "gemini/gemini-2.5-pro",
+    }
+    assert parsed.specs["claude-sonnet-4.5"] == plain.specs["claude-sonnet-4-5"]
+    assert parsed.unknown_renames == ["claude-opus-9"]
+    assert "not in the file" in parsed.skipped["claude-opus-9"]
+    # the mapping wins over the prefix
+    mapped = parse_litellm(
+        text, providers, strip_prefixes=["gemini/"], rename={"gemini/gemini-2.5-pro": "g25"}
+    )
+    assert "g25" in mapped.specs and "gemini-2.5-pro" not in mapped.specs
+
+    # Vertex's gemini-2.5-pro and gemini/gemini-2.5-pro stripped would both be gemini-2.5-pro.
+    try:
+        parse_litellm(text, strip_prefixes=["gemini/"])
+    except ImportRefused as exc:
+        assert exc.field == "prices"
+        assert "'gemini/gemini-2.5-pro' and 'gemini-2.5-pro'" in str(exc)
+    else:
+        raise AssertionError("a name shared by two entries was imported")
+    try:
+        parse_litellm(text, providers, rename={"gpt-4o-mini": "gpt 4o mini"})
+    except ImportRefused as exc:
+        assert exc.field == "rename"
+    else:
+        raise AssertionError("a rename to a name the ledger refuses was accepted")
 
 
 def _cli(database_url: str, *args: str) -> subprocess.CompletedProcess:
@@ -433,8 +650,69 @@ async def test_prices_import_shows_a_diff_then_applies_one_dated_change(
     )
     assert charged.json()["amount"] == "0.0125"
 
-    missing = _cli(database_url, "/nonexistent/prices.json")
-    assert missing.returncode == 2 and "cannot import" in missing.stdout
+
+async def test_prices_import_renames_litellm_names_to_the_seeds(
+    database_url: str, tmp_path: Path
+) -> None:
+    """The review step of the README: LiteLLM's current prices of the seeded models, read
+    with the seeds' names, change nothing (without renaming they all look new); the diff shows
+    the file's name of each renamed model, and a name of the mapping not in the file."""
+    names = tmp_path / "names.json"
+    names.write_text(json.dumps({**SEED_NAMES, "claude-opus-9": "claude-opus-9.0"}))
+    providers = ["--provider", "anthropic", "--provider", "gemini", "--provider", "openai"]
+    plain = _cli(database_url, str(REAL_NAMES), "--dry-run", *providers)
+    assert plain.returncode == 0, plain.stderr
+    assert "3 new, 0 changed, 1 unchanged" in plain.stdout
+    assert "+ claude-sonnet-4-5: in 3 cached 0.3 write 3.75 out 15" in plain.stdout
+
+    renamed = _cli(
+        database_url,
+        str(REAL_NAMES),
+        "--dry-run",
+        *providers,
+        "--strip-prefix",
+        "gemini/",
+        "--rename",
+        str(names),
+    )
+    assert renamed.returncode == 0, renamed.stderr
+    assert "0 new, 0 changed, 4 unchanged, 1 skipped" in renamed.stdout, renamed.stdout
+    assert "! claude-opus-9: named in the rename mapping, but not in the file" in renamed.stdout
+
+    # a changed price shows both names
+    changed = tmp_path / "changed.json"
+    real = json.loads(REAL_NAMES.read_text())
+    real["claude-haiku-4-5"]["output_cost_per_token"] = 6e-06
+    changed.write_text(json.dumps(real))
+    diff = _cli(
+        database_url, str(changed), "--dry-run", "--provider", "anthropic", "--rename", str(names)
+    )
+    assert diff.returncode == 0, diff.stderr
+    assert "~ claude-haiku-4.5 (from claude-haiku-4-5): in 1 " in diff.stdout, diff.stdout
+    assert "out 6 USD/Mtok" in diff.stdout
+
+
+def test_prices_import_refuses_on_stderr(database_url: str, tmp_path: Path) -> None:
+    """Every refusal of prices import is one line on stderr and exit status 2, as the README
+    promises for the command line, stdout left empty: a missing file, one that is not JSON, a
+    rename mapping that cannot be read or is not one, two entries that would share a name."""
+    not_json = tmp_path / "prices.txt"
+    not_json.write_text("model,price\n")
+    bad_mapping = tmp_path / "names.json"
+    bad_mapping.write_text('["claude-sonnet-4-5"]')
+    cases = [
+        (["/nonexistent/prices.json"], "cannot import /nonexistent/prices.json"),
+        ([str(not_json)], "not a JSON price file"),
+        ([str(REAL_NAMES), "--rename", "/nonexistent/names.json"], "cannot read the rename"),
+        ([str(REAL_NAMES), "--rename", str(bad_mapping)], "must be a JSON object of names"),
+        ([str(REAL_NAMES), "--strip-prefix", "gemini/"], "would both be imported as"),
+    ]
+    for args, message in cases:
+        result = _cli(database_url, *args, "--dry-run")
+        assert result.returncode == 2, (args, result.stdout, result.stderr)
+        assert result.stdout == "", args
+        [line] = result.stderr.splitlines()
+        assert line.startswith("agent-ledger: ") and message in line, (args, line)
 
 
 async def test_the_import_endpoint_is_for_admins(
@@ -478,6 +756,87 @@ async def test_the_import_endpoint_is_for_admins(
         "/v1/prices/import", json={"prices": {"x": {"mode": "embedding"}}}, headers=fleet.admin
     )
     _problem(empty, 422, "validation-error")
+
+
+async def test_the_import_endpoint_renames_too(client: AsyncTestClient, fleet: Fleet) -> None:
+    """POST /v1/prices/import takes ``strip_prefixes`` and ``rename`` as the CLI does: the
+    seeded models read from LiteLLM's names are unchanged, each change says the file's name;
+    a shared name is 422 on ``prices``, a bad new name 422 on ``rename``."""
+    real = json.loads(REAL_NAMES.read_text())
+    body = {
+        "prices": real,
+        "dry_run": True,
+        "providers": ["anthropic", "gemini", "openai"],
+        "strip_prefixes": ["gemini/"],
+        "rename": SEED_NAMES,
+    }
+    response = await client.post("/v1/prices/import", json=body, headers=fleet.admin)
+    assert response.status_code == 200, response.text
+    changes = {c["model"]: c for c in response.json()["changes"]}
+    assert {m: c["change"] for m, c in changes.items()} == {
+        "claude-haiku-4.5": "unchanged",
+        "claude-sonnet-4.5": "unchanged",
+        "gemini-2.5-pro": "unchanged",
+        "gpt-4o-mini": "unchanged",
+    }
+    assert changes["gemini-2.5-pro"]["renamed_from"] == "gemini/gemini-2.5-pro"
+    assert changes["gpt-4o-mini"]["renamed_from"] is None
+
+    shared = await client.post(
+        "/v1/prices/import", json={**body, "providers": None}, headers=fleet.admin
+    )
+    assert _problem(shared, 422, "validation-error")["field"] == "prices"
+    bad = await client.post(
+        "/v1/prices/import", json={**body, "rename": {"gpt-4o-mini": "gpt 4o"}}, headers=fleet.admin
+    )
+    assert _problem(bad, 422, "validation-error")["field"] == "rename"
+
+
+def _litellm_entry(provider: str, input_cost: float, output_cost: float) -> dict:
+    """A model's entry as LiteLLM's file writes it, with the fields the import ignores."""
+    return {
+        "input_cost_per_token": input_cost,
+        "output_cost_per_token": output_cost,
+        "cache_read_input_token_cost": input_cost / 10,
+        "litellm_provider": provider,
+        "max_input_tokens": 200000,
+        "max_output_tokens": 64000,
+        "max_tokens": 64000,
+        "mode": "chat",
+        "supports_function_calling": True,
+        "supports_prompt_caching": True,
+        "supports_reasoning": True,
+        "supports_response_schema": True,
+        "supports_tool_choice": True,
+        "supports_vision": True,
+    }
+
+
+async def test_the_import_endpoint_takes_a_whole_litellm_file(
+    two_servers: list[ServerProcess], client: AsyncTestClient, fleet: Fleet
+) -> None:
+    """LiteLLM's file is over a megabyte, far above LEDGER_MAX_BODY_BYTES (64 KiB): the import
+    route has a cap of its own, 16 MiB, which the service's HTTP protocol lets through (checked
+    against a real server); other routes keep 64 KiB, and a body above 16 MiB is 413 here too."""
+    prefix = _model("big-file")
+    file = {
+        f"{prefix}-{i:04}": _litellm_entry("openai", 1e-06 * (1 + i % 7), 4e-06) for i in range(800)
+    }
+    body = msgspec.json.encode({"prices": file, "dry_run": True})
+    assert len(body) > 4 * 64 * 1024
+    headers = {**fleet.admin, "Content-Type": "application/json"}
+    async with httpx.AsyncClient(base_url=two_servers[0].base_url, timeout=60) as http:
+        response = await http.post("/v1/prices/import", content=body, headers=headers)
+    assert response.status_code == 200, response.text[:2000]
+    report = response.json()
+    assert report["dry_run"] is True and len(report["changes"]) == 800
+    assert {c["change"] for c in report["changes"]} == {"new"}
+
+    elsewhere = await client.post("/v1/teams", content=body, headers=headers)
+    _problem(elsewhere, 413, "payload-too-large")
+    padding = b" " * (16 * 1024 * 1024 - len(body) + 1)
+    too_big = await client.post("/v1/prices/import", content=body + padding, headers=headers)
+    _problem(too_big, 413, "payload-too-large")
 
 
 async def test_seeded_prices_are_current_and_dated(fleet: Fleet, db: asyncpg.Connection) -> None:

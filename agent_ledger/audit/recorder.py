@@ -11,7 +11,7 @@ from litestar import Request
 from agent_ledger.ids import new_id
 from agent_ledger.principal import Principal
 
-__all__ = ["AuditContext", "provide_audit_context", "record_event"]
+__all__ = ["AuditContext", "provide_audit_context", "record_event", "record_events"]
 
 INSERT_EVENT = """
 INSERT INTO audit_events
@@ -56,6 +56,35 @@ async def record_event(
         _jsonable(after),
         ctx.request_id,
         ctx.client_ip,
+    )
+
+
+async def record_events(
+    conn: asyncpg.Connection,
+    ctx: AuditContext,
+    action: str,
+    target_type: str,
+    changes: list[tuple[str, Any, Any]],
+) -> None:
+    """One event per (target_id, before, after) of ``changes``, all of one action, sent at
+    once (a bulk change: an import of prices)."""
+    await conn.executemany(
+        INSERT_EVENT,
+        [
+            (
+                new_id("evt"),
+                ctx.actor_key_id,
+                ctx.actor_role,
+                action,
+                target_type,
+                target_id,
+                _jsonable(before),
+                _jsonable(after),
+                ctx.request_id,
+                ctx.client_ip,
+            )
+            for target_id, before, after in changes
+        ],
     )
 
 

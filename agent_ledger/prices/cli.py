@@ -1,14 +1,16 @@
-"""``agent-ledger prices import FILE [--dry-run]``: a LiteLLM price file as one dated change."""
+"""``agent-ledger prices import FILE [--dry-run] ...``: a LiteLLM price file as one dated change."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from agent_ledger.cli_database import connect, database_url
+from agent_ledger.cli_database import CliError, connect, database_url
 from agent_ledger.config import load_settings
 
 __all__ = ["format_import", "register"]
@@ -38,17 +40,23 @@ def _rates(price: Any) -> str:
     return f"{text} {price.currency}/Mtok"
 
 
-def format_import(report: Any, rounded: list[str]) -> str:
-    """The diff, one line a model: + new, ~ changed (before -> after); then the counts."""
+def format_import(report: Any, rounded: list[str], unknown_renames: Iterable[str] = ()) -> str:
+    """The diff, one line a model: + new, ~ changed (before -> after), each under the ledger's
+    name (and the file's, when renamed); then the counts."""
     lines = []
     for change in report.changes:
+        name = change.model
+        if change.renamed_from is not None:
+            name += f" (from {change.renamed_from})"
         if change.change == "new":
-            lines.append(f"+ {change.model}: {_rates(change.after)}")
+            lines.append(f"+ {name}: {_rates(change.after)}")
         elif change.change == "changed":
-            lines.append(f"~ {change.model}: {_rates(change.before)}")
-            lines.append(f"  {' ' * len(change.model)}-> {_rates(change.after)}")
+            lines.append(f"~ {name}: {_rates(change.before)}")
+            lines.append(f"  {' ' * len(name)}-> {_rates(change.after)}")
     for model in rounded:
         lines.append(f"! {model}: a price finer than a nano-unit per Mtok was rounded up")
+    for model in unknown_renames:
+        lines.append(f"! {model}: named in the rename mapping, but not in the file")
     counts = {kind: sum(c.change == kind for c in report.changes) for kind in ("new", "changed")}
     unchanged = len(report.changes) - counts["new"] - counts["changed"]
     when = report.effective_from.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -69,29 +77,59 @@ async def _import(url: str, args: argparse.Namespace, parsed: Any) -> str:
     try:
         ctx = AuditContext(actor_key_id=None, actor_role="cli", request_id=None, client_ip=None)
         report = await apply_import(
-            conn, ctx, parsed.specs, parsed.skipped, args.effective_from, dry_run=args.dry_run
+            conn,
+            ctx,
+            parsed.specs,
+            parsed.skipped,
+            args.effective_from,
+            dry_run=args.dry_run,
+            renamed=parsed.renamed,
         )
     finally:
         await conn.close()
-    return format_import(report, parsed.rounded)
+    return format_import(report, parsed.rounded, parsed.unknown_renames)
+
+
+def _rename_mapping(path: str | None) -> dict[str, str]:
+    """The --rename file: a JSON object, each name as the price file writes it to the
+    ledger's."""
+    if path is None:
+        return {}
+    try:
+        mapping = json.loads(Path(path).read_bytes())
+    except OSError as exc:
+        raise CliError(f"cannot read the rename mapping {path}: {exc.strerror or exc}") from None
+    except ValueError as exc:
+        raise CliError(f"the rename mapping {path} is not JSON: {exc}") from None
+    if not isinstance(mapping, dict) or not all(
+        isinstance(name, str) for pair in mapping.items() for name in pair
+    ):
+        raise CliError(
+            f"the rename mapping {path} must be a JSON object of names, "
+            '{"name in the price file": "name in the ledger", ...}'
+        )
+    return mapping
 
 
 def cmd_prices_import(args: argparse.Namespace) -> int:
-    from agent_ledger.errors import DomainError
+    # Every refusal is a CliError or a DomainError: the CLI prints it as one line on stderr
+    # and exits 2 (agent_ledger/cli.py).
     from agent_ledger.prices.litellm import parse_litellm
 
+    rename = _rename_mapping(args.rename)
     try:
-        parsed = parse_litellm(Path(args.file).read_bytes(), args.provider)
-    except (OSError, ValueError) as exc:
-        print(f"agent-ledger: cannot import {args.file}: {exc}")
-        return 2
-    settings = load_settings()
-    with database_url(settings) as url:
-        try:
-            print(asyncio.run(_import(url, args, parsed)))
-        except DomainError as exc:
-            print(f"agent-ledger: {exc.detail}")
-            return 2
+        parsed = parse_litellm(
+            Path(args.file).read_bytes(),
+            args.provider,
+            strip_prefixes=args.strip_prefix or (),
+            rename=rename,
+        )
+    except OSError as exc:
+        raise CliError(f"cannot import {args.file}: {exc.strerror or exc}") from None
+    except ValueError as exc:
+        raise CliError(f"cannot import {args.file}: {exc}") from None
+    with database_url(load_settings()) as url:
+        print(asyncio.run(_import(url, args, parsed)))
     return 0
 
 
@@ -111,5 +149,19 @@ def register(commands: Any) -> None:
         action="append",
         default=None,
         help="only models of this litellm_provider (repeatable), e.g. openai, anthropic",
+    )
+    load.add_argument(
+        "--strip-prefix",
+        action="append",
+        default=None,
+        metavar="PREFIX",
+        help="import a model named PREFIX... as the rest of its name (repeatable), e.g. gemini/",
+    )
+    load.add_argument(
+        "--rename",
+        metavar="FILE",
+        default=None,
+        help='a JSON object of names, {"name in the file": "name in the ledger"}; applies '
+        "before --strip-prefix",
     )
     load.set_defaults(func=cmd_prices_import)

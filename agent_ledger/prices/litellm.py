@@ -17,6 +17,12 @@ Which keys mean what (LiteLLM's names):
 
 Entries without both per-token prices (images, audio, embeddings priced otherwise, the
 ``sample_spec`` template) are skipped, each with the reason.
+
+LiteLLM names models its own way (``claude-sonnet-4-5``, ``gemini/gemini-2.5-pro``), not always
+as the ledger's prices and its clients do (``claude-sonnet-4.5``, ``gemini-2.5-pro``). An import
+may rename: ``rename`` maps a name as the file writes it to the ledger's; a name not in it loses
+the first of ``strip_prefixes`` it starts with. Two entries that would get one name refuse the
+import (which price would be meant?), and so does a rename to a name the ledger cannot take.
 """
 
 from __future__ import annotations
@@ -29,7 +35,7 @@ from typing import Any
 
 from agent_ledger.prices.service import MAX_PRICE_PER_MTOK, PriceSpec, valid_model_name
 
-__all__ = ["LiteLLMPrices", "parse_litellm", "per_mtok_nanos", "prices_of"]
+__all__ = ["ImportRefused", "LiteLLMPrices", "parse_litellm", "per_mtok_nanos", "prices_of"]
 
 # Nano-units per million tokens for a price per token: 10^6 tokens x 10^9 nano-units.
 _SCALE = Decimal(10) ** 15
@@ -37,14 +43,26 @@ _TIER = re.compile(r"^input_cost_per_token_above_(\d+)k_tokens$")
 _TOKEN_MODES = {None, "chat", "completion", "responses"}
 
 
+class ImportRefused(ValueError):
+    """A file, or a renaming, that cannot be imported as asked; ``field`` names the option."""
+
+    def __init__(self, message: str, field: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
 class LiteLLMPrices:
-    """The prices a file gives (``specs``), what it left out and why (``skipped``), and the
-    models whose prices were rounded up to a whole nano-unit per million tokens."""
+    """The prices a file gives (``specs``, by the ledger's names), what it left out and why
+    (``skipped``, by the file's names), the models whose prices were rounded up to a whole
+    nano-unit per million tokens, the file's name of each model it renamed (``renamed``), and
+    the names of the rename mapping that are not in the file (also in ``skipped``)."""
 
     def __init__(self) -> None:
         self.specs: dict[str, PriceSpec] = {}
         self.skipped: dict[str, str] = {}
         self.rounded: list[str] = []
+        self.renamed: dict[str, str] = {}
+        self.unknown_renames: list[str] = []
 
 
 def per_mtok_nanos(per_token: Decimal) -> tuple[int, bool]:
@@ -121,22 +139,57 @@ def _entry_spec(entry: Mapping[str, Any]) -> tuple[PriceSpec | None, str, bool]:
     return spec, "", rounded
 
 
-def parse_litellm(text: str | bytes, providers: Iterable[str] | None = None) -> LiteLLMPrices:
+def parse_litellm(
+    text: str | bytes,
+    providers: Iterable[str] | None = None,
+    *,
+    strip_prefixes: Iterable[str] = (),
+    rename: Mapping[str, str] | None = None,
+) -> LiteLLMPrices:
     """The prices of a LiteLLM price file, optionally only those of ``providers`` (its
-    ``litellm_provider`` values, e.g. openai, anthropic, gemini)."""
+    ``litellm_provider`` values, e.g. openai, anthropic, gemini), renamed as ``prices_of``
+    says."""
     try:
         data = json.loads(text, parse_float=Decimal)
     except ValueError as exc:
         raise ValueError(f"not a JSON price file: {exc}") from exc
     if not isinstance(data, dict):
         raise ValueError("not a JSON price file: the top level must be an object of models")
-    return prices_of(data, providers)
+    return prices_of(data, providers, strip_prefixes=strip_prefixes, rename=rename)
 
 
-def prices_of(data: Mapping[str, Any], providers: Iterable[str] | None = None) -> LiteLLMPrices:
-    """As ``parse_litellm``, from the file's content already decoded."""
+def _ledger_name(model: str, rename: Mapping[str, str], strip_prefixes: list[str]) -> str:
+    if model in rename:
+        return rename[model]
+    for prefix in strip_prefixes:
+        if model.startswith(prefix) and len(model) > len(prefix):
+            return model[len(prefix) :]
+    return model
+
+
+def prices_of(
+    data: Mapping[str, Any],
+    providers: Iterable[str] | None = None,
+    *,
+    strip_prefixes: Iterable[str] = (),
+    rename: Mapping[str, str] | None = None,
+) -> LiteLLMPrices:
+    """As ``parse_litellm``, from the file's content already decoded. Each model is imported
+    under ``rename[name]`` if there is one, else under its name without the first of
+    ``strip_prefixes`` it starts with, else under its name; ImportRefused when a rename is not
+    a name the ledger takes, or when two priced entries would share a name."""
     wanted = set(providers) if providers is not None else None
+    rename = dict(rename or {})
+    prefixes = [p for p in strip_prefixes if p]
+    for source, target in rename.items():
+        if not valid_model_name(target):
+            raise ImportRefused(
+                f"rename: {source!r} -> {target!r}: model names are 1 to 100 letters, digits "
+                "and . _ : / @ + -",
+                "rename",
+            )
     result = LiteLLMPrices()
+    sources: dict[str, str] = {}
     for model, entry in data.items():
         if model == "sample_spec":
             continue
@@ -145,14 +198,28 @@ def prices_of(data: Mapping[str, Any], providers: Iterable[str] | None = None) -
             continue
         if wanted is not None and entry.get("litellm_provider") not in wanted:
             continue
-        if not valid_model_name(model):
+        name = _ledger_name(model, rename, prefixes)
+        if not valid_model_name(name):
             result.skipped[model] = "not a model name the ledger accepts"
             continue
         spec, reason, rounded = _entry_spec(entry)
         if spec is None:
             result.skipped[model] = reason
             continue
-        result.specs[model] = spec
+        if name in sources:
+            raise ImportRefused(
+                f"{sources[name]!r} and {model!r} would both be imported as {name!r}: leave "
+                "one out (--provider, providers) or rename one (--rename, rename)",
+                "prices",
+            )
+        sources[name] = model
+        result.specs[name] = spec
+        if name != model:
+            result.renamed[name] = model
         if rounded:
-            result.rounded.append(model)
+            result.rounded.append(name)
+    for source in rename:
+        if source not in data:
+            result.skipped[source] = "named in the rename mapping, but not in the file"
+            result.unknown_renames.append(source)
     return result

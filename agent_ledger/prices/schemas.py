@@ -80,19 +80,28 @@ class PriceList(msgspec.Struct, kw_only=True):
 
 
 class ImportRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    """``prices``: the content of a LiteLLM ``model_prices_and_context_window.json``."""
+    """``prices``: the content of a LiteLLM ``model_prices_and_context_window.json``.
+    ``rename`` maps a name as the file writes it to the ledger's (``{"claude-sonnet-4-5":
+    "claude-sonnet-4.5"}``); a name not in it loses the first of ``strip_prefixes`` it starts
+    with (``["gemini/"]``)."""
 
     prices: dict[str, dict[str, Any]]
     effective_from: datetime | None = None
     dry_run: bool = False
     providers: list[str] | None = None
+    strip_prefixes: Annotated[list[str], msgspec.Meta(max_length=64)] = []
+    rename: Annotated[dict[str, str], msgspec.Meta(max_length=100_000)] = {}
 
 
 class ImportChange(msgspec.Struct, kw_only=True):
+    """``model`` as the ledger names it; ``renamed_from``: the file's name for it, when the
+    import renamed it."""
+
     model: str
     change: Literal["new", "changed", "unchanged"]
     before: Price | None
     after: Price
+    renamed_from: str | None = None
 
 
 class ImportReport(msgspec.Struct, kw_only=True):

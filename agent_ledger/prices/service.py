@@ -5,14 +5,15 @@ price in force at its decision."""
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
 import asyncpg
 import msgspec
 
-from agent_ledger.audit.recorder import AuditContext, record_event
+from agent_ledger.audit.recorder import AuditContext, record_event, record_events
+from agent_ledger.citus import ONE_CONNECTION_PER_NODE
 from agent_ledger.db import transactions
 from agent_ledger.errors import InvalidInput
 from agent_ledger.money import format_amount, parse_amount
@@ -31,7 +32,6 @@ __all__ = [
     "MAX_PRICE_PER_MTOK",
     "PriceSpec",
     "apply_import",
-    "import_report",
     "list_prices",
     "set_price",
     "valid_model_name",
@@ -144,9 +144,18 @@ async def list_prices(pool: asyncpg.Pool, at: datetime | None) -> PriceList:
     )
 
 
+async def _lock_prices(conn: asyncpg.Connection) -> None:
+    """Wait for the money decisions in flight, and hold new ones, until this change commits
+    (queries.LOCK_PRICES says why). Taken before the clock is read."""
+    # On Citus: the lock and the rows on each node in one transaction, committed together.
+    await conn.execute(ONE_CONNECTION_PER_NODE)
+    await conn.execute(queries.LOCK_PRICES)
+
+
 async def _effective(conn: asyncpg.Connection, requested: datetime | None) -> datetime:
-    """When a change takes effect: ``requested``, never before the database's now."""
-    now = await conn.fetchval(queries.NOW)
+    """When a change takes effect: ``requested``, never before the database's clock as it is
+    now (read once the change holds the prices lock, so no decision after it has started)."""
+    now = await conn.fetchval(queries.CLOCK)
     requested = checked_time(requested, "effective_from")
     if requested is None:
         return now
@@ -190,39 +199,85 @@ async def _write(
     return after
 
 
+async def _write_many(
+    conn: asyncpg.Connection,
+    ctx: AuditContext,
+    specs: Mapping[str, PriceSpec],
+    effective_from: datetime,
+    befores: Mapping[str, asyncpg.Record | None],
+) -> None:
+    """``_write`` for many models at once: one statement for the rows, one batch of events."""
+    if not specs:
+        return
+    models = list(specs)
+    rows = await conn.fetch(
+        queries.UPSERT_PRICES,
+        models,
+        [specs[m].currency for m in models],
+        *([getattr(specs[m], rate) for m in models] for rate in _RATES),
+        [specs[m].per_request for m in models],
+        [msgspec.json.encode(specs[m].tiers_json()).decode() for m in models],
+        effective_from,
+    )
+    await record_events(
+        conn,
+        ctx,
+        "price.updated",
+        "price",
+        [
+            (
+                row["model"],
+                _price(before) if (before := befores[row["model"]]) else None,
+                _price(row),
+            )
+            for row in rows
+        ],
+    )
+
+
 async def set_price(pool: asyncpg.Pool, ctx: AuditContext, model: str, data: PriceUpdate) -> Price:
     if not valid_model_name(model):
         raise InvalidInput("model names are 1 to 100 letters, digits and . _ : / @ + -.")
     spec = spec_from_update(data)
     async for attempt in transactions(pool):
         async with attempt as conn:
+            await _lock_prices(conn)
             effective_from = await _effective(conn, data.effective_from)
-            await conn.execute(queries.LOCK_MODEL, model)
             before = await conn.fetchrow(queries.PRICE_AT, model, effective_from)
             after = await _write(conn, ctx, model, spec, effective_from, before)
     return after
 
 
-async def import_report(
-    conn: asyncpg.Connection,
+def _change(before: Mapping[str, Any] | None, spec: PriceSpec) -> str:
+    if before is None:
+        return "new"
+    return "unchanged" if _spec_of(before) == spec else "changed"
+
+
+async def _prices_at(
+    conn: asyncpg.Connection, models: Iterable[str], at: datetime
+) -> dict[str, asyncpg.Record | None]:
+    """Each model's price in force at ``at`` (None for a model without one then)."""
+    befores: dict[str, asyncpg.Record | None] = dict.fromkeys(models)
+    for row in await conn.fetch(queries.PRICES_OF_AT, list(befores), at):
+        befores[row["model"]] = row
+    return befores
+
+
+def _import_report(
     specs: Mapping[str, PriceSpec],
     skipped: Mapping[str, str],
-    requested: datetime | None,
-) -> tuple[ImportReport, dict[str, asyncpg.Record | None]]:
-    """What applying ``specs`` from ``requested`` (default now) would change, model by model,
-    against the price each model has then; and those prices."""
-    effective_from = await _effective(conn, requested)
-    changes, befores = [], {}
+    befores: Mapping[str, Mapping[str, Any] | None],
+    effective_from: datetime,
+    *,
+    dry_run: bool,
+    renamed: Mapping[str, str],
+) -> ImportReport:
+    """What applying ``specs`` from ``effective_from`` changes, model by model, against the
+    price each model has then (``befores``)."""
+    changes = []
     for model in sorted(specs):
-        spec = specs[model]
-        before = await conn.fetchrow(queries.PRICE_AT, model, effective_from)
-        befores[model] = before
-        if before is None:
-            change = "new"
-        elif _spec_of(before) == spec:
-            change = "unchanged"
-        else:
-            change = "changed"
+        spec, before = specs[model], befores[model]
         after = _price(
             {
                 "model": model,
@@ -237,15 +292,15 @@ async def import_report(
         changes.append(
             ImportChange(
                 model=model,
-                change=change,
+                change=_change(before, spec),
                 before=_price(before) if before else None,
                 after=after,
+                renamed_from=renamed.get(model),
             )
         )
-    report = ImportReport(
-        effective_from=effective_from, dry_run=True, changes=changes, skipped=dict(skipped)
+    return ImportReport(
+        effective_from=effective_from, dry_run=dry_run, changes=changes, skipped=dict(skipped)
     )
-    return report, befores
 
 
 async def apply_import(
@@ -256,23 +311,22 @@ async def apply_import(
     requested: datetime | None,
     *,
     dry_run: bool,
+    renamed: Mapping[str, str] | None = None,
 ) -> ImportReport:
-    """One dated change: every new or changed price from the same ``effective_from``, in one
-    transaction, each with its ``price.updated`` audit event; unchanged prices get no row."""
+    """One dated change: every new or changed price from the same ``effective_from`` (default
+    now), in one transaction, each with its ``price.updated`` audit event; unchanged prices get
+    no row; ``renamed`` gives the file's name of each model it renamed, for the report.
+    Decisions wait while it is written (``_lock_prices``), so only the reading and the
+    writing happen under the lock, the report after; a dry run writes nothing and locks
+    nothing."""
     async with conn.transaction():
-        for model in sorted(specs):
-            await conn.execute(queries.LOCK_MODEL, model)
-        report, befores = await import_report(conn, specs, skipped, requested)
-        if dry_run:
-            return report
-        for change in report.changes:
-            if change.change != "unchanged":
-                await _write(
-                    conn,
-                    ctx,
-                    change.model,
-                    specs[change.model],
-                    report.effective_from,
-                    befores[change.model],
-                )
-    return msgspec.structs.replace(report, dry_run=False)
+        if not dry_run:
+            await _lock_prices(conn)
+        effective_from = await _effective(conn, requested)
+        befores = await _prices_at(conn, specs, effective_from)
+        if not dry_run:
+            changed = {m: s for m, s in specs.items() if _change(befores[m], s) != "unchanged"}
+            await _write_many(conn, ctx, changed, effective_from, befores)
+    return _import_report(
+        specs, skipped, befores, effective_from, dry_run=dry_run, renamed=renamed or {}
+    )

@@ -11,8 +11,10 @@
 -- Lock order, everywhere: agents' balance rows, deeper agents first (depth descending, then
 -- id: a child agent's decision also locks its ancestors, 68_grants.sql), then their team's,
 -- then holds. A single decision (one agent, one team) follows it too, so no two decisions can
--- deadlock. Under READ COMMITTED a waiting decision reads rows as the one before it left them,
--- so every limit is exact under any concurrency without SERIALIZABLE.
+-- deadlock. A decision takes a lock on the prices table before all of them (step 0), so one
+-- that waits for a price change holds nothing another decision waits for. Under READ
+-- COMMITTED a waiting decision reads rows as the one before it left them, so every limit is
+-- exact under any concurrency without SERIALIZABLE.
 
 -- Where the row of p_owner_id is in p_rows, or NULL.
 CREATE OR REPLACE FUNCTION ledger.position_of(p_rows balances[], p_owner_id text)
@@ -67,6 +69,13 @@ DECLARE
     v_anc        balances[];
     v_anc_at     integer[];
 BEGIN
+    -- 0. Prices, before anything is read or locked: ROW SHARE on the table (no row), which a
+    --    price change's EXCLUSIVE lock waits for and holds off (agent_ledger/prices/queries.py,
+    --    LOCK_PRICES). Every price this call reads, and every clock reading, comes after it: a
+    --    change either committed before (and is seen) or takes effect after this commits. The
+    --    snapshot of a STABLE function is its caller's, so the lock must come before them all.
+    PERFORM FROM prices WHERE false FOR KEY SHARE;
+
     -- 1. Who asks, and for which agent: the key is checked here, in the decision's own
     --    statement, so a revocation holds from the very next request in every process.
     FOR i IN 1 .. n LOOP
