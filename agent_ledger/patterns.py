@@ -12,6 +12,7 @@ __all__ = [
     "AMOUNT_PATTERN",
     "CURRENCY_PATTERN",
     "CURSOR_PATTERN",
+    "END",
     "ID_OF",
     "ID_PREFIXES",
     "MONEY_OUT_PATTERN",
@@ -20,14 +21,20 @@ __all__ = [
     "id_pattern",
 ]
 
-AMOUNT_PATTERN = r"^[0-9]{1,16}(\.[0-9]{1,9})?$"
-SIGNED_AMOUNT_PATTERN = r"^-?[0-9]{1,16}(\.[0-9]{1,9})?$"
+# Every pattern ends with END: "$" alone lets Python's re (which msgspec validates with) accept
+# one trailing newline ("USD\n"), which the database then refuses with a constraint error;
+# "(?!\n)" refuses it, and tells a JSON Schema (ECMA-262) reader nothing new, since there "$"
+# is already the end of the text.
+END = r"$(?!\n)"
+
+AMOUNT_PATTERN = r"^[0-9]{1,16}(\.[0-9]{1,9})?" + END
+SIGNED_AMOUNT_PATTERN = r"^-?[0-9]{1,16}(\.[0-9]{1,9})?" + END
 # What the service answers: any whole part (sums can grow), still at most 9 fractional digits.
-MONEY_OUT_PATTERN = r"^-?[0-9]+(\.[0-9]{1,9})?$"
-CURSOR_PATTERN = r"^[A-Za-z0-9_-]+$"
-CURRENCY_PATTERN = r"^[A-Z]{3}$"
+MONEY_OUT_PATTERN = r"^-?[0-9]+(\.[0-9]{1,9})?" + END
+CURSOR_PATTERN = r"^[A-Za-z0-9_-]+" + END
+CURRENCY_PATTERN = r"^[A-Z]{3}" + END
 # A run (issue 17): named by the client, 1 to 255 printable ASCII characters.
-RUN_ID_PATTERN = r"^[\x20-\x7e]{1,255}$"
+RUN_ID_PATTERN = r"^[\x20-\x7e]{1,255}" + END
 
 # The prefix of each kind of id, by the name of the parameter or field that carries one...
 ID_PREFIXES = {
@@ -64,4 +71,4 @@ ID_OF = {
 
 
 def id_pattern(prefix: str) -> str:
-    return f"^{prefix}_[0-9A-Za-z]{{1,60}}$"
+    return f"^{prefix}_[0-9A-Za-z]{{1,60}}" + END

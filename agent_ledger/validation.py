@@ -25,7 +25,12 @@ from typing import Any
 
 import msgspec
 
-from agent_ledger.patterns import AMOUNT_PATTERN, CURRENCY_PATTERN, SIGNED_AMOUNT_PATTERN
+from agent_ledger.patterns import (
+    AMOUNT_PATTERN,
+    CURRENCY_PATTERN,
+    RUN_ID_PATTERN,
+    SIGNED_AMOUNT_PATTERN,
+)
 
 __all__ = ["Explained", "explain", "join_field", "type_names"]
 
@@ -130,6 +135,8 @@ def _rule_words(type_name: str, rule: str) -> str | None:
             return 'must be a decimal string such as "0.0175", with at most 9 fractional digits'
         if regex == CURRENCY_PATTERN:
             return "must be a three-letter ISO 4217 code such as USD"
+        if regex == RUN_ID_PATTERN:
+            return "must be 1 to 255 printable ASCII characters"
         if regex == SIGNED_AMOUNT_PATTERN:
             return (
                 'must be a decimal string such as "0.0175" or "-2.5", with at most 9 '

@@ -174,3 +174,34 @@ async def test_every_operation_answers_hostile_paths_and_queries_as_documented(
             assert nul.json()["code"] == "validation-error", (name, nul.text)
         else:
             assert (nul.status_code, nul.json()["code"]) == (404, "not-found"), (name, nul.text)
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/v1/charges", {"amount": "1", "run_id": "nightly\n"}),
+        ("/v1/charges", {"amount": "1\n"}),
+        ("/v1/holds", {"amount": "1", "run_id": "nightly\n"}),
+    ],
+)
+async def test_a_trailing_newline_does_not_slip_past_a_pattern(
+    fleet: Fleet, db: asyncpg.Connection, path: str, body: dict
+) -> None:
+    """Python's ``$`` also matches before a final newline, so a pattern check alone would let
+    ``"nightly\\n"`` through to a database that refuses it: 422 naming the field, nothing written."""
+    agent = await spender(fleet)
+    response = await fleet.client.post(path, json=body, headers=agent.headers)
+    assert response.status_code == 422, response.text
+    assert response.json()["code"] == "validation-error"
+    assert await entries_of(db, agent.agent_id) == []
+
+
+async def test_a_currency_with_a_trailing_newline_is_422(fleet: Fleet) -> None:
+    team = await fleet.team("newline-currency")
+    response = await fleet.client.put(
+        f"/v1/teams/{team['id']}/budget",
+        json={"currency": "USD\n", "limits": {"total": "1"}},
+        headers=fleet.admin,
+    )
+    assert response.status_code == 422, response.text
+    assert response.json()["code"] == "validation-error"

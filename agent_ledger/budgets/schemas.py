@@ -5,6 +5,7 @@ from typing import Annotated
 import msgspec
 
 from agent_ledger.ledger.schemas import BudgetStatus, Currency, Money, MoneyText
+from agent_ledger.patterns import END
 
 __all__ = [
     "MAX_THRESHOLDS",
@@ -24,7 +25,7 @@ MAX_VELOCITY_SECONDS = 86400 * 31
 AlertThreshold = Annotated[
     str,
     msgspec.Meta(
-        pattern=r"^(0(\.[0-9]{1,9})?|1(\.0{1,9})?)$",
+        pattern=r"^(0(\.[0-9]{1,9})?|1(\.0{1,9})?)" + END,
         description='A fraction of each limit, above 0 and at most 1, e.g. "0.8"',
     ),
 ]

@@ -14,13 +14,14 @@ from agent_ledger.checkpoints.schemas import Checkpoint, CheckpointPage, Checkpo
 from agent_ledger.deadline import DEADLINE_OPT, statement_timeout
 from agent_ledger.deps import Audit, Pool
 from agent_ledger.pagination import Cursor, Limit
+from agent_ledger.patterns import END
 
 __all__ = ["CheckpointController"]
 
 ExpectedDigest = Annotated[
     str | None,
     QueryParameter(
-        pattern="^[0-9a-f]{64}$",
+        pattern="^[0-9a-f]{64}" + END,
         description="The digest from your own copy; the check fails unless the stored "
         "checkpoint still hashes to it.",
     ),

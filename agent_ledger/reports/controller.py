@@ -10,6 +10,7 @@ from litestar.params import FromQuery, QueryParameter
 
 from agent_ledger.auth import STAFF
 from agent_ledger.deps import Now, Pool
+from agent_ledger.patterns import CURRENCY_PATTERN
 from agent_ledger.reports import service
 from agent_ledger.reports.schemas import (
     Granularity,
@@ -40,7 +41,7 @@ TopLimit = Annotated[int, QueryParameter(ge=1, le=1000, description="How many to
 Currency = Annotated[
     str | None,
     QueryParameter(
-        pattern=r"^[A-Z]{3}$",
+        pattern=CURRENCY_PATTERN,
         description="Fleet-wide reports cover agents budgeted in this currency (default USD).",
     ),
 ]
