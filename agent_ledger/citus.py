@@ -27,6 +27,8 @@ import asyncpg
 
 __all__ = [
     "DISTRIBUTED",
+    "DISTRIBUTED_FUNCTIONS",
+    "FORCE_DELEGATED_FUNCTIONS",
     "ONE_CONNECTION_PER_NODE",
     "REFERENCE",
     "distribute",
@@ -48,9 +50,22 @@ DISTRIBUTED = (
     "runs",
     "grants",
 )
+# Each on its first argument, the home. Called alone, outside a transaction block: Citus
+# delegates such a call whole to the home's node, which runs it as its own local transaction.
 DISTRIBUTED_FUNCTIONS = (
     "ledger.decide(text, ledger.request[], timestamptz)",
     "ledger.sweep_agent(text, text, timestamptz)",
+)
+# Called inside a transaction that also writes the agents row, the child's key (reference
+# tables) and the staff audit log (the coordinator's), so that a grant and its child exist
+# together or not at all: force_delegation makes Citus hand the call to the home's node even
+# there, as part of the one distributed transaction, and holds every statement of the function
+# to that home's shards. Undelegated, the function would run on the coordinator and stamp the
+# entries it writes with the coordinator's transaction id, which the home's node orders
+# nothing by (a listing pages each home in (xid, seq) order on its node).
+FORCE_DELEGATED_FUNCTIONS = (
+    "ledger.open_grant(text, text, text, text, bigint, timestamptz, text, timestamptz)",
+    "ledger.close_grant(text, text, text, text, timestamptz, boolean)",
 )
 
 # For a transaction that writes reference tables and shards (or foreign keys between them):
@@ -126,5 +141,11 @@ async def distribute_functions(conn: asyncpg.Connection) -> None:
     for signature in DISTRIBUTED_FUNCTIONS:
         await conn.execute(
             "SELECT create_distributed_function($1, '$1', colocate_with => 'balances')",
+            signature,
+        )
+    for signature in FORCE_DELEGATED_FUNCTIONS:
+        await conn.execute(
+            "SELECT create_distributed_function($1, '$1', colocate_with => 'balances',"
+            " force_delegation => true)",
             signature,
         )
