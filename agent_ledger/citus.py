@@ -15,7 +15,10 @@ database `agent-ledger migrate` targets has the citus extension (a coordinator w
   see one table, and delivery workers claim due deliveries across all homes with SKIP LOCKED);
 - ``ledger.decide`` and ``ledger.sweep_agent`` are distributed functions on their home argument:
   Citus runs each call on the node that holds the home, as one local transaction, so a charge is
-  still one round trip from the service (to the coordinator, which delegates it).
+  still one round trip from the service (to the coordinator, which delegates it);
+  ``ledger.open_grant`` and ``ledger.close_grant`` too, inside the caller's transaction. Every
+  function that writes entries must be one of them: an entry is stamped with the transaction id
+  of the node that writes it, and listings order a home's entries by the ids of its node.
 
 The append-only triggers go with the tables to every shard (citus.enable_unsafe_triggers: they
 touch nothing but their own row).
