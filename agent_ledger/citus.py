@@ -15,7 +15,10 @@ database `agent-ledger migrate` targets has the citus extension (a coordinator w
   see one table, and delivery workers claim due deliveries across all homes with SKIP LOCKED);
 - ``ledger.decide`` and ``ledger.sweep_agent`` are distributed functions on their home argument:
   Citus runs each call on the node that holds the home, as one local transaction, so a charge is
-  still one round trip from the service (to the coordinator, which delegates it).
+  still one round trip from the service (to the coordinator, which delegates it);
+  ``ledger.open_grant`` and ``ledger.close_grant`` too, inside the caller's transaction. Every
+  function that writes entries must be one of them: an entry is stamped with the transaction id
+  of the node that writes it, and listings order a home's entries by the ids of its node.
 
 The append-only triggers go with the tables to every shard (citus.enable_unsafe_triggers: they
 touch nothing but their own row).
@@ -27,6 +30,8 @@ import asyncpg
 
 __all__ = [
     "DISTRIBUTED",
+    "DISTRIBUTED_FUNCTIONS",
+    "FORCE_DELEGATED_FUNCTIONS",
     "ONE_CONNECTION_PER_NODE",
     "REFERENCE",
     "distribute",
@@ -48,9 +53,22 @@ DISTRIBUTED = (
     "runs",
     "grants",
 )
+# Each on its first argument, the home. Called alone, outside a transaction block: Citus
+# delegates such a call whole to the home's node, which runs it as its own local transaction.
 DISTRIBUTED_FUNCTIONS = (
     "ledger.decide(text, ledger.request[], timestamptz)",
     "ledger.sweep_agent(text, text, timestamptz)",
+)
+# Called inside a transaction that also writes the agents row, the child's key (reference
+# tables) and the staff audit log (the coordinator's), so that a grant and its child exist
+# together or not at all: force_delegation makes Citus hand the call to the home's node even
+# there, as part of the one distributed transaction, and holds every statement of the function
+# to that home's shards. Undelegated, the function would run on the coordinator and stamp the
+# entries it writes with the coordinator's transaction id, which the home's node orders
+# nothing by (a listing pages each home in (xid, seq) order on its node).
+FORCE_DELEGATED_FUNCTIONS = (
+    "ledger.open_grant(text, text, text, text, bigint, timestamptz, text, timestamptz)",
+    "ledger.close_grant(text, text, text, text, timestamptz, boolean)",
 )
 
 # For a transaction that writes reference tables and shards (or foreign keys between them):
@@ -126,5 +144,11 @@ async def distribute_functions(conn: asyncpg.Connection) -> None:
     for signature in DISTRIBUTED_FUNCTIONS:
         await conn.execute(
             "SELECT create_distributed_function($1, '$1', colocate_with => 'balances')",
+            signature,
+        )
+    for signature in FORCE_DELEGATED_FUNCTIONS:
+        await conn.execute(
+            "SELECT create_distributed_function($1, '$1', colocate_with => 'balances',"
+            " force_delegation => true)",
             signature,
         )

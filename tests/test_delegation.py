@@ -10,20 +10,28 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from datetime import datetime
+import json
+from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import httpx
 import pytest
 from litestar.testing import AsyncTestClient
 
-from agent_ledger.db import create_pool
+from agent_ledger.agents import queries as agent_queries
+from agent_ledger.agents.service import write_agent_row
+from agent_ledger.citus import ONE_CONNECTION_PER_NODE
+from agent_ledger.db import create_pool, init_connection
+from agent_ledger.grants import queries as grant_queries
 from agent_ledger.grants.service import close_due_grants
+from agent_ledger.ids import new_id
 from agent_ledger.ledger import decisions
 from agent_ledger.ledger.chain import verify_ledger
-from tests.citus_support import on_citus
+from tests.citus_support import on_citus, put_node_ahead
 from tests.conftest import Fleet, ServerProcess, bearer, unique_name
 from tests.ledger_helpers import Spender, balance_of, set_team_limits, spender
+from tests.test_entries import listable, page_all
+from tests.test_exports import export
 
 NANOS = 1_000_000_000
 
@@ -228,6 +236,132 @@ async def test_closing_returns_the_rest_releases_holds_and_suspends_the_child(
     # The parent can spend what came back.
     assert (await charge(fleet.client, parent, "9")).status_code == 201
     await verified(fleet)
+
+
+async def test_a_grants_entries_are_listed_and_exported_once_in_chain_order(
+    fleet: Fleet, db: asyncpg.Connection, database_url: str
+) -> None:
+    """Opening and closing a grant write entries like any decision: the listing and the export
+    give each of them once, in the order of its agent's chain, beside the charges around them.
+
+    On Citus every node counts transaction ids of its own and a listing pages home by home in
+    (xid, seq) order on the home's node: an entry stamped with the coordinator's xid would sort
+    among the node's by accident. The home's node is put ahead of the coordinator so that such
+    an entry would come before the parent's first charge.
+    """
+    parent = await delegating_parent(fleet, limits={"total": "10"})
+    assert (await charge(fleet.client, parent, "1")).status_code == 201
+    if on_citus():
+        await put_node_ahead(database_url, parent.team_id)
+    created = await make_child(fleet.client, parent, "4")
+    child, grant_id = child_spender(created), created["grant"]["id"]
+    assert (await charge(fleet.client, child, "1")).status_code == 201
+    hold = await fleet.client.post(
+        "/v1/holds", json={"amount": "0.5", "ttl_seconds": 600}, headers=child.headers
+    )
+    assert hold.status_code == 201, hold.text
+    closed = await fleet.client.post(f"/v1/grants/{grant_id}/close", headers=parent.headers)
+    assert closed.status_code == 200, closed.text
+    assert (await charge(fleet.client, parent, "2")).status_code == 201
+    await listable(db)
+
+    chains, kinds = {}, {}
+    for who in (parent, child):
+        chain = await db.fetch(
+            "SELECT id, kind FROM ledger_entries WHERE agent_id = $1 ORDER BY chain_seq",
+            who.agent_id,
+        )
+        chains[who.agent_id] = [r["id"] for r in chain]
+        kinds[who.agent_id] = [r["kind"] for r in chain]
+        listed = await page_all(
+            fleet.client, fleet.admin, limit=2, expect=len(chain), agent_id=who.agent_id
+        )
+        assert [e["id"] for e in listed] == chains[who.agent_id], kinds[who.agent_id]
+        text, _ = await export(
+            fleet.client, fleet.admin, expect=len(chain), format="ndjson", agent_id=who.agent_id
+        )
+        exported = [json.loads(line)["id"] for line in text.splitlines()]
+        assert exported == chains[who.agent_id]
+    assert kinds[parent.agent_id] == ["charge", "grant", "grant_spend", "grant_return", "charge"]
+    assert kinds[child.agent_id] == ["grant_received", "charge", "hold", "release", "grant_closed"]
+
+    # The whole team: every entry of both once, each agent's in its chain's order.
+    everything = [i for chain in chains.values() for i in chain]
+    team = await page_all(
+        fleet.client, fleet.admin, limit=3, expect=len(everything), team_id=parent.team_id
+    )
+    ids = [e["id"] for e in team]
+    assert sorted(ids) == sorted(everything)
+    for chain in chains.values():
+        assert [i for i in ids if i in chain] == chain
+
+
+async def test_a_grant_committing_late_in_its_home_is_not_skipped(
+    fleet: Fleet, db: asyncpg.Connection, database_url: str
+) -> None:
+    """A grant's transaction draws its transaction id when it writes the child's agents row,
+    before it takes the parent's lock; a teammate's charges commit meanwhile with later ids.
+    A walk of the team's listing (one home: the guarantee the README gives on Citus too) must
+    hold those back while the grant is open, and give the grant's entries once it commits,
+    without skipping them or repeating anything."""
+    parent = await delegating_parent(fleet)
+    team_id = parent.team_id
+    teammate = await spender(fleet, team_id=team_id)
+    before = (await charge(fleet.client, teammate, "0.1")).json()
+    child_id, grant_id, name = new_id("agt"), new_id("grt"), unique_name("late-child")
+
+    slow = await asyncpg.connect(database_url)
+    try:
+        await init_connection(slow)
+        transaction = slow.transaction()
+        await transaction.start()
+        await slow.execute(ONE_CONNECTION_PER_NODE)
+        await write_agent_row(
+            slow, team_id, name, agent_queries.INSERT_CHILD, child_id, name, team_id, {},
+            parent.agent_id, 1, False, grant_id, [parent.agent_id],
+        )  # fmt: skip
+        later = [(await charge(fleet.client, teammate, "0.1")).json() for _ in range(3)]
+
+        seen, cursor = [], None
+        while True:  # the walk so far: it reaches the end of what may be served
+            query = {"team_id": team_id, "limit": 1, **({"cursor": cursor} if cursor else {})}
+            page = (await fleet.client.get("/v1/entries", params=query, headers=fleet.admin)).json()
+            seen += [e["id"] for e in page["items"]]
+            if page["next_cursor"] is None:
+                break
+            cursor = page["next_cursor"]
+        assert before["id"] in seen
+        assert not {e["id"] for e in later} & set(seen), "held back by the open grant"
+
+        opened = await slow.fetchval(
+            grant_queries.OPEN_GRANT, team_id, parent.agent_id, child_id, grant_id,
+            NANOS, datetime.now(UTC) + timedelta(hours=1), None, None,
+        )  # fmt: skip
+        assert "grant_id" in opened, opened
+        await transaction.commit()
+    finally:
+        await slow.close()
+    await listable(db)
+
+    committed = await db.fetch(
+        "SELECT id, kind FROM ledger_entries WHERE team_id = $1 ORDER BY xid, seq", team_id
+    )
+    # The walk goes on from where it stopped (its last page read again): the rest, once each.
+    rest = await page_all(
+        fleet.client,
+        fleet.admin,
+        limit=1,
+        expect=len(committed) - len(seen) + 1,
+        team_id=team_id,
+        **({"cursor": cursor} if cursor else {}),
+    )
+    walked = seen + [e["id"] for e in rest if e["id"] not in seen]
+    assert len({e["id"] for e in rest} & set(seen)) <= 1  # the last page, read again
+    assert walked == [r["id"] for r in committed]
+    # In the home's order the grant comes before the charges that committed while it was open.
+    assert [r["kind"] for r in committed] == [
+        "charge", "grant", "grant_received", "charge", "charge", "charge"
+    ]  # fmt: skip
 
 
 async def test_a_fully_spent_grant_closes_with_nothing_to_return(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 
@@ -47,6 +48,26 @@ async def test_the_database_refuses_truncate(db: asyncpg.Connection) -> None:
     for table in ("ledger_entries", "audit_events"):
         with pytest.raises(asyncpg.InsufficientPrivilegeError, match="append-only"):
             await db.execute(f"TRUNCATE {table}")
+
+
+async def test_an_entry_is_written_with_every_column(db: asyncpg.Connection) -> None:
+    """ledger.link names each column of ledger_entries (10_chain.sql says why it cannot write
+    the whole row value): a column added to the table but not to link would be written with
+    its default, whatever ledger.next_entry put in it."""
+    columns = await db.fetch(
+        "SELECT attname FROM pg_attribute WHERE attrelid = 'ledger_entries'::regclass"
+        " AND attnum > 0 AND NOT attisdropped"
+    )
+    body = await db.fetchval(
+        "SELECT prosrc FROM pg_proc"
+        " WHERE oid = 'ledger.link(balances, ledger_entries)'::regprocedure"
+    )
+    insert = re.search(r"INSERT INTO ledger_entries \((.*?)\)\s*VALUES \((.*?)\);", body, re.S)
+    assert insert is not None, body
+    named = [name.strip() for name in insert[1].split(",")]
+    values = [value.strip() for value in insert[2].split(",")]
+    assert sorted(named) == sorted(r["attname"] for r in columns)
+    assert values == [f"e.{name}" for name in named]
 
 
 async def test_python_and_sql_hash_the_same_canonical_encoding(

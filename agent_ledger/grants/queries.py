@@ -1,6 +1,9 @@
 """SQL owned by grants. Opening and closing a grant are functions of the money decision
-(agent_ledger/ledger/sql/68_grants.sql), called with the grant's home (the parent's team), so
-that on Citus every statement goes to the one node that holds it."""
+(agent_ledger/ledger/sql/68_grants.sql), called with the grant's home (the parent's team) first:
+on Citus the whole call runs on the node that holds it, inside the caller's transaction
+(force_delegation, agent_ledger/citus.py), so its entries carry that node's transaction id.
+Each must be the whole statement, SELECT f(...) with plain parameters, for Citus to hand it
+over."""
 
 # The agent that would be the parent, with what delegation needs of it.
 PARENT = """

@@ -167,12 +167,26 @@ $$;
 
 -- Appends e (made by ledger.next_entry from a) and returns a with its head moved to e. The
 -- caller saves a (ledger.save_balance) once, after its last entry.
+-- Column by column, not VALUES (e.*): on Citus a function delegated inside a transaction
+-- (force_delegation, agent_ledger/citus.py) may write only rows whose home it can see is its
+-- own, and Citus reads no home out of a whole-row value. Every column of ledger_entries must
+-- be named here (tests/test_ledger_integrity.py checks).
 CREATE OR REPLACE FUNCTION ledger.link(a balances, e ledger_entries)
 RETURNS balances
 LANGUAGE plpgsql VOLATILE
 AS $$
 BEGIN
-    INSERT INTO ledger_entries VALUES (e.*);
+    INSERT INTO ledger_entries (
+        id, seq, agent_id, team_id, kind, amount, currency, model, input_tokens, output_tokens,
+        hold_id, idempotency_key, description, metadata, key_id, created_at, prev_hash, hash,
+        xid, home_id, chain_seq, priced_by, hash_version, cached_input_tokens,
+        cache_write_tokens, reasoning_tokens, run_id)
+    VALUES (
+        e.id, e.seq, e.agent_id, e.team_id, e.kind, e.amount, e.currency, e.model,
+        e.input_tokens, e.output_tokens, e.hold_id, e.idempotency_key, e.description,
+        e.metadata, e.key_id, e.created_at, e.prev_hash, e.hash, e.xid, e.home_id, e.chain_seq,
+        e.priced_by, e.hash_version, e.cached_input_tokens, e.cache_write_tokens,
+        e.reasoning_tokens, e.run_id);
     a.head_hash := e.hash;
     a.head_seq := e.seq;
     a.entry_count := a.entry_count + 1;
