@@ -130,8 +130,8 @@ BEGIN
             format('No agent with id %L.', p_parent_id)));
     END IF;
     IF p.depth > 0 THEN
-        -- Locked in the one order, then read one by one (this runs on the coordinator on
-        -- Citus, which cannot ship a whole row set as one array).
+        -- Locked in the one order, then read one by one (a whole row set read into one array
+        -- is what Citus could not do when this ran on the coordinator; one by one is as cheap).
         PERFORM 1 FROM balances
         WHERE home_id = p_home_id AND owner_id = ANY (p.ancestors)
         ORDER BY depth DESC, owner_id
