@@ -14,7 +14,7 @@ from litestar.testing import AsyncTestClient
 from agent_ledger.app import create_app
 from agent_ledger.config import Settings
 from tests.citus_support import on_citus
-from tests.conftest import TEST_PEPPER, Fleet, ServerProcess, issue_staff_key
+from tests.conftest import TEST_PEPPER, Fleet, ServerProcess, issue_staff_key, unique_name
 from tests.ledger_helpers import spender
 from tests.outage_helpers import (
     answered_within,
@@ -106,13 +106,14 @@ async def test_a_locked_agent_is_answered_503_in_time_while_others_are_served(
         server.stop()
 
 
-async def test_a_locked_agent_flooding_its_run_caps_takes_one_connection(
+async def test_a_locked_agent_flooding_its_run_caps_and_grants_takes_one_connection(
     database_url: str, admin_key: str, db: asyncpg.Connection
 ) -> None:
-    """An agent's key may cap its own runs, a write that waits for the agent's balance row like
-    a decision does. With that row locked, 60 racing cap writes of the agent are answered 503 in
-    time while 100 charges of other agents pass through a pool of 4: the agent's writes wait
-    for each other without a connection, not for the row with one each."""
+    """An agent's key may cap its own runs and create children with grants, writes that wait
+    for the agent's balance row like a decision does. With that row locked, 60 racing such
+    writes of the agent are answered 503 in time while 100 charges of other agents pass through
+    a pool of 4: the agent's writes wait for each other without a connection, not for the row
+    with one each."""
     server = ServerProcess(
         database_url,
         env={"LEDGER_REQUEST_TIMEOUT_SECONDS": "2", "LEDGER_POOL_MAX_SIZE": "4"},
@@ -122,10 +123,22 @@ async def test_a_locked_agent_flooding_its_run_caps_takes_one_connection(
         limits = httpx.Limits(max_connections=250, max_keepalive_connections=250)
         async with httpx.AsyncClient(base_url=server.base_url, timeout=30, limits=limits) as client:
             fleet = Fleet(client, admin_key)
-            stuck = await spender(fleet)
+            team = await fleet.team(unique_name("flooders"))
+            stuck = await spender(fleet, team_id=team["id"])
             others = [await spender(fleet) for _ in range(10)]
+            allowed = await client.patch(
+                f"/v1/agents/{stuck.agent_id}", json={"can_delegate": True}, headers=fleet.admin
+            )
+            assert allowed.status_code == 200, allowed.text
 
             def cap(i: int) -> object:
+                # Run caps and child agents with grants: both lock the agent's balance row.
+                if i % 2:
+                    return client.post(
+                        f"/v1/agents/{stuck.agent_id}/children",
+                        json={"name": f"flood-child-{i}", "grant": "0.01"},
+                        headers={"Authorization": f"Bearer {stuck.key}"},
+                    )
                 return client.put(
                     f"/v1/agents/{stuck.agent_id}/runs/run-{i}/budget",
                     json={"limit": "1.00"},
@@ -154,7 +167,10 @@ async def test_a_locked_agent_flooding_its_run_caps_takes_one_connection(
                 assert seconds < 2 + SLACK, seconds
             assert [r.status_code for r, _ in other_answers] == [201] * 100
         capped = await db.fetchval("SELECT count(*) FROM runs WHERE agent_id = $1", stuck.agent_id)
-        assert capped == 0
+        children = await db.fetchval(
+            "SELECT count(*) FROM agents WHERE parent_id = $1", stuck.agent_id
+        )
+        assert (capped, children) == (0, 0)
     finally:
         server.stop()
 
