@@ -331,3 +331,18 @@ def two_servers(database_url: str) -> Iterator[list[ServerProcess]]:
     finally:
         for server in servers:
             server.stop()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The Citus run's test goes last: by then the run, started at collection, has had the
+    whole suite's time to finish beside it."""
+    items.sort(key=lambda item: item.nodeid.startswith("tests/test_citus.py::"))
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Start the Citus run (tests/test_citus.py) now when it is selected: it runs beside the
+    rest of the suite, on the cluster's own Postgres, and its test only waits for it."""
+    if any(item.nodeid.startswith("tests/test_citus.py::") for item in session.items):
+        from tests.test_citus import start_citus_run
+
+        start_citus_run()
