@@ -130,7 +130,8 @@ def _rule_words(type_name: str, rule: str) -> str | None:
             return f"must be {bound} characters long"
         return f"must have {bound} {_LENGTH_UNITS.get(type_name, 'items')}"
     if match := _REGEX.match(rule):
-        regex = match["regex"]
+        # msgspec quotes the pattern as a Python literal would: each backslash doubled.
+        regex = match["regex"].replace("\\\\", "\\")
         if regex == AMOUNT_PATTERN:
             return 'must be a decimal string such as "0.0175", with at most 9 fractional digits'
         if regex == CURRENCY_PATTERN:

@@ -188,7 +188,8 @@ async def test_a_trailing_newline_does_not_slip_past_a_pattern(
     fleet: Fleet, db: asyncpg.Connection, path: str, body: dict
 ) -> None:
     """Python's ``$`` also matches before a final newline, so a pattern check alone would let
-    ``"nightly\\n"`` through to a database that refuses it: 422 naming the field, nothing written."""
+    ``"nightly\\n"`` through to a database that refuses it: 422 naming the field, nothing
+    written."""
     agent = await spender(fleet)
     response = await fleet.client.post(path, json=body, headers=agent.headers)
     assert response.status_code == 422, response.text
@@ -205,3 +206,21 @@ async def test_a_currency_with_a_trailing_newline_is_422(fleet: Fleet) -> None:
     )
     assert response.status_code == 422, response.text
     assert response.json()["code"] == "validation-error"
+
+
+@pytest.mark.parametrize(
+    ("body", "words"),
+    [
+        ({"amount": "1.x"}, 'amount must be a decimal string such as "0.0175"'),
+        ({"amount": "1", "run_id": "a\nb"}, "run_id must be 1 to 255 printable ASCII characters"),
+        ({"amount": "1", "run_id": "nightly\n"}, "run_id must be 1 to 255 printable ASCII"),
+    ],
+)
+async def test_a_value_off_its_pattern_is_explained_in_words(
+    fleet: Fleet, body: dict, words: str
+) -> None:
+    """The 422 says what the value must look like, not the regular expression behind it."""
+    agent = await spender(fleet)
+    response = await fleet.client.post("/v1/charges", json=body, headers=agent.headers)
+    assert response.status_code == 422, response.text
+    assert words in response.json()["detail"], response.json()["detail"]
