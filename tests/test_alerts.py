@@ -18,8 +18,11 @@ import httpx
 import pytest
 from standardwebhooks.webhooks import Webhook as StandardWebhook
 
+from agent_ledger.auth import hash_key
 from agent_ledger.db import init_connection
-from tests.conftest import ServerProcess, bearer, issue_staff_key, unique_name
+from agent_ledger.ledger import queries
+from agent_ledger.ledger.decisions import Request
+from tests.conftest import TEST_PEPPER, ServerProcess, bearer, issue_staff_key, unique_name
 from tests.webhook_support import SERVER_ENV, Receiver, eventually, own_database
 
 
@@ -333,3 +336,60 @@ async def test_delivery_survives_a_receiver_outage_and_a_killed_service(
         receiver.stop()
     for server in servers:
         assert "whsec_" not in server.output()
+
+
+async def test_an_event_committed_but_never_handed_out_is_delivered_by_the_next_service(
+    alerts_db: str, admin: dict, db: asyncpg.Connection
+) -> None:
+    """A decision commits its event in the outbox, and the process dies before its publisher
+    hands the event on to the webhook's deliveries. Here the decision is made straight in SQL,
+    by no service at all, so nothing publishes it; a service started afresh finds it pending,
+    publishes it and delivers it, once."""
+    receiver = Receiver().start()
+    setup = ServerProcess(alerts_db, env=SERVER_ENV)
+    try:
+        setup.wait_ready(timeout=120)
+        async with httpx.AsyncClient(base_url=setup.base_url, timeout=30) as api:
+            team_id, [(agent_id, headers)] = await _team(api, admin, agents=1)
+            await _post(api, "/v1/webhooks",
+                        {"url": receiver.url, "team_id": team_id, "events": ["budget.threshold"]},
+                        admin)  # fmt: skip
+            await _budget(api, admin, f"agents/{agent_id}", limits={"total": "1"},
+                          alert_thresholds=["0.5"])  # fmt: skip
+    finally:
+        setup.stop()
+
+    key = headers["Authorization"].removeprefix("Bearer ")
+    charge = Request(action="charge", key_hash=hash_key(key, TEST_PEPPER), amount=600_000_000)
+    [outcome] = await db.fetch(queries.DECIDE, team_id, [charge.as_tuple()], None)
+    assert outcome["status"] == 201, outcome
+    [event] = await _events(db, "budget.threshold", scope="agent", owner_id=agent_id)
+    unpublished = await db.fetchval(
+        "SELECT count(*) FROM outbox WHERE home_id = $1 AND topic = 'webhook'"
+        " AND published_at IS NULL AND payload #>> '{event,id}' = $2",
+        team_id,
+        event["id"],
+    )
+    assert unpublished == 1
+    assert (
+        await db.fetchval(
+            "SELECT count(*) FROM webhook_deliveries WHERE event_id = $1", event["id"]
+        )
+        == 0
+    )
+
+    restarted = ServerProcess(alerts_db, env=SERVER_ENV)
+    try:
+        restarted.wait_ready(timeout=120)
+        await eventually(lambda: event["id"] in {d.id for d in receiver.events()}, timeout=40)
+        delivered = await eventually(
+            lambda: db.fetchval(
+                "SELECT bool_and(status = 'delivered') AND count(*) = 1 FROM webhook_deliveries"
+                " WHERE event_id = $1", event["id"],
+            )
+        )  # fmt: skip
+        assert delivered
+    finally:
+        restarted.stop()
+        receiver.stop()
+    assert [d.id for d in receiver.events()].count(event["id"]) == 1
