@@ -45,17 +45,7 @@ async def record_event(
     after: Any = None,
 ) -> None:
     await conn.execute(
-        INSERT_EVENT,
-        new_id("evt"),
-        ctx.actor_key_id,
-        ctx.actor_role,
-        action,
-        target_type,
-        target_id,
-        _jsonable(before),
-        _jsonable(after),
-        ctx.request_id,
-        ctx.client_ip,
+        INSERT_EVENT, *_event_row(ctx, action, target_type, target_id, before, after)
     )
 
 
@@ -71,20 +61,32 @@ async def record_events(
     await conn.executemany(
         INSERT_EVENT,
         [
-            (
-                new_id("evt"),
-                ctx.actor_key_id,
-                ctx.actor_role,
-                action,
-                target_type,
-                target_id,
-                _jsonable(before),
-                _jsonable(after),
-                ctx.request_id,
-                ctx.client_ip,
-            )
+            _event_row(ctx, action, target_type, target_id, before, after)
             for target_id, before, after in changes
         ],
+    )
+
+
+def _event_row(
+    ctx: AuditContext,
+    action: str,
+    target_type: str | None,
+    target_id: str | None,
+    before: Any,
+    after: Any,
+) -> tuple[Any, ...]:
+    """INSERT_EVENT's parameters for one event."""
+    return (
+        new_id("evt"),
+        ctx.actor_key_id,
+        ctx.actor_role,
+        action,
+        target_type,
+        target_id,
+        _jsonable(before),
+        _jsonable(after),
+        ctx.request_id,
+        ctx.client_ip,
     )
 
 

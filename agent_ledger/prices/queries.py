@@ -46,19 +46,6 @@ WHERE model = ANY ($1::text[]) AND effective_from <= $2
 ORDER BY model, effective_from DESC
 """
 
-UPSERT_PRICE = f"""
-INSERT INTO prices (model, currency, input_per_mtok, cached_input_per_mtok, cache_write_per_mtok,
-                    output_per_mtok, per_request, tiers, effective_from, updated_at)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, now())
-ON CONFLICT (model, effective_from) DO UPDATE
-SET currency = EXCLUDED.currency, input_per_mtok = EXCLUDED.input_per_mtok,
-    cached_input_per_mtok = EXCLUDED.cached_input_per_mtok,
-    cache_write_per_mtok = EXCLUDED.cache_write_per_mtok,
-    output_per_mtok = EXCLUDED.output_per_mtok, per_request = EXCLUDED.per_request,
-    tiers = EXCLUDED.tiers, updated_at = EXCLUDED.updated_at
-RETURNING {PRICE_COLUMNS}
-"""
-
 # Many prices from one effective_from ($9) at once (an import): one statement, so the prices
 # lock is held for as short a time as the rows take to write. Tiers travel as JSON text: a list
 # inside an array parameter would be read as another dimension of the array.

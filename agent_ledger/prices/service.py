@@ -12,7 +12,7 @@ from typing import Any
 import asyncpg
 import msgspec
 
-from agent_ledger.audit.recorder import AuditContext, record_event, record_events
+from agent_ledger.audit.recorder import AuditContext, record_events
 from agent_ledger.citus import ONE_CONNECTION_PER_NODE
 from agent_ledger.db import transactions
 from agent_ledger.errors import InvalidInput
@@ -168,47 +168,17 @@ async def _effective(conn: asyncpg.Connection, requested: datetime | None) -> da
     return requested
 
 
-async def _write(
-    conn: asyncpg.Connection,
-    ctx: AuditContext,
-    model: str,
-    spec: PriceSpec,
-    effective_from: datetime,
-    before: asyncpg.Record | None,
-) -> Price:
-    after = _price(
-        await conn.fetchrow(
-            queries.UPSERT_PRICE,
-            model,
-            spec.currency,
-            *(getattr(spec, rate) for rate in _RATES),
-            spec.per_request,
-            spec.tiers_json(),
-            effective_from,
-        )
-    )
-    await record_event(
-        conn,
-        ctx,
-        "price.updated",
-        target_type="price",
-        target_id=model,
-        before=_price(before) if before else None,
-        after=after,
-    )
-    return after
-
-
 async def _write_many(
     conn: asyncpg.Connection,
     ctx: AuditContext,
     specs: Mapping[str, PriceSpec],
     effective_from: datetime,
     befores: Mapping[str, asyncpg.Record | None],
-) -> None:
-    """``_write`` for many models at once: one statement for the rows, one batch of events."""
+) -> list[Price]:
+    """Write the prices of ``specs`` from ``effective_from``, each audited with the price it
+    replaces: one statement for the rows, one batch of events. The prices written, in order."""
     if not specs:
-        return
+        return []
     models = list(specs)
     rows = await conn.fetch(
         queries.UPSERT_PRICES,
@@ -219,20 +189,18 @@ async def _write_many(
         [msgspec.json.encode(specs[m].tiers_json()).decode() for m in models],
         effective_from,
     )
+    afters = [_price(row) for row in rows]
     await record_events(
         conn,
         ctx,
         "price.updated",
         "price",
         [
-            (
-                row["model"],
-                _price(before) if (before := befores[row["model"]]) else None,
-                _price(row),
-            )
-            for row in rows
+            (row["model"], _price(before) if (before := befores[row["model"]]) else None, after)
+            for row, after in zip(rows, afters, strict=True)
         ],
     )
+    return afters
 
 
 async def set_price(pool: asyncpg.Pool, ctx: AuditContext, model: str, data: PriceUpdate) -> Price:
@@ -244,7 +212,7 @@ async def set_price(pool: asyncpg.Pool, ctx: AuditContext, model: str, data: Pri
             await _lock_prices(conn)
             effective_from = await _effective(conn, data.effective_from)
             before = await conn.fetchrow(queries.PRICE_AT, model, effective_from)
-            after = await _write(conn, ctx, model, spec, effective_from, before)
+            [after] = await _write_many(conn, ctx, {model: spec}, effective_from, {model: before})
     return after
 
 
