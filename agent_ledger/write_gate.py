@@ -11,10 +11,17 @@ and the request deadline (``deadline.py``) still bounds how long.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+import functools
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager, nullcontext
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
-__all__ = ["AGENT_WRITES", "KeyedGate"]
+from agent_ledger.principal import Principal
+
+__all__ = ["AGENT_WRITES", "KeyedGate", "one_write_per_agent"]
+
+P = ParamSpec("P")
+T = TypeVar("T")
 
 
 class KeyedGate:
@@ -41,3 +48,22 @@ class KeyedGate:
 
 
 AGENT_WRITES = KeyedGate()
+
+
+def one_write_per_agent(
+    write: Callable[Concatenate[Any, Any, Principal, P], Awaitable[T]],
+) -> Callable[Concatenate[Any, Any, Principal, P], Awaitable[T]]:
+    """Run a service write ``(pool, ctx, principal, ...)`` behind AGENT_WRITES when an agent's
+    key makes it (keyed by that agent, whose balance row such a write locks); staff writes are
+    not gated."""
+
+    @functools.wraps(write)
+    async def gated(
+        pool: Any, ctx: Any, principal: Principal, /, *args: P.args, **kwargs: P.kwargs
+    ) -> T:
+        agent_id = principal.agent_id if principal.role == "agent" else None
+        gate = AGENT_WRITES.one_at_a_time(agent_id) if agent_id is not None else nullcontext()
+        async with gate:
+            return await write(pool, ctx, principal, *args, **kwargs)
+
+    return gated

@@ -8,7 +8,6 @@ agents row and key (reference tables on Citus), the staff audit events.
 
 from __future__ import annotations
 
-from contextlib import AbstractAsyncContextManager, nullcontext
 from datetime import datetime, timedelta
 
 import asyncpg
@@ -29,7 +28,7 @@ from agent_ledger.keys.service import issue_agent_key
 from agent_ledger.ledger import render
 from agent_ledger.money import format_amount, parse_amount
 from agent_ledger.principal import Principal
-from agent_ledger.write_gate import AGENT_WRITES
+from agent_ledger.write_gate import one_write_per_agent
 
 __all__ = ["close_due_grants", "close_grant", "create_child", "get_grant"]
 
@@ -60,14 +59,7 @@ async def _database_now(conn: asyncpg.Connection, now: datetime | None) -> datet
     return now if now is not None else await conn.fetchval("SELECT now()")
 
 
-def _one_write_of(principal: Principal) -> AbstractAsyncContextManager[None]:
-    """An agent's grant writes lock its balance row: one at a time per agent and process, so a
-    flood of them cannot hold the pool (write_gate.py). Staff writes are not gated."""
-    if principal.role == "agent" and principal.agent_id is not None:
-        return AGENT_WRITES.one_at_a_time(principal.agent_id)
-    return nullcontext()
-
-
+@one_write_per_agent
 async def create_child(
     pool: asyncpg.Pool,
     ctx: AuditContext,
@@ -81,23 +73,6 @@ async def create_child(
 ) -> ChildCreated:
     """A new agent in the parent's team, its grant in escrow on the parent, and a key for it
     that expires with the grant: one transaction, so either all exist or none."""
-    async with _one_write_of(principal):
-        return await _create_child(
-            pool, ctx, principal, parent_id, data, pepper=pepper, max_depth=max_depth, now=now
-        )
-
-
-async def _create_child(
-    pool: asyncpg.Pool,
-    ctx: AuditContext,
-    principal: Principal,
-    parent_id: str,
-    data: ChildCreate,
-    *,
-    pepper: str,
-    max_depth: int,
-    now: datetime | None,
-) -> ChildCreated:
     if principal.role == "agent" and principal.agent_id != parent_id:
         raise Forbidden("An agent key may create children of its own agent only.")
     check_metadata_size(data.metadata)
@@ -183,6 +158,7 @@ async def get_grant(pool: asyncpg.Pool, principal: Principal, grant_id: str) -> 
         return _grant(await conn.fetchrow(queries.GET_GRANT, grant_id, where["home_id"]))
 
 
+@one_write_per_agent
 async def close_grant(
     pool: asyncpg.Pool,
     ctx: AuditContext,
@@ -192,17 +168,6 @@ async def close_grant(
 ) -> Grant:
     """Close by request: the parent's key or an admin's. The child's own key may not (a grant
     is its parent's to end)."""
-    async with _one_write_of(principal):
-        return await _close_grant(pool, ctx, principal, grant_id, now)
-
-
-async def _close_grant(
-    pool: asyncpg.Pool,
-    ctx: AuditContext,
-    principal: Principal,
-    grant_id: str,
-    now: datetime | None,
-) -> Grant:
     async for attempt in transactions(pool):
         async with attempt as conn:
             await conn.execute(ONE_CONNECTION_PER_NODE)

@@ -28,7 +28,7 @@ from agent_ledger.patterns import RUN_ID_PATTERN
 from agent_ledger.principal import Principal
 from agent_ledger.runs import queries
 from agent_ledger.runs.schemas import RunBudget, RunBudgetUpdate, RunPage, RunSummary
-from agent_ledger.write_gate import AGENT_WRITES
+from agent_ledger.write_gate import one_write_per_agent
 
 __all__ = ["get_run_budget", "list_runs", "set_run_budget"]
 
@@ -93,6 +93,7 @@ async def get_run_budget(
     raise NotFound(f"No agent with id {agent_id!r}.")
 
 
+@one_write_per_agent
 async def set_run_budget(
     pool: asyncpg.Pool,
     ctx: AuditContext,
@@ -108,13 +109,12 @@ async def set_run_budget(
     check_run_id(run_id)
     limit = None if data.limit is None else parse_amount(data.limit, field="limit", allow_zero=True)
     role = "admin" if principal.role == "admin" else "agent"
-    async with AGENT_WRITES.one_at_a_time(agent_id):
-        for _ in range(_HOME_ATTEMPTS):
-            async for attempt in transactions(pool):
-                async with attempt as conn:
-                    result = await _set_in_home(conn, ctx, agent_id, run_id, limit, role, now)
-            if result is not None:
-                return result
+    for _ in range(_HOME_ATTEMPTS):
+        async for attempt in transactions(pool):
+            async with attempt as conn:
+                result = await _set_in_home(conn, ctx, agent_id, run_id, limit, role, now)
+        if result is not None:
+            return result
     raise NotFound(f"No agent with id {agent_id!r}.")
 
 
